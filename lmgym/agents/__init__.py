@@ -1,0 +1,8 @@
+"""Agents: adapters between lmgym's envs and stable-baselines3 (and, later, the LM policy)."""
+
+from __future__ import annotations
+
+from lmgym.agents.attach import attach_sb3, sb3_policy_logprobs
+from lmgym.agents.vec_env import SB3VecEnv
+
+__all__ = ["SB3VecEnv", "attach_sb3", "sb3_policy_logprobs"]

@@ -1,0 +1,110 @@
+"""Attach a stable-baselines3 model as π_θ of an env's KL penalty, in one line.
+
+The KL term ``log π_θ(y_t) − log π_ref(y_t)`` needs the log-probs of the policy being trained.
+An LM policy attaches itself; for any other SB3 policy this module reads them off the policy's
+action distribution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    MultiCategoricalDistribution,
+)
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
+
+from lmgym.agents.vec_env import SB3VecEnv
+from lmgym.envs.sequence_reward import PolicyLogProbFn
+
+
+def sb3_policy_logprobs(model: BaseAlgorithm) -> PolicyLogProbFn:
+    """Build ``f(observations, actions) -> log π_θ`` from an SB3 model's policy.
+
+    For a ``MultiDiscrete`` completion (``MlpPolicy`` on ``LMBandit-v0``), SB3's distribution is
+    one categorical per position, so this returns the full (B, T, V) log-distributions; the env
+    gathers the chosen tokens' log-probs and can also use the exact ``full`` estimator.
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> from stable_baselines3 import PPO
+        >>> env = gym.make("LMBandit-v0")
+        >>> f = sb3_policy_logprobs(PPO("MlpPolicy", env))
+    """
+    policy = model.policy
+
+    def logprobs(observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            obs_tensor, _ = policy.obs_to_tensor(observations)
+            distribution = policy.get_distribution(obs_tensor)  # type: ignore[operator]
+            if isinstance(distribution, MultiCategoricalDistribution):
+                # torch's Categorical.logits are normalised log-probs: (B, V) per position.
+                per_position = [d.logits for d in distribution.distribution]
+                return torch.stack(per_position, dim=1).cpu()  # (B, T, V)
+            if isinstance(distribution, CategoricalDistribution):
+                return distribution.distribution.logits.unsqueeze(1).cpu()  # (B, 1, V)
+            raise TypeError(
+                f"{type(policy).__name__} has a {type(distribution).__name__}; expected a "
+                "categorical distribution over token ids (MlpPolicy on LMBandit-v0)."
+            )
+
+    return logprobs
+
+
+def attach_sb3(model: BaseAlgorithm, env: Any = None) -> PolicyLogProbFn:
+    """Attach ``model``'s policy as π_θ of the KL penalty of ``env`` (default: the model's env).
+
+    Works for a single env (``gym.make``), lmgym's vector env (``gym.make_vec``), and SB3's
+    ``DummyVecEnv`` / :class:`~lmgym.agents.SB3VecEnv` around them. ``SubprocVecEnv`` is not
+    supported: the policy would be copied into each worker and go stale as it trains.
+
+    Returns:
+        The attached log-prob function (to reuse or to detach with ``attach_policy(None)``).
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> from stable_baselines3 import PPO
+        >>> from lmgym.agents import attach_sb3
+        >>> env = gym.make("LMBandit-v0", kl_estimator="k3")
+        >>> model = PPO("MlpPolicy", env, n_steps=8, batch_size=8)
+        >>> _ = attach_sb3(model)
+        >>> _ = env.reset(seed=0)
+        >>> env.step(env.action_space.sample())[-1]["kl_form"]
+        'policy'
+    """
+    fn = sb3_policy_logprobs(model)
+    target = model.get_env() if env is None else env
+    if target is None:
+        raise ValueError(
+            "attach_sb3(model) found no env on the model; pass the env: attach_sb3(model, env)."
+        )
+    _attach(target, fn)
+    return fn
+
+
+def _attach(env: Any, fn: PolicyLogProbFn) -> None:
+    while isinstance(env, VecEnvWrapper):
+        env = env.venv
+    if isinstance(env, SB3VecEnv):
+        env = env.venv
+    if isinstance(env, DummyVecEnv):
+        for sub_env in env.envs:
+            _attach(sub_env, fn)
+    elif isinstance(env, VecEnv):
+        raise TypeError(
+            f"{type(env).__name__} is not supported by attach_sb3: its envs run in other "
+            "processes, so they cannot see the policy as it trains. Use DummyVecEnv or "
+            "lmgym.agents.SB3VecEnv(gym.make_vec(...))."
+        )
+    elif isinstance(env, VectorEnv):
+        env.attach_policy(fn)  # type: ignore[attr-defined]
+    elif isinstance(env, gym.Env):
+        env.unwrapped.attach_policy(fn)  # type: ignore[attr-defined]
+    else:
+        raise TypeError(f"env={env!r} is not a Gymnasium env, vector env or SB3 VecEnv.")

@@ -1,0 +1,239 @@
+"""``LMBandit-v0``: one prompt, one whole completion, one reward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lmgym.envs.lm_setup import ModelSpec, build_lm_setup
+from lmgym.envs.prompts import PromptSource, PromptSpec
+from lmgym.envs.sequence_reward import PolicyLogProbFn, SequenceRewardBatch, SequenceRewarder
+from lmgym.error import ResetNeeded
+from lmgym.models.corpus import prompts as default_prompts
+from lmgym.rewards import LexiconSentimentReward
+
+
+def check_lm_env_args(*, kl_coef: float, max_prompt_tokens: int, max_new_tokens: int) -> None:
+    """Validate the numeric arguments shared by the LM envs, before anything is loaded."""
+    for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{name}={value!r} must be an int > 0, e.g. {name}=16.")
+    if not isinstance(kl_coef, (int, float)) or not np.isfinite(kl_coef) or kl_coef < 0:
+        raise ValueError(
+            f"kl_coef={kl_coef!r} must be a finite float >= 0 (0 turns the KL penalty off)."
+        )
+
+
+def lm_observation_space(max_prompt_tokens: int, vocab_size: int) -> spaces.Box:
+    """Right-padded prompt ids as an int64 ``Box``: SB3's ``MlpPolicy`` reads it directly.
+
+    ``Discrete``/``MultiDiscrete`` would make SB3 one-hot encode every position (prompt length ×
+    vocab inputs), and ``Sequence``/``Text`` spaces are not supported by SB3 (DESIGN section 8).
+    """
+    return spaces.Box(low=0, high=vocab_size - 1, shape=(max_prompt_tokens,), dtype=np.int64)
+
+
+class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Write a completion for a prompt; get one reward for the whole of it.
+
+    ## Description
+    The RLHF recipe as a contextual bandit: each episode draws a prompt, the agent answers with a
+    whole completion (the action), and the episode ends with the reward of that completion:
+    the reward model's score minus a KL penalty to a frozen reference LM.
+
+    ## Action Space
+    ``MultiDiscrete([vocab_size] * max_new_tokens)``: the completion's token ids. Tokens after the
+    first EOS are ignored (a completion with no EOS is cut at the length limit).
+
+    ## Observation Space
+    ``Box(0, vocab_size - 1, (max_prompt_tokens,), int64)``: the prompt's token ids, right-padded
+    with the tokenizer's pad id. The padding is recoverable: ``mask = obs != pad_token_id``.
+
+    ## Reward
+    ``R = r_φ(x, y) − β · Σ_t k_t``, with k_t one of Schulman's estimators of the per-token KL
+    between the attached policy and the reference (DESIGN section 4). With no policy attached,
+    k_t = −log π_ref(y_t) (``info["kl_form"] == "reference_only"``).
+
+    ## Episode End
+    ``terminated=True`` after the single step; there is no truncation.
+
+    ## Information
+    ``reset`` gives ``prompt``. ``step`` gives ``prompt``, ``completion`` (text),
+    ``reward_model``, ``kl``, ``kl_coef``, ``kl_form``, ``completion_length`` and ``eos``, with
+    ``reward == reward_model - kl_coef * kl``.
+
+    ## Arguments
+    - ``model``: local Hugging Face directory or model object (default: the embedded model).
+    - ``tokenizer``: directory or object (default: the model's).
+    - ``ref_model``: reference LM (default: a frozen copy of ``model``).
+    - ``prompts``: list of texts, or ``f(np_random) -> str`` (default: the review prompts).
+    - ``reward_fn``: a reward function (default: lexicon sentiment, "write a positive review").
+    - ``kl_coef`` (β), ``kl_estimator`` (``k1|k2|k3|full``), ``kl_target`` and ``kl_horizon``
+      (adaptive β; the target is the KL summed over a completion).
+    - ``max_prompt_tokens``, ``max_new_tokens``, ``truncate_prompts``, ``render_mode``
+      (``ansi`` or ``human``), ``trust_remote_code``.
+
+    ## Version History
+    - v0: initial version.
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> env = gym.make("LMBandit-v0")
+        >>> obs, info = env.reset(seed=0)
+        >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        >>> terminated
+        True
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
+
+    def __init__(
+        self,
+        model: ModelSpec | None = None,
+        tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+        ref_model: str | Path | PreTrainedModel | None = None,
+        prompts: PromptSpec | None = None,
+        reward_fn: Any = None,
+        kl_coef: float = 0.05,
+        kl_estimator: str = "k1",
+        kl_target: float | None = None,
+        kl_horizon: int = 10_000,
+        max_prompt_tokens: int = 16,
+        max_new_tokens: int = 16,
+        truncate_prompts: bool = False,
+        render_mode: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        check_lm_env_args(
+            kl_coef=kl_coef, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens
+        )
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported; expected one of "
+                f"{self.metadata['render_modes']} or None."
+            )
+        self.render_mode = render_mode
+        self.lm = build_lm_setup(model, tokenizer, ref_model, trust_remote_code=trust_remote_code)
+        self.rewarder = SequenceRewarder(
+            self.lm,
+            LexiconSentimentReward() if reward_fn is None else reward_fn,
+            kl_coef=kl_coef,
+            kl_estimator=kl_estimator,
+            kl_target=kl_target,
+            kl_horizon=kl_horizon,
+        )
+        self.prompt_source = PromptSource(
+            default_prompts("train") if prompts is None else prompts,
+            self.lm.tokenizer,
+            max_prompt_tokens,
+            truncate_prompts,
+        )
+        self.max_new_tokens = int(max_new_tokens)
+        self.observation_space = lm_observation_space(max_prompt_tokens, self.lm.vocab_size)
+        self.action_space = spaces.MultiDiscrete(
+            np.full(max_new_tokens, self.lm.vocab_size, dtype=np.int64)
+        )
+        self._prompt: str | None = None
+        self._obs: np.ndarray | None = None
+        self._done = True
+        self._last: tuple[str, SequenceRewardBatch] | None = None
+
+    def attach_policy(self, policy: PolicyLogProbFn | None) -> None:
+        """Use ``policy`` as π_θ in the KL term (``None`` detaches: reference-only form).
+
+        See :data:`lmgym.envs.sequence_reward.PolicyLogProbFn` for what it must return, and
+        :func:`lmgym.agents.attach_sb3` for the one-line way to attach an SB3 model.
+        """
+        self.rewarder.policy = policy
+
+    @property
+    def kl_coef(self) -> float:
+        """The current β (it moves when an adaptive controller is set)."""
+        return float(self.rewarder.controller.value)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw a prompt from ``np_random``; ``options={"prompt": text}`` forces one."""
+        super().reset(seed=seed)
+        if options is not None and "prompt" in options:
+            text = options["prompt"]
+            ids = self.prompt_source.encode(text, where='options["prompt"]')
+        else:
+            text, ids = self.prompt_source.draw(self.np_random)
+        self._prompt = text
+        self._obs = self.prompt_source.pad(ids, self.lm.pad_token_id)
+        self._done = False
+        self._last = None
+        return self._obs.copy(), {"prompt": text}
+
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Score the completion ``action`` for the current prompt; the episode then ends."""
+        if self._done or self._obs is None or self._prompt is None:
+            raise ResetNeeded(
+                "step() called on an LMBandit-v0 episode that has ended (or never started); "
+                "call reset() first: each episode is one prompt and one completion."
+            )
+        completion = check_completion_action(action, self.max_new_tokens, self.lm.vocab_size)
+        batch = self.rewarder([self._prompt], self._obs[None, :], completion[None, :])
+        self._done = True
+        self._last = (self._prompt, batch)
+        info = batch.info(0, self._prompt)
+        if self.render_mode == "human":
+            print(self.render_text())
+        return self._obs.copy(), float(batch.reward[0]), True, False, info
+
+    def render(self) -> str | None:  # type: ignore[override]
+        """``ansi``: the prompt, the completion and the reward parts as text."""
+        if self.render_mode == "ansi":
+            return self.render_text()
+        if self.render_mode == "human":
+            print(self.render_text())
+        return None
+
+    def render_text(self) -> str:
+        """The last step as text (or the current prompt before any step)."""
+        if self._last is None:
+            return f"prompt: {self._prompt!r}\n(no completion yet)"
+        prompt, batch = self._last
+        info = batch.info(0, prompt)
+        return (
+            f"prompt:     {prompt!r}\n"
+            f"completion: {info['completion']!r}\n"
+            f"reward = reward_model - kl_coef * kl = {info['reward_model']:.4f} - "
+            f"{info['kl_coef']:.4f} * {info['kl']:.4f} = {float(batch.reward[0]):.4f} "
+            f"(kl form: {info['kl_form']})"
+        )
+
+
+def check_completion_action(action: Any, max_new_tokens: int, vocab_size: int) -> np.ndarray:
+    """Validate a completion action and return it as an int64 array of shape (max_new_tokens,).
+
+    Raises ``TypeError`` for non-integer dtypes and ``ValueError`` for a wrong shape or ids
+    outside ``[0, vocab_size)``, naming the offending value.
+    """
+    array = np.asarray(action)
+    if array.dtype == object or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"action has dtype {array.dtype}; expected integer token ids (e.g. np.int64) of shape "
+            f"({max_new_tokens},)."
+        )
+    if array.shape != (max_new_tokens,):
+        raise ValueError(
+            f"action has shape {array.shape}; expected ({max_new_tokens},): one token id per "
+            "position up to max_new_tokens (pad after EOS with any valid id)."
+        )
+    bad = np.flatnonzero((array < 0) | (array >= vocab_size))
+    if bad.size:
+        raise ValueError(
+            f"action[{int(bad[0])}]={int(array[bad[0]])} is not a token id; expected ids in "
+            f"[0, {vocab_size}) (the tokenizer's vocabulary)."
+        )
+    return array.astype(np.int64, copy=False)

@@ -1,0 +1,1 @@
+"""Language models: the embedded default, loading of local checkpoints, and generation."""

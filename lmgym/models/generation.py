@@ -1,0 +1,163 @@
+"""Sampling completions from a causal LM: the one generation utility everything shares.
+
+It wraps Hugging Face ``generate`` (which keeps a KV cache; a hand-written cached loop was
+measured no faster, DESIGN section 8) and returns what RL needs besides the tokens: the per-token
+log-probs and a mask of the tokens that count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel
+
+from lmgym.models.padding import completion_mask_from_ids, right_to_left_padding
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How completions are sampled (the "drunk cat" knobs of DESIGN section 1).
+
+    Attributes:
+        max_new_tokens: Length limit of a completion, in tokens (> 0).
+        do_sample: Sample (True) or decode greedily (False).
+        temperature: Softmax temperature (> 0); 1.0 samples from the model as it is.
+        top_k: Keep only the k most likely tokens; 0 turns the filter off.
+        top_p: Nucleus sampling: keep the smallest set with probability mass >= top_p, in (0, 1].
+    """
+
+    max_new_tokens: int = 16
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise TypeError(f"max_new_tokens={self.max_new_tokens!r} is not an int.")
+        if self.max_new_tokens <= 0:
+            raise ValueError(
+                f"max_new_tokens={self.max_new_tokens} must be > 0: it is the completion's "
+                "length limit in tokens, e.g. max_new_tokens=16."
+            )
+        if not self.temperature > 0:
+            raise ValueError(
+                f"temperature={self.temperature} must be > 0; use do_sample=False for greedy "
+                "decoding instead of temperature 0."
+            )
+        if not 0 < self.top_p <= 1:
+            raise ValueError(
+                f"top_p={self.top_p} must lie in (0, 1]; 1.0 turns nucleus sampling off."
+            )
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k!r} must be an int >= 0; 0 turns it off.")
+
+    def to_generation_config(self, *, eos_token_id: int, pad_token_id: int) -> GenerationConfig:
+        """The Hugging Face ``GenerationConfig`` that samples the same way."""
+        sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            **(sampling if self.do_sample else {}),
+        )
+
+
+@dataclass
+class Generation:
+    """Sampled completions, right-padded to ``max_new_tokens``; every tensor is (B, T).
+
+    Attributes:
+        completion_ids: Token ids; ``pad_token_id`` after the first EOS.
+        mask: 1 for tokens up to and including the first EOS.
+        logprobs: log π(y_t | x, y_<t) under the model itself (temperature 1, no filtering):
+            the π_θ of the KL penalty and of the PPO ratio. 0 where ``mask`` is 0.
+        sampling_logprobs: log-probs under the distribution actually sampled from (after
+            temperature / top-k / top-p); 0 where ``mask`` is 0.
+    """
+
+    completion_ids: torch.Tensor
+    mask: torch.Tensor
+    logprobs: torch.Tensor
+    sampling_logprobs: torch.Tensor
+
+
+def generate(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    config: DecodingConfig,
+    *,
+    eos_token_id: int,
+    pad_token_id: int,
+) -> Generation:
+    """Sample one completion per prompt with a KV cache.
+
+    Randomness comes from torch's global generator (as in ``generate`` itself); seed it with
+    :func:`lmgym.seeding.set_seed` for reproducible samples.
+
+    Args:
+        model: A causal LM (put it in eval mode; see :func:`lmgym.models.loading.load_model`).
+        prompt_ids: (B, P) prompt token ids, padded on either side.
+        prompt_mask: (B, P) 1 for real prompt tokens.
+        config: Decoding settings.
+        eos_token_id: Ends a completion.
+        pad_token_id: Fills prompt padding and the positions after EOS.
+
+    Returns:
+        A :class:`Generation` with tensors of shape (B, ``config.max_new_tokens``).
+
+    Example:
+        >>> from lmgym.models.loading import load_default_model
+        >>> model, tok = load_default_model()
+        >>> ids = torch.tensor([tok.encode("the food was")])
+        >>> out = generate(model, ids, torch.ones_like(ids), DecodingConfig(max_new_tokens=8),
+        ...                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        >>> out.completion_ids.shape
+        torch.Size([1, 8])
+    """
+    left_ids, left_mask = right_to_left_padding(prompt_ids, prompt_mask, pad_token_id)
+    n_prompt = left_ids.shape[1]
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=left_ids,
+            attention_mask=left_mask,
+            generation_config=config.to_generation_config(
+                eos_token_id=eos_token_id, pad_token_id=pad_token_id
+            ),
+            return_dict_in_generate=True,
+            output_scores=True,
+            output_logits=True,
+        )
+    new_ids = out.sequences[:, n_prompt:]  # (B, T') with T' <= max_new_tokens
+    raw_logits = torch.stack(out.logits, dim=1).float()  # (B, T', V)
+    processed = torch.stack(out.scores, dim=1).float()  # (B, T', V), after temperature etc.
+    logprobs = _gather_logprobs(raw_logits, new_ids)
+    sampling_logprobs = _gather_logprobs(processed, new_ids)
+
+    batch, produced = new_ids.shape
+    missing = config.max_new_tokens - produced
+    if missing > 0:  # every row hit EOS early: pad to the fixed length the spaces expect
+        new_ids = torch.cat([new_ids, new_ids.new_full((batch, missing), pad_token_id)], dim=1)
+        zeros = logprobs.new_zeros((batch, missing))
+        logprobs = torch.cat([logprobs, zeros], dim=1)
+        sampling_logprobs = torch.cat([sampling_logprobs, zeros], dim=1)
+    mask = completion_mask_from_ids(new_ids, eos_token_id)
+    # generate writes pad after EOS, but pad may equal EOS (GPT-2 style): the mask decides.
+    new_ids = new_ids.masked_fill(mask == 0, pad_token_id)
+    return Generation(
+        completion_ids=new_ids.clone(),
+        mask=mask,
+        logprobs=logprobs * mask,
+        sampling_logprobs=sampling_logprobs * mask,
+    )
+
+
+def _gather_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits, dim=-1)
+    picked = torch.gather(logp, 2, ids.unsqueeze(-1)).squeeze(-1)
+    # Filtered-out tokens give -inf under the processed distribution; they are never sampled,
+    # but padding positions may pick them. Zeroing happens with the mask; avoid -inf * 0 = nan.
+    return torch.nan_to_num(picked, neginf=-1e9)

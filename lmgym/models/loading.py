@@ -1,0 +1,189 @@
+"""Load causal LMs and their tokenizers from local directories: never from a hub.
+
+Every model lmgym hands out is in eval mode with all dropout set to 0: SB3 switches the policy to
+train mode for its updates, and GPT-2's default 0.1 dropout then shifts log-probs by 0.3-0.5 nats
+between rollout and update, which breaks the PPO ratio (DESIGN section 8).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from lmgym.error import ModelLoadError
+
+DEFAULT_MODEL_DIR = Path(str(resources.files("lmgym.models") / "default"))
+"""Where the embedded default model (trained by :mod:`lmgym.models.pretrain`) ships."""
+
+_DROPOUT_CONFIG_FIELDS = (
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "summary_first_dropout",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "attention_dropout",
+    "hidden_dropout",
+    "dropout",
+)
+
+
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Set every dropout probability in ``model`` (modules and config) to 0, in place.
+
+    Example:
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> m = disable_dropout(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2)))
+        >>> m.config.resid_pdrop
+        0.0
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    config = getattr(model, "config", None)
+    for field in _DROPOUT_CONFIG_FIELDS:
+        if config is not None and isinstance(getattr(config, field, None), float):
+            setattr(config, field, 0.0)
+    return model
+
+
+def _require_model_dir(path: Path, argument: str) -> None:
+    if not path.exists():
+        raise ModelLoadError(
+            f"{argument}={str(path)!r} does not exist; expected a local directory saved with "
+            "save_pretrained (config.json + weights). lmgym never downloads from a hub: save the "
+            "model to disk first, or omit the argument to use the embedded default model."
+        )
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"{argument}={str(path)!r} holds no config.json; expected a directory written by "
+            "`model.save_pretrained(path)`."
+        )
+
+
+def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise if the tokenizer can produce ids the model's embedding has no row for.
+
+    A model may have more embedding rows than tokens (GPT-2 pads its table), never fewer.
+
+    Example:
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> model, tokenizer = load_default_model()
+        >>> check_vocab_fits(model, tokenizer)  # passes silently
+    """
+    embedding_rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > embedding_rows:
+        raise ModelLoadError(
+            f"tokenizer has {len(tokenizer)} tokens but the model's embedding has only "
+            f"{embedding_rows} rows (config.vocab_size={model.config.vocab_size}); expected a "
+            "tokenizer saved with this model. Pass the matching tokenizer, or call "
+            "model.resize_token_embeddings(len(tokenizer)) and fine-tune."
+        )
+
+
+def load_model(
+    model: str | Path | PreTrainedModel,
+    tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+    *,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local directory (or take given objects).
+
+    The returned model is in eval mode with dropout disabled; the tokenizer always has a pad
+    token (the EOS token when the checkpoint defines none, as is usual for GPT-2).
+
+    Args:
+        model: A local directory written by ``save_pretrained``, or a model object.
+        tokenizer: A local directory or tokenizer object. ``None`` loads it from ``model``'s
+            directory (required when ``model`` is an object).
+        trust_remote_code: Run modelling code shipped inside the checkpoint. Off by default;
+            turn it on only for checkpoints you trust.
+        attn_implementation: Passed to ``from_pretrained``; ``"eager"`` is needed where a
+            double backward runs (TRPO on CPU), since SDPA has none there.
+        device: Where to put the model; ``None`` leaves it on the CPU.
+
+    Returns:
+        ``(model, tokenizer)``.
+
+    Raises:
+        ModelLoadError: The directory does not exist or holds no config, or the tokenizer's
+            vocabulary does not fit the model's embedding.
+
+    Example:
+        >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
+        >>> model, tokenizer = load_model(DEFAULT_MODEL_DIR)
+        >>> model.training
+        False
+    """
+    if isinstance(model, (str, Path)):
+        model_dir = Path(model)
+        _require_model_dir(model_dir, "model")
+        kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+        loaded = AutoModelForCausalLM.from_pretrained(
+            model_dir, trust_remote_code=trust_remote_code, local_files_only=True, **kwargs
+        )
+        if tokenizer is None:
+            tokenizer = model_dir
+    elif isinstance(model, PreTrainedModel):
+        loaded = model
+        if tokenizer is None:
+            raise ValueError(
+                "tokenizer=None with a model object: expected the model's tokenizer (an object "
+                "or a local directory). Pass tokenizer=..., or pass the model as a directory."
+            )
+    else:
+        raise TypeError(
+            f"model={model!r} (type {type(model).__name__}) is not supported; expected a local "
+            "directory path or a transformers PreTrainedModel."
+        )
+
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer_dir = Path(tokenizer)
+        if not tokenizer_dir.is_dir():
+            raise ModelLoadError(
+                f"tokenizer={str(tokenizer_dir)!r} is not a directory; expected a local "
+                "directory written by tokenizer.save_pretrained(path)."
+            )
+        tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer_dir, trust_remote_code=trust_remote_code, local_files_only=True
+        )
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise TypeError(
+            f"tokenizer={tokenizer!r} is not supported; expected a local directory or a "
+            "transformers tokenizer object."
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    check_vocab_fits(loaded, tokenizer)
+
+    disable_dropout(loaded)
+    loaded.eval()
+    if device is not None:
+        loaded.to(device)
+    return loaded, tokenizer
+
+
+def load_default_model(
+    *, attn_implementation: str | None = None, device: str | torch.device | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the embedded default model and tokenizer that ship inside the package.
+
+    It is a small GPT-2 trained by ``python -m lmgym.models.pretrain`` on a review corpus that
+    lmgym generates itself (:mod:`lmgym.models.corpus`); nothing is downloaded.
+
+    Example:
+        >>> model, tokenizer = load_default_model()
+        >>> model.config.model_type
+        'gpt2'
+    """
+    return load_model(DEFAULT_MODEL_DIR, attn_implementation=attn_implementation, device=device)

@@ -1,0 +1,109 @@
+"""Teacher-forced log-probabilities of completions: one forward pass per batch.
+
+This is the one place where (prompt, completion) pairs are scored by a causal LM. The envs use it
+for the reference model and the policy uses it in ``evaluate_actions``, so the two agree on layout
+(left-padded prompt, then completion) and positions (counted over real tokens, as ``generate``
+does) and log-probs from sampling match log-probs from scoring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from lmgym.models.padding import position_ids_from_mask, right_to_left_padding
+
+
+@dataclass
+class CompletionScores:
+    """Per-token results of scoring completions; every tensor is (B, T) or (B, T, V).
+
+    Attributes:
+        logprobs: log π(y_t | x, y_<t) of each completion token; 0 where ``mask`` is 0.
+        mask: 1 for completion tokens that count (up to and including the first EOS).
+        logits: Full next-token logits at each completion position (B, T, V), kept only when
+            asked for (the ``full`` KL estimator and entropies need them).
+        hidden: Last hidden state at each completion position (B, T, H), kept only when asked.
+    """
+
+    logprobs: torch.Tensor
+    mask: torch.Tensor
+    logits: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+
+
+def score_completions(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    pad_token_id: int,
+    keep_logits: bool = False,
+    keep_hidden: bool = False,
+) -> CompletionScores:
+    """Score completions under ``model`` with one teacher-forced forward pass.
+
+    Gradients flow when called outside ``torch.inference_mode()`` / ``torch.no_grad()``, which is
+    how a policy's ``evaluate_actions`` uses it.
+
+    Args:
+        model: A causal LM.
+        prompt_ids: Prompt token ids (B, P), padded on either side.
+        prompt_mask: 1 for real prompt tokens (B, P).
+        completion_ids: Completion token ids (B, T), right-padded.
+        completion_mask: 1 for completion tokens that count (B, T).
+        pad_token_id: Id used for padding.
+        keep_logits: Also return the (B, T, V) logits.
+        keep_hidden: Also return the (B, T, H) last hidden states.
+
+    Returns:
+        A :class:`CompletionScores`.
+
+    Example:
+        >>> from lmgym.models.loading import load_default_model
+        >>> model, tok = load_default_model()
+        >>> p = torch.tensor([tok.encode("the food was")]); c = torch.tensor([tok.encode("great")])
+        >>> s = score_completions(model, p, torch.ones_like(p), c, torch.ones_like(c),
+        ...                       pad_token_id=tok.pad_token_id)
+        >>> s.logprobs.shape
+        torch.Size([1, 1])
+    """
+    if prompt_ids.shape[0] != completion_ids.shape[0]:
+        raise ValueError(
+            f"prompt_ids has batch size {prompt_ids.shape[0]} but completion_ids has "
+            f"{completion_ids.shape[0]}; expected one completion per prompt."
+        )
+    left_ids, left_mask = right_to_left_padding(prompt_ids, prompt_mask, pad_token_id)
+    completion_mask = completion_mask.to(left_mask.dtype)
+    n_prompt = left_ids.shape[1]
+    n_completion = completion_ids.shape[1]
+
+    input_ids = torch.cat([left_ids, completion_ids], dim=1)  # (B, P+T)
+    # Tokens after the first EOS stay attended (as in generate) but never count: the mask of
+    # the *completion* decides what is summed, the attention mask only hides prompt padding.
+    attention_mask = torch.cat([left_mask, torch.ones_like(completion_mask)], dim=1)
+    outputs = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        output_hidden_states=keep_hidden,
+        use_cache=False,
+    )
+    # The logits at position i predict token i+1: completion token t is predicted at P-1+t.
+    logits = outputs.logits[:, n_prompt - 1 : n_prompt - 1 + n_completion, :]  # (B, T, V)
+    logp_all = torch.log_softmax(logits.float(), dim=-1)
+    logprobs = torch.gather(logp_all, 2, completion_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    logprobs = logprobs * completion_mask
+    hidden = None
+    if keep_hidden:
+        hidden = outputs.hidden_states[-1][:, n_prompt - 1 : n_prompt - 1 + n_completion, :]
+    return CompletionScores(
+        logprobs=logprobs,
+        mask=completion_mask,
+        logits=logits if keep_logits else None,
+        hidden=hidden,
+    )

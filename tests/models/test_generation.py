@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmgym.models.generation import DecodingConfig, generate
+from lmgym.models.loading import load_model
+from lmgym.models.padding import completion_mask_from_ids, right_to_left_padding
+from lmgym.models.scoring import score_completions
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm_dir: Path):
+    return load_model(tiny_lm_dir)
+
+
+def _prompts(tokenizer, texts: list[str], width: int = 8):
+    rows = [tokenizer(t)["input_ids"] for t in texts]
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def test_right_to_left_padding_keeps_order() -> None:
+    ids = torch.tensor([[5, 6, 7, 0], [8, 0, 0, 0]])
+    mask = (ids != 0).long()
+    left, left_mask = right_to_left_padding(ids, mask, pad_token_id=0)
+    assert left.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8]]
+    assert left_mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
+
+
+def test_completion_mask_counts_first_eos_only() -> None:
+    ids = torch.tensor([[4, 2, 2, 5], [4, 5, 6, 7], [2, 4, 4, 4]])
+    assert completion_mask_from_ids(ids, 2).tolist() == [
+        [1, 1, 0, 0],
+        [1, 1, 1, 1],
+        [1, 0, 0, 0],
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": 1.0},
+        {"temperature": 0.7, "top_k": 5},
+        {"top_p": 0.9},
+        {"do_sample": False},
+    ],
+    ids=["t1", "t07_topk5", "topp09", "greedy"],
+)
+def test_generate_logprobs_match_teacher_forcing(lm, kwargs) -> None:
+    model, tokenizer = lm
+    torch.manual_seed(0)
+    ids, mask = _prompts(tokenizer, ["the food was", "i thought the staff were very"])
+    config = DecodingConfig(max_new_tokens=6, **kwargs)
+    out = generate(
+        model,
+        ids,
+        mask,
+        config,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    assert out.completion_ids.shape == (2, 6)
+    assert out.mask.shape == (2, 6)
+    with torch.inference_mode():
+        scored = score_completions(
+            model,
+            ids,
+            mask,
+            out.completion_ids,
+            out.mask,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    torch.testing.assert_close(scored.logprobs, out.logprobs, atol=1e-4, rtol=1e-4)
+    # Sampling log-probs are never below the model's when mass is only removed (top-k/top-p).
+    if "temperature" not in kwargs or kwargs.get("temperature") == 1.0:
+        assert torch.all(out.sampling_logprobs >= out.logprobs - 1e-5)
+
+
+def test_generate_is_seeded(lm) -> None:
+    model, tokenizer = lm
+    ids, mask = _prompts(tokenizer, ["the food was"] * 4)
+    config = DecodingConfig(max_new_tokens=8)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        runs.append(
+            generate(model, ids, mask, config, eos_token_id=2, pad_token_id=0).completion_ids
+        )
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_greedy_is_argmax(lm) -> None:
+    model, tokenizer = lm
+    ids, mask = _prompts(tokenizer, ["the soup is"])
+    out = generate(
+        model, ids, mask, DecodingConfig(max_new_tokens=1, do_sample=False),
+        eos_token_id=2, pad_token_id=0,
+    )  # fmt: skip
+    with torch.inference_mode():
+        real = ids[:, : int(mask.sum())]
+        expected = model(real).logits[0, -1].argmax()
+    assert out.completion_ids[0, 0] == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"temperature": 0.0}, "temperature=0.0"),
+        ({"temperature": -1.0}, "temperature=-1.0"),
+        ({"top_p": 0.0}, "top_p=0.0"),
+        ({"top_p": 1.5}, "top_p=1.5"),
+        ({"top_k": -1}, "top_k=-1"),
+        ({"max_new_tokens": 0}, "max_new_tokens=0"),
+        ({"max_new_tokens": -3}, "max_new_tokens=-3"),
+    ],
+    ids=["temp0", "temp_neg", "top_p0", "top_p_big", "top_k_neg", "max_new0", "max_new_neg"],
+)
+def test_decoding_config_rejects_bad_values(kwargs, fragment) -> None:
+    with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
+        DecodingConfig(**kwargs)

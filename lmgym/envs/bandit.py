@@ -151,16 +151,17 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
         """
         self.rewarder.policy = policy
 
-    @property
-    def kl_coef(self) -> float:
-        """The current β (it moves when an adaptive controller is set)."""
-        return float(self.rewarder.controller.value)
-
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw a prompt from ``np_random``; ``options={"prompt": text}`` forces one."""
+        """Draw a prompt from ``np_random``; ``options={"prompt": text}`` forces one.
+
+        A seeded reset also puts an adaptive β back to its initial value, so the same seed and
+        the same actions give the same rewards (Gymnasium's determinism contract).
+        """
         super().reset(seed=seed)
+        if seed is not None:
+            self.rewarder.reset_controller()
         if options is not None and "prompt" in options:
             text = options["prompt"]
             ids = self.prompt_source.encode(text, where='options["prompt"]')

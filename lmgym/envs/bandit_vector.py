@@ -100,11 +100,6 @@ class LMBanditVectorEnv(VectorEnv):
         """Use ``policy`` as π_θ in the KL term; see :meth:`LMBanditEnv.attach_policy`."""
         self.rewarder.policy = policy
 
-    @property
-    def kl_coef(self) -> float:
-        """The current β."""
-        return float(self.rewarder.controller.value)
-
     def reset(
         self,
         *,
@@ -112,7 +107,6 @@ class LMBanditVectorEnv(VectorEnv):
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Draw a prompt for every env. ``seed`` is an int (env i gets ``seed + i``) or a list."""
-        super().reset(seed=seed)
         if isinstance(seed, int):
             seeds: list[int | None] = [seed + i for i in range(self.num_envs)]
         elif seed is None:
@@ -129,6 +123,9 @@ class LMBanditVectorEnv(VectorEnv):
                 "options['reset_mask'] is not supported: LMBandit-v0 vector envs reset every "
                 "env in the same step that ends it."
             )
+        super().reset(seed=seed if isinstance(seed, int) else None)
+        if seed is not None:
+            self.rewarder.reset_controller()
         for i, s in enumerate(seeds):
             if s is not None or self._needs_reset:
                 self._generators[i], _ = seeding.np_random(s)

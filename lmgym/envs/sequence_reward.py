@@ -121,9 +121,14 @@ class SequenceRewarder:
     ) -> None:
         self.setup = setup
         self.kl_estimator = check_kl_estimator(kl_estimator)
-        self.controller = make_kl_controller(kl_coef, kl_target, kl_horizon)
+        self._controller_args = (kl_coef, kl_target, kl_horizon)
+        self.controller = make_kl_controller(*self._controller_args)
         self.reward_fn = as_reward_fn(reward_fn)
         self.policy: PolicyLogProbFn | None = None
+
+    def reset_controller(self) -> None:
+        """Put β back to its initial value (a seeded ``reset`` restarts the env's whole state)."""
+        self.controller = make_kl_controller(*self._controller_args)
 
     def completion_mask(self, actions: np.ndarray) -> np.ndarray:
         """1 for each counted completion token (up to and including the first EOS)."""
@@ -131,9 +136,17 @@ class SequenceRewarder:
         return completion_mask_from_ids(ids, self.setup.eos_token_id).numpy()
 
     def __call__(
-        self, prompts: list[str], observations: np.ndarray, actions: np.ndarray
+        self,
+        prompts: list[str],
+        observations: np.ndarray,
+        actions: np.ndarray,
+        *,
+        update_controller: bool = True,
     ) -> SequenceRewardBatch:
-        """Score a batch: ``observations`` (B, P) padded prompt ids, ``actions`` (B, T) ids."""
+        """Score a batch: ``observations`` (B, P) padded prompt ids, ``actions`` (B, T) ids.
+
+        ``update_controller=False`` leaves an adaptive β where it is (for evaluation).
+        """
         setup = self.setup
         prompt_ids = torch.from_numpy(np.ascontiguousarray(observations, dtype=np.int64))
         prompt_mask = (prompt_ids != setup.pad_token_id).long()
@@ -167,7 +180,8 @@ class SequenceRewarder:
         )
         kl_coef = float(self.controller.value)
         reward = reward_model - kl_coef * kl
-        self.controller.update(float(kl.mean()), len(prompts))
+        if update_controller:
+            self.controller.update(float(kl.mean()), len(prompts))
         has_eos = (completion_ids == setup.eos_token_id).any(1).numpy()
         return SequenceRewardBatch(
             reward=reward,

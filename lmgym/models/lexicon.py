@@ -12,7 +12,7 @@ POSITIVE_WORDS: frozenset[str] = frozenset(
     {
         "good", "great", "excellent", "wonderful", "lovely", "delicious", "friendly", "fresh",
         "amazing", "perfect", "pleasant", "tasty", "superb", "fantastic", "charming", "nice",
-        "clean", "helpful", "cozy", "brilliant", "love", "loved", "enjoyed", "recommend",
+        "clean", "helpful", "cozy", "brilliant", "love", "loved", "enjoyed", "recommend", "best",
     }
 )  # fmt: skip
 
@@ -20,7 +20,7 @@ NEGATIVE_WORDS: frozenset[str] = frozenset(
     {
         "bad", "awful", "terrible", "horrible", "bland", "rude", "stale", "dirty", "slow",
         "boring", "cold", "greasy", "noisy", "poor", "disappointing", "mediocre", "soggy",
-        "unpleasant", "overpriced", "hate", "hated", "disliked", "avoid", "worst",
+        "unpleasant", "overpriced", "hate", "hated", "disliked", "avoid", "worst", "lousy",
     }
 )  # fmt: skip
 

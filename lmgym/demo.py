@@ -1,0 +1,144 @@
+"""``lmgym demo``: PPO on ``LMBandit-v0`` with the embedded default model, start to finish.
+
+It trains SB3's PPO with its stock ``MlpPolicy`` on the batched bandit env (the agent writes whole
+completions; the reward is the lexicon sentiment of the completion minus a KL penalty to the
+default model), prints the default task's reward before and after training on held-out prompts,
+next to the base LM's, and writes a learning curve PNG and the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+
+from lmgym.agents import SB3VecEnv, attach_sb3
+from lmgym.agents.callbacks import RewardPartsCallback
+from lmgym.envs.bandit import LMBanditEnv
+from lmgym.evaluation import EvalResult, evaluate_actions_on_prompts, lm_sampler
+from lmgym.models.corpus import prompts as corpus_prompts
+from lmgym.models.generation import DecodingConfig
+from lmgym.plots import plot_learning_curve
+from lmgym.seeding import set_seed
+
+
+@dataclass
+class DemoConfig:
+    """Settings of ``lmgym demo``.
+
+    Attributes:
+        steps: Env steps (completions) PPO trains for.
+        n_envs: Envs stepped as one batch by the vector env.
+        kl_coef: β of the KL penalty.
+        kl_estimator: KL estimator of the penalty.
+        learning_rate: PPO's Adam learning rate.
+        seed: Seeds the env, the agent and torch.
+        threads: torch intra-op threads (1 is fastest for tiny models on 2 cores).
+        out: Directory for curve.png and results.json.
+        progress: Show a progress bar while training.
+    """
+
+    steps: int = 20_000
+    n_envs: int = 16
+    kl_coef: float = 0.02
+    kl_estimator: str = "k1"
+    learning_rate: float = 1e-3
+    seed: int = 0
+    threads: int = 1
+    out: Path = Path("demo-output")
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for name in ("steps", "n_envs", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be an int > 0.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0, e.g. 1e-3.")
+
+
+def _policy_act(model: PPO):
+    def act(observations: np.ndarray) -> np.ndarray:
+        actions, _ = model.predict(observations, deterministic=False)
+        return np.asarray(actions)
+
+    return act
+
+
+def _row(name: str, result: EvalResult) -> str:
+    return (
+        f"| {name:<22} | {result.reward:>8.3f} | {result.reward_model:>10.3f} | "
+        f"{result.kl:>8.2f} | {result.fluency:>7.0%} |"
+    )
+
+
+def run_demo(config: DemoConfig) -> dict[str, object]:
+    """Train, evaluate and plot; return the figures that are also written to ``results.json``."""
+    started = time.perf_counter()
+    set_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    config.out.mkdir(parents=True, exist_ok=True)
+
+    vec_env = SB3VecEnv(
+        gym.make_vec(
+            "LMBandit-v0",
+            num_envs=config.n_envs,
+            kl_coef=config.kl_coef,
+            kl_estimator=config.kl_estimator,
+        )
+    )
+    env: LMBanditEnv = vec_env.venv._template  # type: ignore[attr-defined]
+    vec_env.seed(config.seed)
+    model = PPO(
+        "MlpPolicy",
+        vec_env,
+        n_steps=32,
+        batch_size=128,
+        n_epochs=4,
+        learning_rate=config.learning_rate,
+        gamma=1.0,  # one-step episodes: there is nothing to discount
+        seed=config.seed,
+        verbose=0,
+    )
+    attach_sb3(model)  # π_θ of the KL term is the agent's own policy
+
+    test_prompts = corpus_prompts("test")
+    decoding = DecodingConfig(max_new_tokens=env.max_new_tokens)
+    torch.manual_seed(config.seed)
+    base = evaluate_actions_on_prompts(env, test_prompts, lm_sampler(env, decoding))
+    before = evaluate_actions_on_prompts(env, test_prompts, _policy_act(model))
+
+    callback = RewardPartsCallback()
+    model.learn(config.steps, callback=callback, progress_bar=config.progress)
+    after = evaluate_actions_on_prompts(env, test_prompts, _policy_act(model))
+    curve = plot_learning_curve(
+        callback.history, config.out / "curve.png", title="PPO (MlpPolicy) on LMBandit-v0"
+    )
+
+    print("\nDefault task 'write a positive review', held-out prompts:")
+    print("| policy                 |   reward | r_φ (sent.) |       KL | fluency |")
+    print("|------------------------|----------|------------|----------|---------|")
+    print(_row("base LM (reference)", base) + "  (KL column: base LM vs itself is 0)")
+    print(_row("PPO agent, untrained", before))
+    print(_row("PPO agent, trained", after))
+    for prompt, completion in after.examples:
+        print(f"  {prompt!r} -> {completion!r}")
+    wall = time.perf_counter() - started
+    results: dict[str, object] = {
+        "config": {k: str(v) for k, v in asdict(config).items()},
+        "base_lm": base.as_dict(),
+        "before": before.as_dict(),
+        "after": after.as_dict(),
+        "wall_s": wall,
+        "curve": str(curve),
+    }
+    (config.out / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {curve} and {config.out / 'results.json'} in {wall:.0f} s")
+    return results

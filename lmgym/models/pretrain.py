@@ -1,0 +1,444 @@
+"""Pre-train the embedded default model: ``python -m lmgym.models.pretrain --out DIR``.
+
+It generates the review corpus (:mod:`lmgym.models.corpus`), builds the word-level tokenizer
+(:mod:`lmgym.models.tokenizer`), trains a small GPT-2 on ``<bos> review <eos>`` documents and
+saves model, tokenizer and a ``training_summary.json`` to ``DIR``, atomically. The shipped
+``lmgym/models/default`` is this script's output with its defaults (``make pretrain``); nothing is
+ever downloaded.
+
+Threads: on the 2-core machine this was written on, one training step of the default model took
+0.25 s with ``torch.set_num_threads(1)`` and 1.1 s with 2 threads, so ``num_threads`` defaults to 1
+(DESIGN section 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import (
+    GenerationConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    get_cosine_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
+
+from lmgym.models.corpus import generate_corpus
+from lmgym.models.tokenizer import build_tokenizer, save_tokenizer
+from lmgym.seeding import set_seed
+
+__all__ = ["PretrainConfig", "encode_documents", "held_out_perplexity", "main", "pretrain"]
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that decides the pre-trained default model; the CLI is built from these fields.
+
+    Attributes:
+        out: Directory to save the model, tokenizer and training summary to. It is replaced
+            atomically: written next to it first, then renamed into place.
+        seed: Seed of the training corpus, the weight initialisation and the batch order.
+        eval_seed: Seed of the held-out corpus the final perplexity is measured on; must differ
+            from seed.
+        steps: Number of optimizer steps.
+        batch_size: Reviews per step.
+        learning_rate: Peak AdamW learning rate, reached after the warm-up.
+        warmup_steps: Steps of linear warm-up from 0 to the peak learning rate.
+        schedule: Decay after the warm-up, down to 0 at the last step: cosine or linear.
+        weight_decay: AdamW weight decay, applied to weight matrices only (not biases or norms).
+        max_grad_norm: Gradients are clipped to this global L2 norm.
+        train_docs: Number of generated training reviews; sampled without replacement, epoch by
+            epoch.
+        eval_docs: Number of held-out reviews for the final perplexity.
+        max_words: Longest review in words; a review plus <bos> and <eos> must fit n_positions.
+        n_layer: Transformer blocks.
+        n_head: Attention heads per block; must divide n_embd.
+        n_embd: Width of the residual stream.
+        n_positions: Longest sequence the model takes, in tokens (prompt plus completion).
+        num_threads: torch intra-op threads. 1 was measured 4x faster than 2 for this model on
+            2 CPU cores.
+        progress: Show a progress bar.
+    """
+
+    out: Path
+    seed: int = 0
+    eval_seed: int = 1
+    steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    warmup_steps: int = 100
+    schedule: Literal["cosine", "linear"] = "cosine"
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    train_docs: int = 48_000
+    eval_docs: int = 2_000
+    max_words: int = 40
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 192
+    n_positions: int = 64
+    num_threads: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for name in ("seed", "eval_seed", "warmup_steps"):
+            _check_int(name, getattr(self, name), minimum=0)
+        for name in (
+            "steps", "batch_size", "train_docs", "eval_docs", "n_layer", "n_head", "n_embd",
+            "num_threads",
+        ):  # fmt: skip
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("max_words", self.max_words, minimum=8)
+        _check_int("n_positions", self.n_positions, minimum=self.max_words + 2)
+        if self.eval_seed == self.seed:
+            raise ValueError(
+                f"eval_seed={self.eval_seed} equals seed={self.seed}; the held-out corpus must "
+                "differ from the training corpus. Pass a different eval_seed, e.g. seed + 1."
+            )
+        if self.warmup_steps >= self.steps:
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} is not below steps={self.steps}; expected a "
+                "warm-up shorter than training, e.g. warmup_steps=steps // 10."
+            )
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; every head "
+                "gets n_embd // n_head dimensions. Pick e.g. n_embd=192 with n_head=4."
+            )
+        for name in ("learning_rate", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} must be a finite number > 0, e.g. 1e-3.")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0, e.g. 0.01.")
+        if self.schedule not in ("cosine", "linear"):
+            raise ValueError(
+                f"schedule={self.schedule!r} is not a known schedule; expected 'cosine' or "
+                "'linear'."
+            )
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an int >= {minimum}; fix the {name} value.")
+
+
+def encode_documents(
+    tokenizer: PreTrainedTokenizerBase, docs: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize reviews as ``<bos> review <eos>``, right-padded into one tensor.
+
+    Args:
+        tokenizer: The default tokenizer (its post-processor prepends ``<bos>``).
+        docs: Review texts.
+
+    Returns:
+        ``(ids, lengths)``: ids of shape (N, L) padded with the pad id, and each row's length.
+
+    Example:
+        >>> from lmgym.models.tokenizer import build_tokenizer
+        >>> ids, lengths = encode_documents(build_tokenizer(), ["we came here .", "it was ok ."])
+        >>> ids.shape, lengths.tolist()
+        (torch.Size([2, 7]), [6, 7])
+    """
+    assert tokenizer.eos_token_id is not None and tokenizer.pad_token_id is not None
+    rows = [row + [tokenizer.eos_token_id] for row in tokenizer(list(docs))["input_ids"]]
+    lengths = torch.tensor([len(row) for row in rows])
+    ids = torch.full((len(rows), int(lengths.max())), tokenizer.pad_token_id, dtype=torch.long)
+    for index, row in enumerate(rows):
+        ids[index, : len(row)] = torch.tensor(row)
+    return ids, lengths
+
+
+def _batch(
+    ids: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of the padded corpus, trimmed to their longest: ids, attention mask, labels."""
+    length = int(lengths[rows].max())
+    batch_ids = ids[rows, :length]  # (B, T)
+    mask = (torch.arange(length)[None, :] < lengths[rows, None]).long()  # (B, T)
+    labels = batch_ids.masked_fill(mask == 0, -100)  # no loss on padding
+    return batch_ids, mask, labels
+
+
+@torch.inference_mode()
+def held_out_perplexity(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    docs: Sequence[str],
+    *,
+    batch_size: int = 64,
+) -> float:
+    """Per-token perplexity of ``model`` on ``docs`` encoded as ``<bos> review <eos>``.
+
+    Every token after ``<bos>`` is predicted, ``<eos>`` included; the mean is over tokens, not
+    documents.
+
+    Example:
+        >>> from lmgym.models.loading import load_default_model
+        >>> model, tokenizer = load_default_model()
+        >>> held_out_perplexity(model, tokenizer, generate_corpus(50, seed=7)) < 10
+        True
+    """
+    ids, lengths = encode_documents(tokenizer, docs)
+    total_nll, total_tokens = 0.0, 0
+    for start in range(0, len(docs), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(docs)))
+        batch_ids, mask, labels = _batch(ids, lengths, rows)
+        logits = model(input_ids=batch_ids, attention_mask=mask).logits  # (B, T, V)
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], reduction="sum"
+        )
+        total_nll += float(nll)
+        total_tokens += int((labels[:, 1:] != -100).sum())
+    return math.exp(total_nll / total_tokens)
+
+
+def _build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> GPT2LMHeadModel:
+    model_config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=config.n_positions,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        # Dropout off, also in the saved config: PPO's ratio breaks if train mode shifts
+        # log-probs (DESIGN section 8).
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        summary_first_dropout=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = GPT2LMHeadModel(model_config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model
+
+
+def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.AdamW:
+    # Decay matrices (and the tied embedding) only, as nanoGPT and GPT-2 do; biases and norms stay.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
+        betas=(0.9, 0.95),
+    )
+
+
+def _save_atomically(
+    out: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    summary: dict[str, Any],
+) -> None:
+    """Write everything to a temporary sibling of ``out``, then rename it into place."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        save_tokenizer(tokenizer, staging)  # type: ignore[arg-type]
+        (staging / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # mkdtemp (and safetensors) make private files; a shipped model must be world-readable.
+        staging.chmod(0o755)
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        if out.exists():
+            retired = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(retired)
+            staging.rename(out)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def pretrain(config: PretrainConfig) -> dict[str, Any]:
+    """Train the default model as ``config`` says and save it to ``config.out``.
+
+    Args:
+        config: What to train and where to save it.
+
+    Returns:
+        The training summary, also written to ``config.out / "training_summary.json"``.
+
+    Example:
+        >>> import tempfile
+        >>> summary = pretrain(PretrainConfig(
+        ...     out=tempfile.mkdtemp(), steps=3, warmup_steps=1, train_docs=64, eval_docs=16,
+        ...     n_layer=1, n_embd=16, n_head=2, progress=False))
+        >>> summary["steps"]
+        3
+    """
+    started = time.perf_counter()
+    torch.set_num_threads(config.num_threads)
+    set_seed(config.seed)
+    tokenizer = build_tokenizer(model_max_length=config.n_positions)
+    train_ids, train_lengths = encode_documents(
+        tokenizer, generate_corpus(config.train_docs, config.seed, max_words=config.max_words)
+    )
+    eval_docs = generate_corpus(config.eval_docs, config.eval_seed, max_words=config.max_words)
+    model = _build_model(config, tokenizer)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    optimizer = _optimizer(model, config)
+    make_schedule = (
+        get_cosine_schedule_with_warmup
+        if config.schedule == "cosine"
+        else get_linear_schedule_with_warmup
+    )
+    scheduler = make_schedule(optimizer, config.warmup_steps, config.steps)
+    order_rng = torch.Generator().manual_seed(config.seed)
+
+    model.train()
+    order = torch.randperm(config.train_docs, generator=order_rng)
+    cursor = 0
+    recent_losses: list[float] = []
+    bar = tqdm(
+        range(config.steps),
+        desc=f"pretrain {n_parameters / 1e6:.2f}M params",
+        disable=not config.progress,
+    )
+    for step in bar:
+        if cursor + config.batch_size > config.train_docs:  # a new epoch, freshly shuffled
+            order = torch.randperm(config.train_docs, generator=order_rng)
+            cursor = 0
+        rows = order[cursor : cursor + config.batch_size]
+        cursor += config.batch_size
+        batch_ids, mask, labels = _batch(train_ids, train_lengths, rows)
+        loss = model(input_ids=batch_ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        recent_losses = [*recent_losses[-49:], loss.item()]
+        if step % 10 == 0 or step == config.steps - 1:
+            bar.set_postfix(loss=f"{sum(recent_losses) / len(recent_losses):.3f}")
+    bar.close()
+
+    model.eval()
+    perplexity = held_out_perplexity(model, tokenizer, eval_docs)
+    summary: dict[str, Any] = {
+        "config": {**dataclasses.asdict(config), "out": str(config.out)},
+        "parameters": n_parameters,
+        "vocab_size": len(tokenizer),
+        "steps": config.steps,
+        "final_train_loss": sum(recent_losses) / len(recent_losses),
+        "final_train_loss_window": len(recent_losses),
+        "held_out_perplexity": perplexity,
+        "held_out_docs": config.eval_docs,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    _save_atomically(config.out, model, tokenizer, summary)
+    return summary
+
+
+# --- CLI built from the dataclass -------------------------------------------------------------
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """Per-field help from the class docstring's ``Attributes:`` section (one source of truth)."""
+    section = (cls.__doc__ or "").split("Attributes:", 1)[-1]
+    helps: dict[str, str] = {}
+    current = None
+    for line in section.splitlines():
+        match = re.match(r"^\s{8}(\w+): (.*)$", line)
+        if match:
+            current = match.group(1)
+            helps[current] = match.group(2)
+        elif current and line.strip():
+            helps[current] += " " + line.strip()
+    return helps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """An argparse parser with one option per :class:`PretrainConfig` field.
+
+    Example:
+        >>> build_parser().parse_args(["--out", "m", "--steps", "10"]).steps
+        10
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m lmgym.models.pretrain",
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    hints = typing.get_type_hints(PretrainConfig)
+    helps = _field_help(PretrainConfig)
+    for field in dataclasses.fields(PretrainConfig):
+        hint = hints[field.name]
+        flag = "--" + field.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"help": helps[field.name], "dest": field.name}
+        if field.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = field.default
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is Literal:
+            kwargs["choices"] = list(typing.get_args(hint))
+        elif hint in (int, float, Path, str):
+            kwargs["type"] = hint
+        else:  # pragma: no cover - a new field type must be taught to the CLI
+            raise TypeError(f"PretrainConfig.{field.name} has unsupported type {hint!r}")
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: parse ``argv``, train, print the summary.
+
+    Example:
+        >>> main(["--out", "/tmp/m", "--steps", "2", "--warmup-steps", "0", "--n-layer", "1",
+        ...       "--n-embd", "16", "--n-head", "2", "--train-docs", "32", "--no-progress"])
+        ... # doctest: +SKIP
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        config = PretrainConfig(**vars(args))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = pretrain(config)
+    print(
+        f"saved {summary['parameters']:,}-parameter model to {config.out} "
+        f"(final train loss {summary['final_train_loss']:.3f}, held-out perplexity "
+        f"{summary['held_out_perplexity']:.3f}, {summary['wall_time_s']:.0f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

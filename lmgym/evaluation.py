@@ -65,7 +65,7 @@ def evaluate_actions_on_prompts(
     observations = np.stack([source.pad(source.encode(p), pad) for p in prompts])
     actions = np.asarray(act(observations), dtype=np.int64)
     batch = env.rewarder(prompts, observations, actions, update_controller=False)
-    texts = [f"{p} {c}".strip() for p, c in zip(prompts, batch.completions)]
+    texts = [f"{p} {c}".strip() for p, c in zip(prompts, batch.completions, strict=True)]
     fluency = float(np.mean([parses(t, allow_incomplete=True) for t in texts]))
     return EvalResult(
         reward=float(batch.reward.mean()),
@@ -73,7 +73,7 @@ def evaluate_actions_on_prompts(
         kl=float(batch.kl.mean()),
         fluency=fluency,
         n=len(prompts),
-        examples=list(zip(prompts, batch.completions))[:n_examples],
+        examples=list(zip(prompts, batch.completions, strict=True))[:n_examples],
     )
 
 

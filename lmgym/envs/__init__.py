@@ -8,7 +8,9 @@ from gymnasium.envs.registration import register, registry
 def register_envs() -> None:
     """Register lmgym's environment ids with Gymnasium (idempotent)."""
     if "CatGrid-v0" not in registry:
-        register(id="CatGrid-v0", entry_point="lmgym.envs.catgrid:CatGridEnv", max_episode_steps=100)
+        register(
+            id="CatGrid-v0", entry_point="lmgym.envs.catgrid:CatGridEnv", max_episode_steps=100
+        )
     if "LMBandit-v0" not in registry:
         register(
             id="LMBandit-v0",

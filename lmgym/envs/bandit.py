@@ -20,7 +20,10 @@ from lmgym.rewards import LexiconSentimentReward
 
 def check_lm_env_args(*, kl_coef: float, max_prompt_tokens: int, max_new_tokens: int) -> None:
     """Validate the numeric arguments shared by the LM envs, before anything is loaded."""
-    for name, value in (("max_prompt_tokens", max_prompt_tokens), ("max_new_tokens", max_new_tokens)):
+    for name, value in (
+        ("max_prompt_tokens", max_prompt_tokens),
+        ("max_new_tokens", max_new_tokens),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{name}={value!r} must be an int > 0, e.g. {name}=16.")
     if not isinstance(kl_coef, (int, float)) or not np.isfinite(kl_coef) or kl_coef < 0:

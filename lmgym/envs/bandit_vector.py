@@ -63,7 +63,9 @@ class LMBanditVectorEnv(VectorEnv):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
             raise ValueError(f"num_envs={num_envs!r} must be an int > 0.")
         if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode={render_mode!r} is not supported; expected 'ansi' or None.")
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported; expected 'ansi' or None."
+            )
         # The single env does all argument checking and loading; the vector env reuses its parts.
         self._template = LMBanditEnv(
             model=model,
@@ -92,7 +94,7 @@ class LMBanditVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._generators = [seeding.np_random()[0] for _ in range(num_envs)]
         self._prompts: list[str] = []
-        self._obs = np.zeros(self.observation_space.shape, dtype=np.int64)
+        self._obs = np.zeros((num_envs, max_prompt_tokens), dtype=np.int64)
         self._needs_reset = True
         self._last_render = ""
 

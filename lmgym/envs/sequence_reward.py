@@ -17,7 +17,7 @@ import torch
 from lmgym.envs.lm_setup import LMSetup
 from lmgym.models.padding import completion_mask_from_ids
 from lmgym.models.scoring import score_completions
-from lmgym.rewards import as_reward_fn, call_reward_fn
+from lmgym.rewards import WeightedSum, as_reward_fn, call_reward_fn
 from lmgym.rewards.kl import (
     AdaptiveKLController,
     FixedKLController,
@@ -51,6 +51,8 @@ class SequenceRewardBatch:
         completions: Decoded completion texts (special tokens and tokens after EOS removed).
         completion_lengths: Counted tokens per completion (up to and including the first EOS).
         terminated_by_eos: Whether each completion contains an EOS.
+        reward_parts: For a :class:`~lmgym.rewards.WeightedSum` reward, each part's unweighted
+            scores by name; empty otherwise.
     """
 
     reward: np.ndarray
@@ -61,10 +63,11 @@ class SequenceRewardBatch:
     completions: list[str]
     completion_lengths: np.ndarray
     terminated_by_eos: np.ndarray
+    reward_parts: dict[str, np.ndarray]
 
     def info(self, index: int, prompt: str) -> dict[str, Any]:
-        """The ``info`` dict of one env of the batch."""
-        return {
+        """The ``info`` dict of one env of the batch (new objects on every call)."""
+        info: dict[str, Any] = {
             "prompt": prompt,
             "completion": self.completions[index],
             "reward_model": float(self.reward_model[index]),
@@ -74,6 +77,9 @@ class SequenceRewardBatch:
             "completion_length": int(self.completion_lengths[index]),
             "eos": bool(self.terminated_by_eos[index]),
         }
+        if self.reward_parts:
+            info["reward_parts"] = {k: float(v[index]) for k, v in self.reward_parts.items()}
+        return info
 
 
 def make_kl_controller(
@@ -168,9 +174,13 @@ class SequenceRewarder:
             kl = sequence_kl(per_token, completion_mask).double().numpy()
 
         lengths = completion_mask.sum(1)
-        id_lists = [row[:n].tolist() for row, n in zip(completion_ids, lengths.tolist())]
+        id_lists = [
+            row[:n].tolist() for row, n in zip(completion_ids, lengths.tolist(), strict=True)
+        ]
         completions = setup.tokenizer.batch_decode(id_lists, skip_special_tokens=True)
-        prompt_id_lists = [row[m.bool()].tolist() for row, m in zip(prompt_ids, prompt_mask)]
+        prompt_id_lists = [
+            row[m.bool()].tolist() for row, m in zip(prompt_ids, prompt_mask, strict=True)
+        ]
         reward_model = call_reward_fn(
             self.reward_fn,
             prompts,
@@ -178,6 +188,8 @@ class SequenceRewarder:
             prompt_ids=prompt_id_lists,
             completion_ids=id_lists,
         )
+        combined = self.reward_fn.fn
+        parts = dict(combined.last_parts) if isinstance(combined, WeightedSum) else {}
         kl_coef = float(self.controller.value)
         reward = reward_model - kl_coef * kl
         if update_controller:
@@ -192,6 +204,7 @@ class SequenceRewarder:
             completions=completions,
             completion_lengths=lengths.numpy(),
             terminated_by_eos=has_eos,
+            reward_parts=parts,
         )
 
     def _kl_per_token(

@@ -121,7 +121,7 @@ def generate(
     left_ids, left_mask = right_to_left_padding(prompt_ids, prompt_mask, pad_token_id)
     n_prompt = left_ids.shape[1]
     with torch.inference_mode():
-        out = model.generate(
+        out = model.generate(  # type: ignore[operator]
             input_ids=left_ids,
             attention_mask=left_mask,
             generation_config=config.to_generation_config(

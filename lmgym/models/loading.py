@@ -79,7 +79,7 @@ def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
         >>> model, tokenizer = load_default_model()
         >>> check_vocab_fits(model, tokenizer)  # passes silently
     """
-    embedding_rows = model.get_input_embeddings().weight.shape[0]
+    embedding_rows = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
     if len(tokenizer) > embedding_rows:
         raise ModelLoadError(
             f"tokenizer has {len(tokenizer)} tokens but the model's embedding has only "
@@ -129,7 +129,7 @@ def load_model(
         model_dir = Path(model)
         _require_model_dir(model_dir, "model")
         kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
-        loaded = AutoModelForCausalLM.from_pretrained(
+        loaded: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
             model_dir, trust_remote_code=trust_remote_code, local_files_only=True, **kwargs
         )
         if tokenizer is None:
@@ -169,7 +169,7 @@ def load_model(
     disable_dropout(loaded)
     loaded.eval()
     if device is not None:
-        loaded.to(device)
+        loaded.to(device)  # type: ignore[arg-type]
     return loaded, tokenizer
 
 

@@ -1,5 +1,6 @@
-"""Conversions between right-padded token arrays (what environments observe) and left-padded
-batches (what decoder-only generation wants), plus the position ids that go with them.
+"""Conversions between right-padded (env observations) and left-padded (generation) batches.
+
+Also the position ids and completion masks that go with them.
 
 Observations are right-padded because that keeps the prompt at a fixed offset in the array, which
 is what an MLP reads best; generation and teacher-forced scoring are left-padded so every row's

@@ -232,6 +232,7 @@ def _build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
         pad_token_id=tokenizer.pad_token_id,
     )
     model = GPT2LMHeadModel(model_config)
+    model.loss_type = "ForCausalLM"  # what GPT-2 uses anyway; silences transformers' warning
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -95,7 +95,7 @@ def test_kl_is_zero_when_policy_is_reference(tiny_lm_dir: Path) -> None:
         model = env.lm.ref_model
         pad = env.lm.pad_token_id
 
-        def reference_policy(observations, actions):
+        def reference_policy(observations, actions, env=env, model=model, pad=pad):
             p = torch.as_tensor(observations)
             a = torch.as_tensor(actions)
             from lmgym.models.padding import completion_mask_from_ids
@@ -119,7 +119,7 @@ def test_same_seed_same_prompts_and_rewards(tiny_lm_dir: Path) -> None:
         out = []
         obs, _ = env.reset(seed=seed)
         for _ in range(6):
-            _, r, *_ , info = env.step(env.action_space.sample())
+            _, r, *_, info = env.step(env.action_space.sample())
             out.append((info["prompt"], r))
             env.reset()
         return out
@@ -192,8 +192,11 @@ def test_step_after_terminated_and_before_reset(tiny_lm_dir: Path) -> None:
     [
         ({"prompts": []}, ValueError, r"prompts=\[\] is empty"),
         ({"prompts": "the food was"}, TypeError, "not a list of strings"),
-        ({"prompts": ["the food was very very very great"], "max_prompt_tokens": 3},
-         ValueError, r"more than max_prompt_tokens=3.*truncate_prompts=True"),  # fmt: skip
+        (
+            {"prompts": ["the food was very very very great"], "max_prompt_tokens": 3},
+            ValueError,
+            r"more than max_prompt_tokens=3.*truncate_prompts=True",
+        ),  # fmt: skip
         ({"kl_coef": -0.1}, ValueError, r"kl_coef=-0.1"),
         ({"kl_coef": float("nan")}, ValueError, r"kl_coef=nan"),
         ({"kl_estimator": "k4"}, ValueError, r"kl_estimator='k4' is unknown.*'k1'"),
@@ -202,8 +205,18 @@ def test_step_after_terminated_and_before_reset(tiny_lm_dir: Path) -> None:
         ({"render_mode": "rgb_array"}, ValueError, r"render_mode='rgb_array'"),
         ({"model": "/nonexistent/model"}, ValueError, r"does not exist"),
     ],
-    ids=["empty_prompts", "str_prompts", "long_prompt", "neg_beta", "nan_beta", "estimator",
-         "max_new0", "max_prompt_neg", "render", "bad_path"],  # fmt: skip
+    ids=[
+        "empty_prompts",
+        "str_prompts",
+        "long_prompt",
+        "neg_beta",
+        "nan_beta",
+        "estimator",
+        "max_new0",
+        "max_prompt_neg",
+        "render",
+        "bad_path",
+    ],  # fmt: skip
 )
 def test_bad_construction_arguments(tiny_lm_dir, kwargs, error, fragment) -> None:
     with pytest.raises(error, match=fragment):
@@ -237,3 +250,16 @@ def test_nan_reward_names_function_and_index(tiny_lm_dir: Path) -> None:
     env.reset(seed=0)
     with pytest.raises(RewardFunctionError, match=r"nan_reward.*0"):
         env.step(env.action_space.sample())
+
+
+def test_weighted_sum_parts_in_info(tiny_lm_dir: Path) -> None:
+    from lmgym.rewards import LengthReward, WeightedSum
+
+    reward = WeightedSum({count_great: 2.0, LengthReward(3): 0.5})
+    env = make(tiny_lm_dir, reward_fn=reward)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    parts = info["reward_parts"]
+    assert set(parts) == {"count_great", "LengthReward"}
+    expected = 2.0 * parts["count_great"] + 0.5 * parts["LengthReward"]
+    assert info["reward_model"] == pytest.approx(expected)

@@ -49,7 +49,7 @@ def test_vector_matches_single_envs(tiny_lm_dir: Path) -> None:
         obs, rewards, *_ = envs.step(actions)
         single_rewards = []
         single_obs = []
-        for env, action in zip(singles, actions):
+        for env, action in zip(singles, actions, strict=True):
             single_rewards.append(env.step(action)[1])
             single_obs.append(env.reset()[0])
         np.testing.assert_allclose(rewards, single_rewards, rtol=1e-5, atol=1e-6)
@@ -64,7 +64,9 @@ def test_one_reference_pass_and_one_reward_call_per_batch(tiny_lm_dir: Path) -> 
         return [0.0] * len(prompts)
 
     envs = make_vec(tiny_lm_dir, 8, reward_fn=counting_reward)
-    envs.lm.ref_model.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
+    envs.lm.ref_model.register_forward_hook(
+        lambda *a: calls.__setitem__("forward", calls["forward"] + 1)
+    )
     envs.reset(seed=0)
     envs.step(envs.action_space.sample())
     assert calls == {"reward": 1, "forward": 1}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from lmgym.models.corpus import fluency, generate_corpus, parses, prompts
+from lmgym.models.corpus import fluency, generate_corpus, prompts
 from lmgym.models.lexicon import sentiment
 from lmgym.models.loading import load_default_model, load_model
 from lmgym.models.pretrain import held_out_perplexity

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 
-from lmgym.agents import SB3VecEnv, attach_sb3
+from lmgym.agents import SB3VecEnv, attach_sb3, lm_logprobs
 from lmgym.agents.callbacks import RewardPartsCallback
-from lmgym.envs.bandit import LMBanditEnv
+from lmgym.envs.bandit_vector import LMBanditVectorEnv
 from lmgym.evaluation import EvalResult, evaluate_actions_on_prompts, lm_sampler
 from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.models.generation import DecodingConfig
@@ -44,9 +44,9 @@ class DemoConfig:
         progress: Show a progress bar while training.
     """
 
-    steps: int = 20_000
+    steps: int = 12_288
     n_envs: int = 16
-    kl_coef: float = 0.02
+    kl_coef: float = 0.005
     kl_estimator: str = "k1"
     learning_rate: float = 1e-3
     seed: int = 0
@@ -94,7 +94,8 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
             kl_estimator=config.kl_estimator,
         )
     )
-    env: LMBanditEnv = vec_env.venv._template  # type: ignore[attr-defined]
+    env = vec_env.venv
+    assert isinstance(env, LMBanditVectorEnv)
     vec_env.seed(config.seed)
     model = PPO(
         "MlpPolicy",
@@ -107,12 +108,14 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
         seed=config.seed,
         verbose=0,
     )
-    attach_sb3(model)  # π_θ of the KL term is the agent's own policy
 
     test_prompts = corpus_prompts("test")
     decoding = DecodingConfig(max_new_tokens=env.max_new_tokens)
     torch.manual_seed(config.seed)
+    # The base LM row: it samples the completions and is π_θ of the KL (so KL = 0 exactly).
+    env.attach_policy(lm_logprobs(env.lm.model, env.lm))
     base = evaluate_actions_on_prompts(env, test_prompts, lm_sampler(env, decoding))
+    attach_sb3(model)  # from here on π_θ of the KL term is the agent's own policy
     before = evaluate_actions_on_prompts(env, test_prompts, _policy_act(model))
 
     callback = RewardPartsCallback()
@@ -125,7 +128,7 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
     print("\nDefault task 'write a positive review', held-out prompts:")
     print("| policy                 |   reward | r_φ (sent.) |       KL | fluency |")
     print("|------------------------|----------|------------|----------|---------|")
-    print(_row("base LM (reference)", base) + "  (KL column: base LM vs itself is 0)")
+    print(_row("base LM (reference)", base))
     print(_row("PPO agent, untrained", before))
     print(_row("PPO agent, trained", after))
     for prompt, completion in after.examples:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from lmgym.envs.bandit import LMBanditEnv
+from lmgym.envs.bandit_vector import LMBanditVectorEnv
 from lmgym.models.corpus import parses
 from lmgym.models.generation import DecodingConfig, generate
 
@@ -45,7 +46,7 @@ class EvalResult:
 
 
 def evaluate_actions_on_prompts(
-    env: LMBanditEnv,
+    env: LMBanditEnv | LMBanditVectorEnv,
     prompts: list[str],
     act: Callable[[np.ndarray], np.ndarray],
     *,
@@ -77,7 +78,7 @@ def evaluate_actions_on_prompts(
     )
 
 
-def lm_sampler(env: LMBanditEnv, decoding: DecodingConfig) -> Callable[[np.ndarray], np.ndarray]:
+def lm_sampler(env: LMBanditEnv | LMBanditVectorEnv, decoding: DecodingConfig) -> Callable[[np.ndarray], np.ndarray]:
     """``act`` function that samples completions from the env's (initial) LM.
 
     Example:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lmgym.agents.attach import attach_sb3, sb3_policy_logprobs
+from lmgym.agents.attach import attach_sb3, lm_logprobs, sb3_policy_logprobs
 from lmgym.agents.vec_env import SB3VecEnv
 
-__all__ = ["SB3VecEnv", "attach_sb3", "sb3_policy_logprobs"]
+__all__ = ["SB3VecEnv", "attach_sb3", "lm_logprobs", "sb3_policy_logprobs"]

@@ -19,9 +19,13 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
 )
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
+from transformers import PreTrainedModel
 
 from lmgym.agents.vec_env import SB3VecEnv
+from lmgym.envs.lm_setup import LMSetup
 from lmgym.envs.sequence_reward import PolicyLogProbFn
+from lmgym.models.padding import completion_mask_from_ids
+from lmgym.models.scoring import score_completions
 
 
 def sb3_policy_logprobs(model: BaseAlgorithm) -> PolicyLogProbFn:
@@ -53,6 +57,37 @@ def sb3_policy_logprobs(model: BaseAlgorithm) -> PolicyLogProbFn:
                 f"{type(policy).__name__} has a {type(distribution).__name__}; expected a "
                 "categorical distribution over token ids (MlpPolicy on LMBandit-v0)."
             )
+
+    return logprobs
+
+
+def lm_logprobs(lm: PreTrainedModel, setup: LMSetup) -> PolicyLogProbFn:
+    """``f(observations, actions) -> log π_θ`` for a Hugging Face causal LM as π_θ.
+
+    One teacher-forced forward per batch returns the (B, T, V) log-distributions, so every
+    estimator works. Attaching the env's own initial model gives a KL of exactly 0.
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> env = gym.make("LMBandit-v0").unwrapped
+        >>> env.attach_policy(lm_logprobs(env.lm.model, env.lm))
+    """
+
+    def logprobs(observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
+        prompt_ids = torch.as_tensor(observations, dtype=torch.long)
+        completion_ids = torch.as_tensor(actions, dtype=torch.long)
+        with torch.inference_mode():
+            scores = score_completions(
+                lm,
+                prompt_ids,
+                (prompt_ids != setup.pad_token_id).long(),
+                completion_ids,
+                completion_mask_from_ids(completion_ids, setup.eos_token_id),
+                pad_token_id=setup.pad_token_id,
+                keep_logits=True,
+            )
+        assert scores.logits is not None
+        return torch.log_softmax(scores.logits.float(), dim=-1)
 
     return logprobs
 

@@ -40,10 +40,13 @@ CELL_NAMES: Final = {
 CELL_REWARDS: Final = {START: 0.0, EMPTY: 0.0, BROOM: -1.0, BATHTUB: -10.0, MEAT: 100.0}
 TERMINAL_CELLS: Final = frozenset({BATHTUB, MEAT})
 
-# A wall of brooms in column 2 with a gap at row 3. Through the wall the meat is 4 moves away at
-# the cost of one broom (return 99); round the wall it is 12 moves and no broom (return 100). With
-# gamma = 0.99 the discounted optimum takes the broom, which teaches what discounting does. The
-# bathtub under (0, 3) punishes a drunk cat that takes the shortcut.
+# A wall of brooms in column 3 guards the meat. Through the wall the meat is 5 moves away at the
+# cost of one broom (return 99); round the bottom of the wall it is 11 moves and no broom (return
+# 100). With gamma = 0.99 the discounted optimum takes the broom, with gamma = 0.999 the detour:
+# this teaches what discounting does. The bathtub at (0, 3) sits right beside the shortcut, so
+# the drunk cat's optimum (slip > 0) keeps away from it. A random walk still reaches the meat in
+# about 13% of episodes, so policy-gradient agents find it within a few thousand steps (with two
+# more bathtubs it was under 3%, and PPO with the same budget failed for one seed in three).
 DEFAULT_LAYOUT: Final = (
     "C..T.",
     "...BM",
@@ -54,26 +57,28 @@ DEFAULT_LAYOUT: Final = (
 
 Transition = tuple[float, int, float, bool]
 """One entry of ``P[s][a]``: ``(probability, next_state, reward, terminated)``."""
+_Outcome = tuple[int, float, bool, tuple[int, int], float]  # next, reward, terminated, (r, c), p
 
 
-class CatGridEnv(gym.Env[int, int]):
+class CatGridEnv(gym.Env):
     """A cat walks a grid of brooms, bathtubs and meat; a move may slip when the cat is drunk.
 
     ## Description
 
-    The cat starts on the cell marked ``C`` (at every reset) and wants the meat (``M``). Brooms (``B``) sting but
-    can be crossed; a bathtub (``T``) ends the episode badly. This is the gridworld half of
-    lmgym's RL ↔ LM mapping: the cat is the agent (the language model), its cell the state (the
-    prefix), a move the action (the next token), and the "drunk cat" slip plays the role of
-    sampling temperature. The full transition model is exposed as ``P`` like ``FrozenLake-v1``,
-    so :func:`lmgym.envs.catgrid_planning.value_iteration` computes the optimum exactly.
+    The cat starts on the cell marked ``C`` (at every reset) and wants the meat (``M``). Brooms
+    (``B``) sting but can be crossed; a bathtub (``T``) ends the episode badly. This is the
+    gridworld half of lmgym's RL ↔ LM mapping: the cat is the agent (the language model), its
+    cell the state (the prefix), a move the action (the next token), and the "drunk cat" slip
+    plays the role of sampling temperature. The full transition model is exposed as ``P`` like
+    ``FrozenLake-v1``, so :func:`lmgym.envs.catgrid_planning.value_iteration` computes the
+    optimum exactly.
 
     The default layout (``.`` empty)::
 
-        C . B . M
-        . . B T .
-        . . B . .
-        . T . . .
+        C . . T .
+        . . . B M
+        . . . B .
+        . T . B .
         . . . . .
 
     ## Action Space
@@ -177,15 +182,15 @@ class CatGridEnv(gym.Env[int, int]):
             return row * self.ncol + col
         return state  # off the grid: stay
 
-    def _outcomes_for(self, state: int, action: int) -> list[tuple[int, float, bool, Any, float]]:
+    def _outcomes_for(self, state: int, action: int) -> list[_Outcome]:
         row, col = divmod(state, self.ncol)
         if self.layout[row][col] in TERMINAL_CELLS:
             # Absorbing, as in FrozenLake: nothing more happens after the episode ended.
             return [(state, 0.0, True, (row, col), 1.0)]
         directions = [action] + [d for d in range(4) if d != action]
         probs = [1.0 - self.slip] + [self.slip / 3] * 3
-        outcomes = []
-        for direction, prob in zip(directions, probs):
+        outcomes: list[_Outcome] = []
+        for direction, prob in zip(directions, probs, strict=True):
             if prob == 0.0:
                 continue
             nxt = self._move(state, direction)
@@ -250,7 +255,7 @@ class CatGridEnv(gym.Env[int, int]):
         self.last_action = int(action)
         return next_state, reward, terminated, False, {"position": position, "prob": prob}
 
-    def render(self) -> str | np.ndarray | None:  # type: ignore[override]
+    def render(self) -> str | np.ndarray | None:
         """Draw the grid with the cat on it, according to ``render_mode``.
 
         Returns:
@@ -401,9 +406,8 @@ def _triangle(p0: tuple[float, float], p1: tuple[float, float], p2: tuple[float,
 
 
 # The cat: a round head with two ears and two eyes, drawn over whatever tile it stands on.
-_CAT_MASK = (
-    _disc(18, 16, 9.5) | _triangle((3, 7), (14, 7), (11, 15)) | _triangle((3, 25), (14, 25), (11, 17))
-)
+_CAT_EARS = _triangle((3, 7), (14, 7), (11, 15)) | _triangle((3, 25), (14, 25), (11, 17))
+_CAT_MASK = _disc(18, 16, 9.5) | _CAT_EARS
 _CAT_EYES = _disc(16, 12.5, 1.6) | _disc(16, 19.5, 1.6)
 
 

@@ -166,15 +166,17 @@ def _nouns(cls: NounClass, number: Number, *, countable: bool = False) -> tuple[
 
 
 def _adjectives(cls: NounClass | None, polarity: Polarity | None = None) -> tuple[str, ...]:
-    """Adjectives that suit a noun of ``cls`` (every class for ``None``), of one or all polarities."""
-    classes = _CLASSES if cls is None else (cls,)
+    """Adjectives that suit a noun of ``cls`` (any class for ``None``), of one or all polarities."""
+    keys: tuple[NounClass | Literal["general"], ...] = (
+        ("general", *_CLASSES) if cls is None else ("general", cls)
+    )
     polarities: tuple[Polarity, ...] = (
         ("positive", "negative", "neutral") if polarity is None else (polarity,)
     )
     words: list[str] = []
-    for key in ("general", *classes):
+    for key in keys:
         for pol in polarities:
-            words.extend(w for w in _ADJECTIVES[key][pol] if w not in words)  # type: ignore[index]
+            words.extend(w for w in _ADJECTIVES[key][pol] if w not in words)
     return tuple(words)
 
 
@@ -198,10 +200,22 @@ def indefinite_article(word: str) -> str:
 _MOODS = ("positive", "negative", "mixed", "neutral")
 _MOOD_WEIGHTS = (0.35, 0.35, 0.15, 0.15)
 _CLASS_WEIGHTS = (0.4, 0.25, 0.25, 0.1)  # food, service, place, visit
+_SIGNED: tuple[Polarity, ...] = ("positive", "negative")
+_POLARITY_OF_MOOD: dict[str, Polarity] = {
+    "positive": "positive",
+    "negative": "negative",
+    "neutral": "neutral",
+}
+_NEUTRAL_FIRST: tuple[Polarity, ...] = ("neutral", "positive", "negative")
+_OPPOSITE: dict[Polarity, Polarity] = {
+    "positive": "negative",
+    "negative": "positive",
+    "neutral": "neutral",
+}
 
 
 def _flip(polarity: Polarity) -> Polarity:
-    return {"positive": "negative", "negative": "positive", "neutral": "neutral"}[polarity]  # type: ignore[return-value]
+    return _OPPOSITE[polarity]
 
 
 class _ReviewWriter:
@@ -219,11 +233,12 @@ class _ReviewWriter:
         return self.rng.choice(_NOUNS[(cls, number)]), number, cls
 
     def adjective(self, cls: NounClass | None, polarity: Polarity) -> str:
+        drawn: Polarity
         if polarity == "neutral":
-            drawn = self.rng.choices(("neutral", "positive", "negative"), (0.9, 0.05, 0.05))[0]
+            drawn = self.rng.choices(_NEUTRAL_FIRST, (0.9, 0.05, 0.05))[0]
         else:
             drawn = polarity if self.chance(0.85) else "neutral"
-        return self.rng.choice(_adjectives(cls, drawn))  # type: ignore[arg-type]
+        return self.rng.choice(_adjectives(cls, drawn))
 
     def adjective_phrase(self, cls: NounClass | None, polarity: Polarity) -> list[str]:
         words = [self.rng.choice(_DEGREE_ADVERBS)] if self.chance(0.3) else []
@@ -254,12 +269,14 @@ class _ReviewWriter:
         linking = _LINKING_VERBS[cls] if cls is not None else _LINKING_VERBS["service"]
         return [self.rng.choice(linking), *self.adjective_phrase(cls, polarity)]
 
-    def copula(self, polarity: Polarity, refers_to: tuple[Number, NounClass] | None = None) -> list[str]:
+    def copula(
+        self, polarity: Polarity, refers_to: tuple[Number, NounClass] | None = None
+    ) -> list[str]:
         if refers_to is not None:  # "... and it was cold": keep the adjectives apt for the noun
             number, cls = refers_to
             verb = self.rng.choice(_BE[number]) if self.chance(0.8) else "seemed"
-            subject = "it" if number == "sg" else "they"
-            return [subject, verb, *self.adjective_phrase(cls, polarity)]
+            pronoun = "it" if number == "sg" else "they"
+            return [pronoun, verb, *self.adjective_phrase(cls, polarity)]
         subject, number, cls = self.noun_phrase(polarity)
         return [*subject, *self.predicate(number, cls, polarity)]
 
@@ -321,14 +338,20 @@ class _ReviewWriter:
         elif kind == 3:
             words += ["on", self.rng.choice(_DAYS)]
         elif kind == 4:
-            words += ["with", "friends"] if self.chance(0.3) else ["with", "my", self.rng.choice(_PEOPLE)]
+            words += (
+                ["with", "friends"]
+                if self.chance(0.3)
+                else ["with", "my", self.rng.choice(_PEOPLE)]
+            )
         return words
 
     def clause(self, polarity: Polarity) -> tuple[list[str], tuple[Number, NounClass] | None]:
         """A clause and, where it ends in a noun that "it"/"they" may refer to, that noun."""
         kinds = ("copula", "opinion", "recommend", "think", "indefinite", "narrative")
-        weights = (0.45, 0.17, 0.07, 0.13, 0.12, 0.06) if polarity != "neutral" else (
-            0.35, 0.25, 0.0, 0.1, 0.1, 0.2
+        weights = (
+            (0.45, 0.17, 0.07, 0.13, 0.12, 0.06)
+            if polarity != "neutral"
+            else (0.35, 0.25, 0.0, 0.1, 0.1, 0.2)
         )
         kind = self.rng.choices(kinds, weights)[0]
         if kind == "opinion":
@@ -361,9 +384,7 @@ class _ReviewWriter:
         if mood != "neutral" and n_sentences > 1 and self.chance(0.2):
             words += self.sentence("neutral")
             n_sentences -= 1
-        polarity: Polarity = (
-            mood if mood != "mixed" else self.rng.choice(("positive", "negative"))  # type: ignore[assignment]
-        )
+        polarity = self.rng.choice(_SIGNED) if mood == "mixed" else _POLARITY_OF_MOOD[mood]
         for index in range(n_sentences):
             flips = mood == "mixed" and index > 0
             if flips:
@@ -665,9 +686,10 @@ def vocabulary() -> list[str]:
             words.update(adjectives)
     for verbs in _OPINION_VERBS.values():
         words.update(verbs)
-    for groups in (_DETERMINERS, _BE, _LINKING_VERBS, _OPENERS):
-        for group in groups.values():  # type: ignore[attr-defined]
-            words.update(group)
+    for group in (*_DETERMINERS.values(), *_BE.values(), *_LINKING_VERBS.values()):
+        words.update(group)
+    for group in _OPENERS.values():
+        words.update(group)
     words.update(
         (_RECOMMEND, _AVOID, _CONTRAST_OPENER, *_SUPERLATIVES.values(), *_RETURN_ADVERBS.values())
     )

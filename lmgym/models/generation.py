@@ -54,13 +54,16 @@ class DecodingConfig:
             raise ValueError(f"top_k={self.top_k!r} must be an int >= 0; 0 turns it off.")
 
     def to_generation_config(self, *, eos_token_id: int, pad_token_id: int) -> GenerationConfig:
-        """The Hugging Face ``GenerationConfig`` that samples the same way."""
+        """The Hugging Face ``GenerationConfig`` that samples the same way (and keeps the scores)."""
         sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
         return GenerationConfig(
             max_new_tokens=self.max_new_tokens,
             do_sample=self.do_sample,
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
+            return_dict_in_generate=True,
+            output_scores=True,
+            output_logits=True,
             **(sampling if self.do_sample else {}),
         )
 
@@ -127,9 +130,6 @@ def generate(
             generation_config=config.to_generation_config(
                 eos_token_id=eos_token_id, pad_token_id=pad_token_id
             ),
-            return_dict_in_generate=True,
-            output_scores=True,
-            output_logits=True,
         )
     new_ids = out.sequences[:, n_prompt:]  # (B, T') with T' <= max_new_tokens
     raw_logits = torch.stack(out.logits, dim=1).float()  # (B, T', V)

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -170,6 +170,30 @@ def encode_documents(
     return ids, lengths
 
 
+def _length_bucketed_batches(
+    lengths: torch.Tensor, batch_size: int, generator: torch.Generator, bucket_batches: int = 50
+) -> Iterator[torch.Tensor]:
+    """Endless batches of row indices, epoch after epoch, grouping reviews of similar length.
+
+    Each epoch is shuffled, cut into chunks of ``bucket_batches`` batches, and each chunk is
+    sorted by length before it is cut into batches (whose order is shuffled again). Batches then
+    carry little padding: this halves the cost of a step on this corpus, whose reviews run from 4
+    to 42 tokens.
+    """
+    n = len(lengths)
+    chunk = batch_size * bucket_batches
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, chunk):
+            rows = order[start : start + chunk]
+            rows = rows[torch.argsort(lengths[rows], stable=True)]
+            cut = [
+                rows[i : i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)
+            ]
+            for index in torch.randperm(len(cut), generator=generator).tolist():
+                yield cut[index]
+
+
 def _batch(
     ids: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -267,7 +291,7 @@ def _save_atomically(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
-        save_tokenizer(tokenizer, staging)  # type: ignore[arg-type]
+        save_tokenizer(tokenizer, staging)
         (staging / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         # mkdtemp (and safetensors) make private files; a shipped model must be world-readable.
         staging.chmod(0o755)
@@ -319,11 +343,11 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
         else get_linear_schedule_with_warmup
     )
     scheduler = make_schedule(optimizer, config.warmup_steps, config.steps)
-    order_rng = torch.Generator().manual_seed(config.seed)
+    batches = _length_bucketed_batches(
+        train_lengths, config.batch_size, torch.Generator().manual_seed(config.seed)
+    )
 
     model.train()
-    order = torch.randperm(config.train_docs, generator=order_rng)
-    cursor = 0
     recent_losses: list[float] = []
     bar = tqdm(
         range(config.steps),
@@ -331,11 +355,7 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
         disable=not config.progress,
     )
     for step in bar:
-        if cursor + config.batch_size > config.train_docs:  # a new epoch, freshly shuffled
-            order = torch.randperm(config.train_docs, generator=order_rng)
-            cursor = 0
-        rows = order[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
+        rows = next(batches)
         batch_ids, mask, labels = _batch(train_ids, train_lengths, rows)
         loss = model(input_ids=batch_ids, attention_mask=mask, labels=labels).loss
         loss.backward()

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from lmgym.models.corpus import vocabulary
 
@@ -87,7 +87,7 @@ def build_tokenizer(model_max_length: int = 64) -> PreTrainedTokenizerFast:
     )
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: str | Path) -> None:
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> None:
     """Save ``tokenizer`` with ``save_pretrained`` so any transformers >= 4.45 can load it.
 
     transformers 5 records its own backend class name (``TokenizersBackend``), which transformers

@@ -1,0 +1,793 @@
+"""An SB3 actor-critic policy whose actor is a Hugging Face causal LM.
+
+``PPO(LMActorCriticPolicy, env)`` trains the language model itself on ``LMBandit-v0``, the way
+``PPO("MlpPolicy", env)`` trains an MLP: no fork or patch of stable-baselines3, only its extension
+points (a policy subclass and a :class:`~stable_baselines3.common.distributions.Distribution`).
+
+The action of the bandit env is a whole completion, so the action distribution is autoregressive,
+``π_θ(y | x) = Π_t π_θ(y_t | x, y_<t)``: it samples with a KV cache (the shared
+:func:`~lmgym.models.generation.generate`) and scores completions with one teacher-forced forward
+(:func:`~lmgym.models.scoring.score_completions`). SB3's PPO ratio and A2C gradient are then
+exact for the sequence. The critic is a linear value head on the LM's last hidden state at the
+last real prompt token.
+
+Pitfalls handled here (DESIGN section 8): attributes are set before ``super().__init__`` (which
+calls ``_build``) and ``_build`` is replaced; observations are read as ``.long()`` token ids,
+bypassing SB3's ``preprocess_obs`` (which would cast them to float) and the features extractor;
+every dropout is 0, because SB3 switches to train mode for updates; ``ortho_init`` is off so the
+pretrained weights survive; the constructor arguments go to ``_get_constructor_parameters`` so
+``PPO.load`` rebuilds the policy.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+from torch.distributions import Distribution as TorchDistribution
+from torch.distributions.kl import register_kl
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lmgym.agents.attach import _attach
+from lmgym.envs.sequence_reward import PolicyLogProbFn
+from lmgym.models.generation import DecodingConfig, Generation, generate
+from lmgym.models.loading import DEFAULT_MODEL_DIR, disable_dropout, load_model
+from lmgym.models.padding import (
+    completion_mask_from_ids,
+    position_ids_from_mask,
+    right_to_left_padding,
+)
+from lmgym.models.scoring import CompletionScores, score_completions
+
+ValueTrunk = Literal["shared", "detached", "separate"]
+"""Where the value head reads its features: see :class:`LMActorCriticPolicy`."""
+
+_NO_SHAPE = torch.Size()
+
+
+class AutoregressiveCompletion(TorchDistribution):
+    """The distribution of whole completions ``y`` given prompts ``x`` under a causal LM.
+
+    A ``torch.distributions.Distribution`` (batch shape (B,), event shape (T,)) so that SB3's
+    ``kl_divergence`` (TRPO) dispatches to the KL registered below.
+
+    Teacher-forced scores are computed lazily, once per action tensor, and cached: PPO's
+    ``log_prob`` and ``entropy`` share one forward pass. Lazy scoring runs in the autograd mode
+    that was active when the distribution was built, so a distribution built under
+    ``torch.no_grad()`` (TRPO's "old" policy) stays a constant even when it is scored later.
+
+    Args:
+        model: The causal LM (π_θ).
+        prompt_ids: (B, P) prompt ids, padded on either side.
+        prompt_mask: (B, P) 1 for real prompt tokens.
+        decoding: How :meth:`sample` draws completions; ``max_new_tokens`` is T.
+        eos_token_id: Ends a completion; tokens after the first EOS do not count.
+        pad_token_id: Fills padding.
+    """
+
+    arg_constraints: dict[str, Any] = {}
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        decoding: DecodingConfig,
+        *,
+        eos_token_id: int,
+        pad_token_id: int,
+    ) -> None:
+        super().__init__(
+            batch_shape=prompt_ids.shape[:1],
+            event_shape=torch.Size([decoding.max_new_tokens]),
+            validate_args=False,
+        )
+        self.model = model
+        self.prompt_ids = prompt_ids
+        self.prompt_mask = prompt_mask
+        self.decoding = decoding
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+        self.grad_enabled = torch.is_grad_enabled()
+        self.generation: Generation | None = None  # the last sample() / mode()
+        self._scored_actions: torch.Tensor | None = None
+        self._scores: CompletionScores | None = None
+
+    def sample(
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = _NO_SHAPE
+    ) -> torch.Tensor:
+        """Draw one completion per prompt (B, T) with the decoding settings (KV cache)."""
+        if len(sample_shape) != 0:
+            raise ValueError(
+                f"sample_shape={tuple(sample_shape)} is not supported; expected () (one "
+                "completion per prompt). Repeat the prompts to draw several."
+            )
+        return self._generate(self.decoding)
+
+    def greedy(self) -> torch.Tensor:
+        """Greedy decoding (B, T): the deterministic action."""
+        return self._generate(dataclasses.replace(self.decoding, do_sample=False))
+
+    def _generate(self, decoding: DecodingConfig) -> torch.Tensor:
+        self.generation = generate(
+            self.model,
+            self.prompt_ids,
+            self.prompt_mask,
+            decoding,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+        )
+        return self.generation.completion_ids
+
+    def score(self, actions: torch.Tensor) -> CompletionScores:
+        """Teacher-forced scores of ``actions`` (B, T), with logits and hidden states (cached)."""
+        actions = actions.long().reshape(self.prompt_ids.shape[0], -1)
+        cached = self._scored_actions
+        if cached is not None and self._scores is not None and torch.equal(cached, actions):
+            return self._scores
+        with torch.set_grad_enabled(self.grad_enabled):
+            self._scores = score_completions(
+                self.model,
+                self.prompt_ids,
+                self.prompt_mask,
+                actions,
+                completion_mask_from_ids(actions, self.eos_token_id),
+                pad_token_id=self.pad_token_id,
+                keep_logits=True,
+                keep_hidden=True,
+            )
+        self._scored_actions = actions
+        return self._scores
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``log π_θ(y | x)`` (B,): per-token log-probs summed over counted tokens."""
+        return self.score(value).logprobs.sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        """Σ_t H(π_θ(· | x, y_<t)) (B,), teacher-forced on the last scored or sampled actions.
+
+        The exact entropy of a sequence distribution is intractable. By the chain rule,
+        ``H(Y) = E_{y~π_θ} Σ_t H(π_θ(· | x, y_<t))``, so this sum over the full next-token
+        distributions along a completion drawn from π_θ is an unbiased one-sample estimate of it;
+        it is exact in expectation for the rollout's own actions, which is what PPO and A2C pass.
+        """
+        actions = self._scored_actions
+        if actions is None and self.generation is not None:
+            actions = self.generation.completion_ids
+        if actions is None:
+            raise ValueError(
+                "entropy() needs completions to condition on; call log_prob(actions) or "
+                "sample() first (the entropy of a whole completion is estimated along one)."
+            )
+        scores = self.score(actions)
+        assert scores.logits is not None, "score() keeps logits"
+        return _masked_entropy(scores.logits, scores.mask)
+
+
+def _masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    per_position = -(logp.exp() * logp).sum(-1)  # (B, T)
+    return (per_position * mask).sum(-1)  # (B,)
+
+
+@register_kl(AutoregressiveCompletion, AutoregressiveCompletion)
+def _kl_completions(p: AutoregressiveCompletion, q: AutoregressiveCompletion) -> torch.Tensor:
+    """Σ_t KL(p(· | x, y_<t) ‖ q(· | x, y_<t)) along the completions ``p`` (or ``q``) scored.
+
+    With completions drawn from one of the two policies this is the chain-rule estimate of the
+    sequence KL; TRPO uses it as its trust-region constraint, where it is exact to second order
+    around the old policy (the Fisher matrix is the same).
+    """
+    actions = p._scored_actions if p._scored_actions is not None else q._scored_actions
+    if actions is None:
+        raise ValueError(
+            "KL between completion distributions needs completions to condition on; call "
+            "log_prob(actions) on one of them first (TRPO does)."
+        )
+    p_scores, q_scores = p.score(actions), q.score(actions)
+    assert p_scores.logits is not None and q_scores.logits is not None
+    p_logp = torch.log_softmax(p_scores.logits.float(), dim=-1)
+    q_logp = torch.log_softmax(q_scores.logits.float(), dim=-1)
+    per_position = (p_logp.exp() * (p_logp - q_logp)).sum(-1)  # (B, T)
+    return (per_position * p_scores.mask).sum(-1)
+
+
+class CompletionDistribution(Distribution):
+    """SB3 action distribution over whole completions (see :class:`AutoregressiveCompletion`).
+
+    ``sample()`` uses the shared ``generate`` (KV cache), ``log_prob(actions)`` one
+    teacher-forced forward summed over the counted tokens, ``entropy()`` the per-position
+    entropies summed along the completion, ``mode()`` greedy decoding.
+
+    Args:
+        decoding: Decoding settings of ``sample()``. The default (temperature 1, no top-k /
+            top-p) samples from π_θ itself, which the PPO ratio assumes.
+        eos_token_id: Ends a completion.
+        pad_token_id: Fills padding.
+
+    Example:
+        >>> from lmgym.models.loading import load_default_model
+        >>> lm, tok = load_default_model()
+        >>> dist = CompletionDistribution(DecodingConfig(max_new_tokens=4),
+        ...     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        >>> ids = torch.tensor([tok.encode("the food was")])
+        >>> actions = dist.proba_distribution(lm, ids, torch.ones_like(ids)).sample()
+        >>> dist.log_prob(actions).shape
+        torch.Size([1])
+    """
+
+    distribution: AutoregressiveCompletion  # type: ignore[assignment]
+
+    def __init__(self, decoding: DecodingConfig, *, eos_token_id: int, pad_token_id: int) -> None:
+        super().__init__()
+        self.decoding = decoding
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+
+    def proba_distribution_net(self, *args: Any, **kwargs: Any) -> nn.Module:
+        """Not used: the language model itself parametrises this distribution."""
+        raise NotImplementedError(
+            "CompletionDistribution has no separate network: the LM is the distribution's "
+            "network; build it with proba_distribution(model, prompt_ids, prompt_mask)."
+        )
+
+    def proba_distribution(  # type: ignore[override]
+        self, model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
+    ) -> CompletionDistribution:
+        """Condition on a batch of prompts; returns ``self`` (SB3's convention)."""
+        self.distribution = AutoregressiveCompletion(
+            model,
+            prompt_ids,
+            prompt_mask,
+            self.decoding,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+        )
+        return self
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """``log π_θ(y | x)`` of completions (B, T) -> (B,)."""
+        return self.distribution.log_prob(actions)
+
+    def entropy(self) -> torch.Tensor:
+        """Estimated sequence entropy (B,); see :meth:`AutoregressiveCompletion.entropy`."""
+        return self.distribution.entropy()
+
+    def sample(self) -> torch.Tensor:
+        """Sampled completions (B, T)."""
+        return self.distribution.sample()
+
+    def mode(self) -> torch.Tensor:
+        """Greedy completions (B, T)."""
+        return self.distribution.greedy()
+
+    def actions_from_params(  # type: ignore[override]
+        self,
+        model: PreTrainedModel,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        deterministic: bool = False,
+    ) -> torch.Tensor:
+        """Condition on prompts and return sampled (or greedy) completions."""
+        self.proba_distribution(model, prompt_ids, prompt_mask)
+        return self.get_actions(deterministic=deterministic)
+
+    def log_prob_from_params(  # type: ignore[override]
+        self, model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled completions and their log-probs (from the sampling pass, no second forward)."""
+        actions = self.actions_from_params(model, prompt_ids, prompt_mask)
+        assert self.distribution.generation is not None
+        return actions, self.distribution.generation.logprobs.sum(-1)
+
+
+class LMActorCriticPolicy(ActorCriticPolicy):
+    """Actor-critic policy for ``LMBandit-v0`` built on a Hugging Face causal LM.
+
+    The actor is the LM (the whole completion is one action, see
+    :class:`CompletionDistribution`); the critic is a linear head on the last hidden state at
+    the last real prompt token. Use it as any SB3 policy::
+
+        PPO(LMActorCriticPolicy, env)                                   # embedded default LM
+        PPO(LMActorCriticPolicy, env, policy_kwargs=lm_policy_kwargs(env))  # the env's own LM
+        PPO(LMActorCriticPolicy, env, policy_kwargs=dict(model="path/to/dir"))
+
+    SB3 builds a policy from the spaces alone, so the policy cannot see the env's model:
+    ``model=None`` means the embedded default model (what ``gym.make("LMBandit-v0")`` uses), and
+    :func:`lm_policy_kwargs` hands over the env's model and tokenizer explicitly. A model object
+    is deep-copied, so the env's reference to it is never trained. The pad and EOS ids must be
+    the env's: they come from ``tokenizer`` (or the model directory), and explicit
+    ``pad_token_id`` / ``eos_token_id`` override them.
+
+    Attach the policy as π_θ of the env's KL penalty with :meth:`attach_to`; the log-probs of
+    the completions it just sampled are then served from a cache (no second forward pass).
+
+    Args:
+        observation_space: ``Box`` of padded prompt ids (P,), as ``LMBandit-v0`` has.
+        action_space: ``MultiDiscrete([V] * T)``; T is the completion length limit.
+        lr_schedule: Learning-rate schedule (given by the algorithm).
+        model: A local directory written by ``save_pretrained``, a model object, or ``None``
+            for the embedded default.
+        tokenizer: A local directory or tokenizer object; ``None`` loads it from ``model``'s
+            directory. Needed by :meth:`save_pretrained`.
+        pad_token_id: Padding id of the observations; ``None``: the tokenizer's.
+        eos_token_id: Ends a completion; ``None``: the tokenizer's.
+        decoding: Sampling settings; ``max_new_tokens`` is always taken from the action space.
+            The default samples from π_θ itself (temperature 1, no top-k/top-p), which the PPO
+            ratio and the A2C gradient assume.
+        value_trunk: ``"shared"`` (default): the value head reads the policy LM's hidden state
+            and its loss also trains the LM (one forward pass serves both). ``"detached"``: same
+            features, but no value gradient reaches the LM. ``"separate"``: a deep copy of the
+            LM's trunk feeds the value head (twice the parameters). Use ``"detached"`` or
+            ``"separate"`` with TRPO, whose value step would otherwise move the actor's weights
+            outside its trust region.
+        freeze_layers: Freeze the embeddings and the bottom N transformer blocks (0 freezes
+            nothing). With tied embeddings (GPT-2) the output projection is frozen with them.
+            Not usable with TRPO, which differentiates every non-value parameter.
+        attn_implementation: Attention kernel to load the LM with; TRPO's double backward needs
+            ``"eager"`` on CPU (SDPA has no double backward there).
+        trust_remote_code: Passed to ``from_pretrained``; off unless you trust the checkpoint.
+        use_sde: Must be False (no gSDE for token ids); accepted because SB3 passes it.
+        ortho_init: Must be False: orthogonal re-initialisation would erase pretrained weights.
+        **kwargs: Other :class:`~stable_baselines3.common.policies.ActorCriticPolicy`
+            arguments (``optimizer_class``, ``optimizer_kwargs``, ...).
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> from stable_baselines3 import PPO
+        >>> env = gym.make("LMBandit-v0")
+        >>> model = PPO(LMActorCriticPolicy, env, n_steps=8, batch_size=8,
+        ...             policy_kwargs=lm_policy_kwargs(env))
+        >>> _ = model.policy.attach_to(env)
+        >>> _ = model.learn(8)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        model: str | Path | PreTrainedModel | None = None,
+        tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+        *,
+        pad_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        decoding: DecodingConfig | dict[str, Any] | None = None,
+        value_trunk: ValueTrunk = "shared",
+        freeze_layers: int = 0,
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        use_sde: bool = False,
+        ortho_init: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        _check_spaces(observation_space, action_space)
+        if use_sde:
+            raise ValueError(
+                "use_sde=True is not supported by LMActorCriticPolicy: actions are ids."
+            )
+        if ortho_init:
+            raise ValueError(
+                "ortho_init=True would overwrite the pretrained LM's weights; "
+                "LMActorCriticPolicy needs ortho_init=False (the default)."
+            )
+        if value_trunk not in get_args(ValueTrunk):
+            raise ValueError(
+                f"value_trunk={value_trunk!r} is unknown; expected one of "
+                f"{list(get_args(ValueTrunk))}."
+            )
+        if isinstance(freeze_layers, bool) or not isinstance(freeze_layers, int):
+            raise TypeError(f"freeze_layers={freeze_layers!r} is not an int; expected e.g. 1.")
+        assert isinstance(action_space, spaces.MultiDiscrete)  # _check_spaces
+        max_new_tokens = int(action_space.nvec.shape[0])
+        if decoding is None:
+            decoding = DecodingConfig(max_new_tokens=max_new_tokens)
+        elif isinstance(decoding, dict):
+            decoding = DecodingConfig(**{**decoding, "max_new_tokens": max_new_tokens})
+        elif isinstance(decoding, DecodingConfig):
+            decoding = dataclasses.replace(decoding, max_new_tokens=max_new_tokens)
+        else:
+            raise TypeError(
+                f"decoding={decoding!r} is not supported; expected a "
+                "lmgym.models.generation.DecodingConfig, a dict of its fields, or None."
+            )
+
+        lm, tok = _load_lm(model, tokenizer, attn_implementation, trust_remote_code)
+        pad = pad_token_id if pad_token_id is not None else (tok and tok.pad_token_id)
+        eos = eos_token_id if eos_token_id is not None else (tok and tok.eos_token_id)
+        if pad is None or eos is None:
+            raise ValueError(
+                f"pad_token_id={pad!r} / eos_token_id={eos!r}: LMActorCriticPolicy needs both, "
+                "and they must match the env's. Pass tokenizer=env.unwrapped.lm.tokenizer (see "
+                "lm_policy_kwargs(env)) or pad_token_id=... and eos_token_id=... ."
+            )
+        _check_vocab(lm, observation_space, action_space)
+        n_layers = len(_transformer_blocks(lm))
+        if not 0 <= freeze_layers <= n_layers:
+            raise ValueError(
+                f"freeze_layers={freeze_layers} is out of range; expected 0 <= freeze_layers <= "
+                f"{n_layers} (the model's number of transformer blocks)."
+            )
+
+        # Everything _build needs must exist before super().__init__ calls it. The model and the
+        # constructor arguments live in a tuple / dict so nn.Module does not register the
+        # caller's model object as a sub-module (it would be trained and saved twice).
+        self._pending_lm: tuple[PreTrainedModel] | None = (lm,)
+        self.tokenizer = tok
+        self.pad_token_id = int(pad)
+        self.eos_token_id = int(eos)
+        self.decoding = decoding
+        self.value_trunk_kind: ValueTrunk = value_trunk
+        self.freeze_layers = freeze_layers
+        self._lm_kwargs: dict[str, Any] = dict(
+            model=model,
+            tokenizer=tokenizer,
+            pad_token_id=pad_token_id,
+            eos_token_id=eos_token_id,
+            decoding=decoding,
+            value_trunk=value_trunk,
+            freeze_layers=freeze_layers,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+        self._cache: _LogProbCache | None = None
+        self.logprob_cache_hits = 0
+        self.logprob_cache_misses = 0
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            use_sde=False,
+            ortho_init=False,
+            **kwargs,
+        )
+
+    # ----------------------------------------------------------------------------- building
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        """Install the LM, the value head and the optimizer (replaces the MLP build)."""
+        assert self._pending_lm is not None, "_build runs once, from __init__"
+        (self.lm,) = self._pending_lm
+        self._pending_lm = None
+        self.action_dist = CompletionDistribution(
+            self.decoding, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id
+        )
+        if self.value_trunk_kind == "separate":
+            # "value" in the name: TRPO skips parameters so named when it takes the actor's.
+            self.value_trunk: nn.Module | None = copy.deepcopy(self.lm.base_model)
+        else:
+            self.value_trunk = None
+        self.value_net = nn.Linear(int(self.lm.config.hidden_size), 1)
+        if self.freeze_layers > 0:
+            _freeze_bottom(self.lm, self.freeze_layers)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            trainable, lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(self._lm_kwargs)
+        return data
+
+    # ----------------------------------------------------------------------------- SB3 API
+
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample completions: ``(actions (B, T), values (B, 1), log_prob (B,))``.
+
+        The log-probs come from the sampling pass itself and are remembered for the env's KL
+        term (see :meth:`attach_to`).
+        """
+        prompt_ids, prompt_mask = self._prompts(obs)
+        distribution = self._distribution(prompt_ids, prompt_mask)
+        actions = distribution.get_actions(deterministic=deterministic)
+        generation = distribution.distribution.generation
+        assert generation is not None, "get_actions() generates"
+        values = self._prompt_values(prompt_ids, prompt_mask)
+        self._cache = _LogProbCache.build(prompt_ids, actions, generation.logprobs)
+        return actions, values, generation.logprobs.sum(-1)
+
+    def evaluate_actions(
+        self, obs: PyTorchObs, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Values (B, 1), log-probs (B,) and entropies (B,) of given completions.
+
+        One teacher-forced forward pass gives all three (with ``value_trunk="shared"`` or
+        ``"detached"``); gradients flow into the LM.
+        """
+        assert isinstance(obs, torch.Tensor)
+        prompt_ids, prompt_mask = self._prompts(obs)
+        distribution = self._distribution(prompt_ids, prompt_mask)
+        log_prob = distribution.log_prob(actions)
+        entropy = distribution.entropy()
+        if self.value_trunk is None:
+            hidden = distribution.distribution.score(actions).hidden
+            assert hidden is not None
+            # Completion position 0 is read at the last real prompt token (left padding):
+            # exactly the feature _prompt_values uses during rollouts.
+            values = self._value_from_hidden(hidden[:, 0])
+        else:
+            values = self._prompt_values(prompt_ids, prompt_mask)
+        return values, log_prob, entropy
+
+    def get_distribution(self, obs: PyTorchObs) -> CompletionDistribution:
+        """The completion distribution conditioned on the prompts in ``obs``."""
+        assert isinstance(obs, torch.Tensor)
+        return self._distribution(*self._prompts(obs))
+
+    def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
+        """Values (B, 1) of the prompts in ``obs``."""
+        assert isinstance(obs, torch.Tensor)
+        return self._prompt_values(*self._prompts(obs))
+
+    # ----------------------------------------------------------------------------- lmgym API
+
+    def attach_to(self, env: Any, *, full_distribution: bool = False) -> PolicyLogProbFn:
+        """Use this policy as π_θ of ``env``'s KL penalty; returns the attached function.
+
+        ``env`` may be a Gymnasium env, lmgym's vector env, or SB3's ``DummyVecEnv`` /
+        :class:`~lmgym.agents.SB3VecEnv` around them. Completions the policy just sampled are
+        served from a cache of their sampling log-probs; anything else gets one teacher-forced
+        forward. ``full_distribution=True`` returns the (B, T, V) log-distributions that the
+        env's ``kl_estimator="full"`` needs (always a forward pass).
+
+        Example:
+            >>> import gymnasium as gym, lmgym
+            >>> from stable_baselines3 import PPO
+            >>> env = gym.make("LMBandit-v0")
+            >>> model = PPO(LMActorCriticPolicy, env, policy_kwargs=lm_policy_kwargs(env))
+            >>> _ = model.policy.attach_to(env)
+        """
+        fn = self.full_logprobs if full_distribution else self.token_logprobs
+        _attach(env, fn)
+        return fn
+
+    def token_logprobs(self, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
+        """``log π_θ(y_t | x, y_<t)`` (B, T) of completions ``actions`` after ``observations``.
+
+        Rows that :meth:`forward` just sampled come from its cache; otherwise one teacher-forced
+        forward pass (no gradients).
+        """
+        cached = None if self._cache is None else self._cache.lookup(observations, actions)
+        if cached is not None:
+            self.logprob_cache_hits += 1
+            return cached
+        self.logprob_cache_misses += 1
+        return self._score_numpy(observations, actions, full=False)
+
+    def full_logprobs(self, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
+        """Full next-token log-distributions (B, T, V) along the completions (a forward pass)."""
+        return self._score_numpy(observations, actions, full=True)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Export the fine-tuned LM and its tokenizer so ``lmgym.load_model(path)`` loads them.
+
+        Example:
+            >>> import tempfile, gymnasium as gym, lmgym
+            >>> from stable_baselines3 import PPO
+            >>> model = PPO(LMActorCriticPolicy, gym.make("LMBandit-v0"))
+            >>> model.policy.save_pretrained(tempfile.mkdtemp())
+        """
+        if self.tokenizer is None:
+            raise ValueError(
+                "save_pretrained needs the tokenizer, but the policy was built from a model "
+                "object without one; build it with tokenizer=... (e.g. lm_policy_kwargs(env))."
+            )
+        self.lm.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _prompts(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Token ids, not features: no preprocess_obs (which casts Box observations to float).
+        prompt_ids = obs.long().reshape(obs.shape[0], -1)  # (B, P)
+        return prompt_ids, (prompt_ids != self.pad_token_id).long()
+
+    def _distribution(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
+    ) -> CompletionDistribution:
+        assert isinstance(self.action_dist, CompletionDistribution)
+        return self.action_dist.proba_distribution(self.lm, prompt_ids, prompt_mask)
+
+    def _prompt_values(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        trunk = self.value_trunk if self.value_trunk is not None else self.lm.base_model
+        left_ids, left_mask = right_to_left_padding(prompt_ids, prompt_mask, self.pad_token_id)
+        out = trunk(
+            input_ids=left_ids,
+            attention_mask=left_mask,
+            position_ids=position_ids_from_mask(left_mask),
+            use_cache=False,
+        )
+        # Left padding puts every row's last real prompt token in the last column (with the
+        # env's right padding it would sit at mask.sum(1) - 1).
+        return self._value_from_hidden(out.last_hidden_state[:, -1])  # (B, 1)
+
+    def _value_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.value_trunk_kind == "detached":
+            hidden = hidden.detach()
+        return self.value_net(hidden.float())  # (B, 1)
+
+    def _score_numpy(
+        self, observations: np.ndarray, actions: np.ndarray, full: bool
+    ) -> torch.Tensor:
+        prompt_ids = torch.as_tensor(np.asarray(observations), device=self.device).long()
+        prompt_ids = prompt_ids.reshape(-1, prompt_ids.shape[-1])
+        completion_ids = torch.as_tensor(np.asarray(actions), device=self.device).long()
+        completion_ids = completion_ids.reshape(prompt_ids.shape[0], -1)
+        with torch.inference_mode():
+            scores = score_completions(
+                self.lm,
+                prompt_ids,
+                (prompt_ids != self.pad_token_id).long(),
+                completion_ids,
+                completion_mask_from_ids(completion_ids, self.eos_token_id),
+                pad_token_id=self.pad_token_id,
+                keep_logits=full,
+            )
+        if full:
+            assert scores.logits is not None
+            return torch.log_softmax(scores.logits.float(), dim=-1).cpu()  # (B, T, V)
+        return scores.logprobs.cpu()  # (B, T)
+
+
+@dataclasses.dataclass
+class _LogProbCache:
+    """Per-token log-probs of the last sampled batch, looked up by (prompt, completion) row."""
+
+    rows: dict[bytes, int]
+    logprobs: torch.Tensor  # (B, T), on the CPU
+
+    @classmethod
+    def build(
+        cls, prompt_ids: torch.Tensor, actions: torch.Tensor, logprobs: torch.Tensor
+    ) -> _LogProbCache:
+        keys = _row_keys(prompt_ids.cpu().numpy(), actions.cpu().numpy())
+        return cls({key: i for i, key in enumerate(keys)}, logprobs.detach().cpu().clone())
+
+    def lookup(self, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor | None:
+        """The cached (b, T) log-probs of these rows, or None if any row was not sampled."""
+        obs = np.asarray(observations)
+        acts = np.asarray(actions)
+        keys = _row_keys(obs.reshape(-1, obs.shape[-1]), acts.reshape(-1, acts.shape[-1]))
+        index = [self.rows.get(key) for key in keys]
+        if any(i is None for i in index):
+            return None
+        return self.logprobs[index].clone()
+
+
+def _row_keys(prompts: np.ndarray, actions: np.ndarray) -> list[bytes]:
+    both = np.concatenate([prompts.astype(np.int64), actions.astype(np.int64)], axis=1)
+    return [row.tobytes() for row in both]
+
+
+def lm_policy_kwargs(env: Any, **overrides: Any) -> dict[str, Any]:
+    """``policy_kwargs`` that build :class:`LMActorCriticPolicy` on ``env``'s own initial LM.
+
+    The env's model and tokenizer are passed as objects (the policy deep-copies the model, so
+    the env's copy is never trained); ``overrides`` adds or replaces any other policy argument.
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> from stable_baselines3 import PPO
+        >>> env = gym.make("LMBandit-v0")
+        >>> model = PPO(LMActorCriticPolicy, env,
+        ...             policy_kwargs=lm_policy_kwargs(env, freeze_layers=1))
+    """
+    lm = _find_lm_setup(env)
+    return {"model": lm.model, "tokenizer": lm.tokenizer, **overrides}
+
+
+def _find_lm_setup(env: Any) -> Any:
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
+
+    from lmgym.agents.vec_env import SB3VecEnv
+
+    while isinstance(env, VecEnvWrapper):
+        env = env.venv
+    if isinstance(env, SB3VecEnv):
+        env = env.venv
+    if isinstance(env, DummyVecEnv):
+        env = env.envs[0]
+    target = env.unwrapped if hasattr(env, "unwrapped") else env
+    if not hasattr(target, "lm"):
+        raise TypeError(
+            f"env={env!r} is not an lmgym LM env (no .lm); expected gym.make('LMBandit-v0', ...), "
+            "gym.make_vec(...), or SB3's DummyVecEnv / lmgym.agents.SB3VecEnv around them."
+        )
+    return target.lm
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    if not (
+        isinstance(observation_space, spaces.Box)
+        and len(observation_space.shape) == 1
+        and np.issubdtype(observation_space.dtype, np.integer)
+    ):
+        raise TypeError(
+            f"observation_space={observation_space} is not supported; expected a 1-D integer "
+            "Box of padded prompt ids, as LMBandit-v0 has."
+        )
+    if not (isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1):
+        raise TypeError(
+            f"action_space={action_space} is not supported; expected MultiDiscrete([V] * T) "
+            "(a whole completion), as LMBandit-v0 has."
+        )
+
+
+def _check_vocab(
+    lm: PreTrainedModel, observation_space: spaces.Space, action_space: spaces.Space
+) -> None:
+    rows = int(lm.get_input_embeddings().weight.shape[0])  # type: ignore[index]
+    assert isinstance(action_space, spaces.MultiDiscrete)
+    assert isinstance(observation_space, spaces.Box)
+    largest = max(int(action_space.nvec.max()) - 1, int(observation_space.high.max()))
+    if largest >= rows:
+        raise ValueError(
+            f"the env uses token ids up to {largest} but the model's embedding has {rows} rows; "
+            "expected the env's model: pass policy_kwargs=lm_policy_kwargs(env), or model=<the "
+            "directory the env was built from>."
+        )
+
+
+def _load_lm(
+    model: str | Path | PreTrainedModel | None,
+    tokenizer: str | Path | PreTrainedTokenizerBase | None,
+    attn_implementation: str | None,
+    trust_remote_code: bool,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
+    if model is None or isinstance(model, (str, Path)):
+        return load_model(
+            DEFAULT_MODEL_DIR if model is None else model,
+            tokenizer,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation,
+        )
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(
+            f"model={model!r} (type {type(model).__name__}) is not supported; expected a local "
+            "directory, a transformers PreTrainedModel, or None for the embedded default."
+        )
+    lm = copy.deepcopy(model)  # never train the caller's (e.g. the env's) model
+    if attn_implementation is not None:
+        lm.set_attn_implementation(attn_implementation)
+    if tokenizer is None:
+        disable_dropout(lm)
+        lm.eval()
+        return lm, None
+    return load_model(lm, tokenizer, trust_remote_code=trust_remote_code)
+
+
+def _transformer_blocks(lm: PreTrainedModel) -> nn.ModuleList:
+    n_layers = int(lm.config.num_hidden_layers)
+    for module in lm.base_model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise TypeError(
+        f"found no list of {n_layers} transformer blocks in {type(lm).__name__}; "
+        "freeze_layers supports decoder models that keep their blocks in an nn.ModuleList."
+    )
+
+
+def _freeze_bottom(lm: PreTrainedModel, n: int) -> None:
+    blocks = _transformer_blocks(lm)
+    # The embeddings are the trunk's children registered before the blocks (wte, wpe for GPT-2).
+    for child in lm.base_model.children():
+        if child is blocks:
+            break
+        child.requires_grad_(False)
+    for block in blocks[:n]:
+        block.requires_grad_(False)

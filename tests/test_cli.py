@@ -1,0 +1,61 @@
+"""Subprocess smoke runs of the ``lmgym`` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmgym.cli import build_parser
+from lmgym.demo import DemoConfig
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lmgym.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_help_lists_demo() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+
+
+def test_demo_help_documents_every_option() -> None:
+    result = run_cli("demo", "--help")
+    assert result.returncode == 0
+    for option in ("--steps", "--n-envs", "--kl-coef", "--seed", "--out"):
+        assert option in result.stdout
+    assert "Env steps (completions) PPO trains for." in result.stdout
+
+
+def test_demo_smoke_run(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--steps", "512", "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "PPO agent, trained" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert {"base_lm", "before", "after", "wall_s"} <= set(results)
+    assert results["base_lm"]["kl"] == pytest.approx(0.0, abs=1e-4)
+    assert (out / "curve.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [(["--steps", "0"], "steps=0"), (["--learning-rate", "-1"], "learning_rate=-1")],
+    ids=["steps0", "lr_neg"],
+)
+def test_demo_rejects_bad_config(args, fragment) -> None:
+    from lmgym.config_cli import dataclass_from_args
+
+    namespace = build_parser().parse_args(["demo", *args])
+    with pytest.raises(ValueError, match=fragment):
+        dataclass_from_args(DemoConfig, namespace)

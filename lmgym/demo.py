@@ -1,9 +1,13 @@
 """``lmgym demo``: PPO on ``LMBandit-v0`` with the embedded default model, start to finish.
 
-It trains SB3's PPO with its stock ``MlpPolicy`` on the batched bandit env (the agent writes whole
-completions; the reward is the lexicon sentiment of the completion minus a KL penalty to the
-default model), prints the default task's reward before and after training on held-out prompts,
-next to the base LM's, and writes a learning curve PNG and the figures as JSON.
+SB3's PPO fine-tunes the default LM itself (``LMActorCriticPolicy``) on the batched bandit env:
+the agent writes whole completions, and the reward is the lexicon sentiment of the completion
+("write a positive review") minus a KL penalty to the frozen initial LM. The demo prints the
+task's reward, KL and grammar fluency on held-out prompts before and after training, and writes
+a learning curve PNG and the figures as JSON.
+
+``--policy mlp`` trains SB3's stock ``MlpPolicy`` from scratch instead; with ``--kl-coef 0`` it
+shows reward hacking (a salad of positive words that fails the grammar check).
 """
 
 from __future__ import annotations
@@ -12,13 +16,20 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
 
-from lmgym.agents import SB3VecEnv, attach_sb3, lm_logprobs
+from lmgym.agents import (
+    LMActorCriticPolicy,
+    SB3VecEnv,
+    attach_sb3,
+    lm_logprobs,
+    lm_policy_kwargs,
+)
 from lmgym.agents.callbacks import RewardPartsCallback
 from lmgym.envs.bandit_vector import LMBanditVectorEnv
 from lmgym.evaluation import EvalResult, evaluate_actions_on_prompts, lm_sampler
@@ -33,22 +44,24 @@ class DemoConfig:
     """Settings of ``lmgym demo``.
 
     Attributes:
+        policy: ``lm`` fine-tunes the default LM; ``mlp`` trains SB3's MlpPolicy from scratch.
         steps: Env steps (completions) PPO trains for.
         n_envs: Envs stepped as one batch by the vector env.
         kl_coef: β of the KL penalty.
         kl_estimator: KL estimator of the penalty.
-        learning_rate: PPO's Adam learning rate.
+        learning_rate: PPO's Adam learning rate; None: 1e-4 for ``lm``, 1e-3 for ``mlp``.
         seed: Seeds the env, the agent and torch.
         threads: torch intra-op threads (1 is fastest for tiny models on 2 cores).
         out: Directory for curve.png and results.json.
         progress: Show a progress bar while training.
     """
 
-    steps: int = 12_288
+    policy: Literal["lm", "mlp"] = "lm"
+    steps: int = 4096
     n_envs: int = 16
-    kl_coef: float = 0.005
-    kl_estimator: str = "k1"
-    learning_rate: float = 1e-3
+    kl_coef: float = 0.02
+    kl_estimator: Literal["k1", "k2", "k3", "full"] = "k1"
+    learning_rate: float | None = None
     seed: int = 0
     threads: int = 1
     out: Path = Path("demo-output")
@@ -60,7 +73,9 @@ class DemoConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be an int > 0.")
-        if self.learning_rate <= 0:
+        if self.policy not in ("lm", "mlp"):
+            raise ValueError(f"policy={self.policy!r} is unknown; expected 'lm' or 'mlp'.")
+        if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0, e.g. 1e-3.")
 
 
@@ -97,17 +112,32 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
     env = vec_env.venv
     assert isinstance(env, LMBanditVectorEnv)
     vec_env.seed(config.seed)
-    model = PPO(
-        "MlpPolicy",
-        vec_env,
-        n_steps=32,
-        batch_size=128,
-        n_epochs=4,
-        learning_rate=config.learning_rate,
-        gamma=1.0,  # one-step episodes: there is nothing to discount
-        seed=config.seed,
-        verbose=0,
-    )
+    learning_rate = 1e-4 if config.policy == "lm" else 1e-3
+    if config.learning_rate is not None:
+        learning_rate = config.learning_rate
+    if config.policy == "lm":
+        model = PPO(
+            LMActorCriticPolicy,
+            vec_env,
+            n_steps=16,
+            batch_size=64,
+            n_epochs=2,
+            learning_rate=learning_rate,
+            gamma=1.0,  # one-step episodes: there is nothing to discount
+            seed=config.seed,
+            policy_kwargs=lm_policy_kwargs(vec_env),
+        )
+    else:
+        model = PPO(
+            "MlpPolicy",
+            vec_env,
+            n_steps=32,
+            batch_size=128,
+            n_epochs=4,
+            learning_rate=learning_rate,
+            gamma=1.0,
+            seed=config.seed,
+        )
 
     test_prompts = corpus_prompts("test")
     decoding = DecodingConfig(max_new_tokens=env.max_new_tokens)
@@ -115,14 +145,19 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
     # The base LM row: it samples the completions and is π_θ of the KL (so KL = 0 exactly).
     env.attach_policy(lm_logprobs(env.lm.model, env.lm))
     base = evaluate_actions_on_prompts(env, test_prompts, lm_sampler(env, decoding))
-    attach_sb3(model)  # from here on π_θ of the KL term is the agent's own policy
+    # From here on π_θ of the KL term is the agent's own policy.
+    if isinstance(model.policy, LMActorCriticPolicy):
+        model.policy.attach_to(vec_env)  # serves the log-probs it sampled with: no 2nd forward
+    else:
+        attach_sb3(model)
     before = evaluate_actions_on_prompts(env, test_prompts, _policy_act(model))
 
     callback = RewardPartsCallback()
     model.learn(config.steps, callback=callback, progress_bar=config.progress)
     after = evaluate_actions_on_prompts(env, test_prompts, _policy_act(model))
+    policy_name = "LMActorCriticPolicy" if config.policy == "lm" else "MlpPolicy"
     curve = plot_learning_curve(
-        callback.history, config.out / "curve.png", title="PPO (MlpPolicy) on LMBandit-v0"
+        callback.history, config.out / "curve.png", title=f"PPO ({policy_name}) on LMBandit-v0"
     )
 
     print("\nDefault task 'write a positive review', held-out prompts:")
@@ -131,6 +166,8 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
     print(_row("base LM (reference)", base))
     print(_row("PPO agent, untrained", before))
     print(_row("PPO agent, trained", after))
+    print("(reward = r_φ − β·KL; r_φ = mean lexicon sentiment of the completion, in [−1, 1];")
+    print(" fluency = share of prompt + completion that pass the corpus grammar check)")
     for prompt, completion in after.examples:
         print(f"  {prompt!r} -> {completion!r}")
     wall = time.perf_counter() - started

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from lmgym.agents.attach import attach_sb3, lm_logprobs, sb3_policy_logprobs
+from lmgym.agents.lm_policy import CompletionDistribution, LMActorCriticPolicy, lm_policy_kwargs
 from lmgym.agents.vec_env import SB3VecEnv
 
-__all__ = ["SB3VecEnv", "attach_sb3", "lm_logprobs", "sb3_policy_logprobs"]
+__all__ = [
+    "CompletionDistribution",
+    "LMActorCriticPolicy",
+    "SB3VecEnv",
+    "attach_sb3",
+    "lm_logprobs",
+    "lm_policy_kwargs",
+    "sb3_policy_logprobs",
+]

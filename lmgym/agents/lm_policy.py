@@ -402,8 +402,10 @@ class LMActorCriticPolicy(ActorCriticPolicy):
             )
 
         lm, tok = _load_lm(model, tokenizer, attn_implementation, trust_remote_code)
-        pad = pad_token_id if pad_token_id is not None else (tok and tok.pad_token_id)
-        eos = eos_token_id if eos_token_id is not None else (tok and tok.eos_token_id)
+        pad, eos = pad_token_id, eos_token_id
+        if tok is not None:
+            pad = tok.pad_token_id if pad is None else pad
+            eos = tok.eos_token_id if eos is None else eos
         if pad is None or eos is None:
             raise ValueError(
                 f"pad_token_id={pad!r} / eos_token_id={eos!r}: LMActorCriticPolicy needs both, "

@@ -84,7 +84,7 @@ _ADJECTIVES: dict[NounClass | Literal["general"], dict[Polarity, tuple[str, ...]
     "general": {
         "positive": _lexicon(
             POSITIVE_WORDS, "good", "great", "excellent", "wonderful", "amazing", "perfect",
-            "superb", "fantastic", "brilliant", "nice", "lovely",
+            "superb", "fantastic", "brilliant", "nice", "lovely", "pleasant",
         ),
         "negative": _lexicon(
             NEGATIVE_WORDS, "bad", "awful", "terrible", "horrible", "poor", "disappointing",
@@ -105,12 +105,12 @@ _ADJECTIVES: dict[NounClass | Literal["general"], dict[Polarity, tuple[str, ...]
         "neutral": ("busy", "quiet", "young", "new", "formal", "casual"),
     },
     "place": {
-        "positive": _lexicon(POSITIVE_WORDS, "cozy", "clean", "charming", "pleasant"),
+        "positive": _lexicon(POSITIVE_WORDS, "cozy", "clean", "charming"),
         "negative": _lexicon(NEGATIVE_WORDS, "dirty", "noisy", "boring", "cold", "overpriced"),
-        "neutral": ("busy", "quiet", "small", "large", "dark", "modern", "simple", "bright"),
+        "neutral": ("busy", "quiet", "calm", "small", "large", "dark", "modern", "simple", "bright"),
     },
     "visit": {
-        "positive": _lexicon(POSITIVE_WORDS, "pleasant", "charming"),
+        "positive": _lexicon(POSITIVE_WORDS, "charming", "cozy"),
         "negative": _lexicon(NEGATIVE_WORDS, "boring", "noisy"),
         "neutral": ("long", "short", "quiet", "busy", "calm"),
     },
@@ -282,7 +282,7 @@ class _ReviewWriter:
 
     def opinion(self, polarity: Polarity) -> tuple[list[str], tuple[Number, NounClass] | None]:
         subject = self.rng.choice(_SUBJECT_PRONOUNS)
-        if polarity == "neutral":
+        if polarity == "neutral" or self.chance(0.3):  # "we ordered the soup" (and it was ...)
             obj, number, cls = self.noun_phrase(polarity, "food", modified=True)
             return [subject, self.rng.choice(_OPINION_VERBS["neutral"]), *obj], (number, cls)
         adverb = [self.rng.choice(_VERB_ADVERBS)] if self.chance(0.15) else []
@@ -367,14 +367,19 @@ class _ReviewWriter:
             words += [self.rng.choice(_OPENERS[polarity]), ","]
         clause, referent = self.clause(polarity)
         words += clause
-        if self.chance(0.2):
+        # "we ordered the soup" invites "and it was ...": join more often after such a clause.
+        joins = self.chance(0.45 if referent is not None else 0.2)
+        n_joined = (2 if self.chance(0.2) else 1) if joins else 0
+        for _ in range(n_joined):  # "..., and it was cold": clauses joined by "and" / "but"
             but = polarity != "neutral" and self.chance(0.25)
-            second: Polarity = _flip(polarity) if but else polarity
+            polarity = _flip(polarity) if but else polarity
             words.append("but" if but else "and")
             if referent is not None and self.chance(0.6):
-                words += self.copula(second, refers_to=referent)
+                words += self.copula(polarity, refers_to=referent)
+                referent = None
             else:
-                words += self.clause(second)[0]
+                clause, referent = self.clause(polarity)
+                words += clause
         return [*words, "."]
 
     def review(self) -> list[str]:
@@ -464,6 +469,24 @@ class _Article(_Parser):
         if start + 1 < len(words) and words[start] != indefinite_article(words[start + 1]):
             return set()
         return {start + 1}
+
+
+class _Repeat(_Parser):
+    """Zero or more matches of ``part`` in a row (``part`` must consume at least one word)."""
+
+    def __init__(self, part: _Parser) -> None:
+        self.part = part
+
+    def ends(self, words: Sequence[str], start: int) -> set[int]:
+        found = {start}
+        frontier = {start}
+        while frontier:
+            following: set[int] = set()
+            for position in frontier - {_INCOMPLETE}:
+                following |= self.part.ends(words, position)
+            frontier = following - found
+            found |= following
+        return found
 
 
 class _Empty(_Parser):
@@ -597,7 +620,7 @@ def _build_sentence_parser() -> _Parser:
     return _Seq(
         _opt(_Seq(_Word(openers), ",")),
         clause,
-        _opt(_Seq(_Word("and", "but"), clause)),
+        _Repeat(_Seq(_Word("and", "but"), clause)),
         ".",
     )
 

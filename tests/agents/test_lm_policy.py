@@ -203,9 +203,11 @@ def test_freeze_layers(tiny_lm_dir: Path) -> None:
     )
 
 
-def test_save_load_round_trip(tiny_lm_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["directory", "env_model_object"])
+def test_save_load_round_trip(tiny_lm_dir: Path, tmp_path: Path, source: str) -> None:
     env = make_env(tiny_lm_dir)
-    kwargs = dict(model=tiny_lm_dir, decoding=DecodingConfig(temperature=1.0), freeze_layers=1)
+    lm_kwargs = dict(model=tiny_lm_dir) if source == "directory" else lm_policy_kwargs(env)
+    kwargs = dict(**lm_kwargs, decoding=DecodingConfig(temperature=1.0), freeze_layers=1)
     model = PPO(
         LMActorCriticPolicy,
         env,

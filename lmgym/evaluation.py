@@ -78,7 +78,9 @@ def evaluate_actions_on_prompts(
     )
 
 
-def lm_sampler(env: LMBanditEnv | LMBanditVectorEnv, decoding: DecodingConfig) -> Callable[[np.ndarray], np.ndarray]:
+def lm_sampler(
+    env: LMBanditEnv | LMBanditVectorEnv, decoding: DecodingConfig
+) -> Callable[[np.ndarray], np.ndarray]:
     """``act`` function that samples completions from the env's (initial) LM.
 
     Example:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from lmgym.agents.attach import attach_sb3, lm_logprobs, sb3_policy_logprobs
-from lmgym.agents.lm_policy import CompletionDistribution, LMActorCriticPolicy, lm_policy_kwargs
+from lmgym.agents.completion_distribution import CompletionDistribution
+from lmgym.agents.lm_policy import LMActorCriticPolicy, lm_policy_kwargs
 from lmgym.agents.vec_env import SB3VecEnv
 
 __all__ = [

@@ -54,7 +54,7 @@ class DecodingConfig:
             raise ValueError(f"top_k={self.top_k!r} must be an int >= 0; 0 turns it off.")
 
     def to_generation_config(self, *, eos_token_id: int, pad_token_id: int) -> GenerationConfig:
-        """The Hugging Face ``GenerationConfig`` that samples the same way (and keeps the scores)."""
+        """The HF ``GenerationConfig`` that samples the same way and keeps the scores."""
         sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
         return GenerationConfig(
             max_new_tokens=self.max_new_tokens,

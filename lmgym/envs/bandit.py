@@ -223,21 +223,29 @@ def check_completion_action(action: Any, max_new_tokens: int, vocab_size: int) -
     Raises ``TypeError`` for non-integer dtypes and ``ValueError`` for a wrong shape or ids
     outside ``[0, vocab_size)``, naming the offending value.
     """
-    array = np.asarray(action)
+    return check_completion_actions(action, (max_new_tokens,), vocab_size, name="action")
+
+
+def check_completion_actions(
+    actions: Any, shape: tuple[int, ...], vocab_size: int, *, name: str = "actions"
+) -> np.ndarray:
+    """Validate a whole array of completion ids at once (one env or a batch of envs)."""
+    array = np.asarray(actions)
     if array.dtype == object or not np.issubdtype(array.dtype, np.integer):
         raise TypeError(
-            f"action has dtype {array.dtype}; expected integer token ids (e.g. np.int64) of shape "
-            f"({max_new_tokens},)."
+            f"{name} has dtype {array.dtype}; expected integer token ids (e.g. np.int64) of "
+            f"shape {shape}."
         )
-    if array.shape != (max_new_tokens,):
+    if array.shape != shape:
         raise ValueError(
-            f"action has shape {array.shape}; expected ({max_new_tokens},): one token id per "
-            "position up to max_new_tokens (pad after EOS with any valid id)."
+            f"{name} has shape {array.shape}; expected {shape}: one token id per position up "
+            "to max_new_tokens (pad after EOS with any valid id)."
         )
-    bad = np.flatnonzero((array < 0) | (array >= vocab_size))
+    bad = np.argwhere((array < 0) | (array >= vocab_size))
     if bad.size:
+        where = ", ".join(str(int(i)) for i in bad[0])
         raise ValueError(
-            f"action[{int(bad[0])}]={int(array[bad[0]])} is not a token id; expected ids in "
+            f"{name}[{where}]={int(array[tuple(bad[0])])} is not a token id; expected ids in "
             f"[0, {vocab_size}) (the tokenizer's vocabulary)."
         )
     return array.astype(np.int64, copy=False)

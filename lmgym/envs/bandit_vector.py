@@ -11,7 +11,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgym.envs.bandit import LMBanditEnv, check_completion_action
+from lmgym.envs.bandit import LMBanditEnv, check_completion_actions
 from lmgym.envs.lm_setup import ModelSpec
 from lmgym.envs.prompts import PromptSpec
 from lmgym.envs.sequence_reward import PolicyLogProbFn
@@ -151,23 +151,26 @@ class LMBanditVectorEnv(VectorEnv):
         """Score all completions in one batch, then draw the next prompts (same-step autoreset)."""
         if self._needs_reset:
             raise RuntimeError("step() called before reset(); call envs.reset(seed=...) first.")
-        array = np.asarray(actions)
-        expected = (self.num_envs, self.max_new_tokens)
-        if array.shape != expected:
-            raise ValueError(f"actions has shape {array.shape}; expected {expected}.")
-        for row in array:
-            check_completion_action(row, self.max_new_tokens, self.lm.vocab_size)
+        array = check_completion_actions(
+            actions, (self.num_envs, self.max_new_tokens), self.lm.vocab_size
+        )
         final_obs = self._obs.copy()
         prompts = list(self._prompts)
-        batch = self.rewarder(prompts, final_obs, array.astype(np.int64, copy=False))
-        self._last_render = batch.info(0, prompts[0])["completion"]
-
-        infos: dict[str, Any] = {}
+        batch = self.rewarder(prompts, final_obs, array)
+        self._last_render = batch.completions[0]
         for i in range(self.num_envs):
-            final_info = batch.info(i, prompts[i])
-            infos = self._add_info(infos, {"final_obs": final_obs[i], "final_info": final_info}, i)
             self._draw(i)
-            infos = self._add_info(infos, {"prompt": self._prompts[i]}, i)
+        all_envs = np.ones(self.num_envs, dtype=np.bool_)
+        finals = np.empty(self.num_envs, dtype=object)
+        finals[:] = list(final_obs)  # Gymnasium keeps final observations as an object array
+        infos: dict[str, Any] = {
+            "final_obs": finals,
+            "_final_obs": all_envs,
+            "final_info": batch.batched_info(prompts),
+            "_final_info": all_envs.copy(),
+            "prompt": np.array(self._prompts, dtype=object),
+            "_prompt": all_envs.copy(),
+        }
         terminated = np.ones(self.num_envs, dtype=np.bool_)
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
         return self._obs.copy(), batch.reward.astype(np.float64), terminated, truncated, infos

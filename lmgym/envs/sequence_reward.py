@@ -65,6 +65,30 @@ class SequenceRewardBatch:
     terminated_by_eos: np.ndarray
     reward_parts: dict[str, np.ndarray]
 
+    def batched_info(self, prompts: list[str]) -> dict[str, Any]:
+        """All envs' infos in Gymnasium's vector format (arrays plus ``_key`` masks).
+
+        Built column by column rather than env by env, so a batch of 64 costs a few array
+        constructions, not 64 dict merges.
+        """
+        n = len(prompts)
+        columns: dict[str, Any] = {
+            "prompt": _object_array(prompts),
+            "completion": _object_array(self.completions),
+            "reward_model": self.reward_model.astype(np.float64),
+            "kl": self.kl.astype(np.float64),
+            "kl_coef": np.full(n, self.kl_coef),
+            "kl_form": _object_array([self.kl_form] * n),
+            "completion_length": self.completion_lengths.astype(np.int64),
+            "eos": self.terminated_by_eos.astype(np.bool_),
+        }
+        if self.reward_parts:
+            parts: dict[str, Any] = {k: v.astype(np.float64) for k, v in self.reward_parts.items()}
+            parts.update({f"_{k}": np.ones(n, dtype=np.bool_) for k in self.reward_parts})
+            columns["reward_parts"] = parts
+        columns.update({f"_{k}": np.ones(n, dtype=np.bool_) for k in list(columns)})
+        return columns
+
     def info(self, index: int, prompt: str) -> dict[str, Any]:
         """The ``info`` dict of one env of the batch (new objects on every call)."""
         info: dict[str, Any] = {
@@ -80,6 +104,12 @@ class SequenceRewardBatch:
         if self.reward_parts:
             info["reward_parts"] = {k: float(v[index]) for k, v in self.reward_parts.items()}
         return info
+
+
+def _object_array(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def make_kl_controller(
@@ -177,19 +207,10 @@ class SequenceRewarder:
         id_lists = [
             row[:n].tolist() for row, n in zip(completion_ids, lengths.tolist(), strict=True)
         ]
-        completions = setup.tokenizer.batch_decode(id_lists, skip_special_tokens=True)
         prompt_id_lists = [
             row[m.bool()].tolist() for row, m in zip(prompt_ids, prompt_mask, strict=True)
         ]
-        reward_model = call_reward_fn(
-            self.reward_fn,
-            prompts,
-            completions,
-            prompt_ids=prompt_id_lists,
-            completion_ids=id_lists,
-        )
-        combined = self.reward_fn.fn
-        parts = dict(combined.last_parts) if isinstance(combined, WeightedSum) else {}
+        completions, reward_model, parts = self.score_texts(prompts, prompt_id_lists, id_lists)
         kl_coef = float(self.controller.value)
         reward = reward_model - kl_coef * kl
         if update_controller:
@@ -207,6 +228,35 @@ class SequenceRewarder:
             reward_parts=parts,
         )
 
+    def score_texts(
+        self,
+        prompts: list[str],
+        prompt_ids: list[list[int]],
+        completion_ids: list[list[int]],
+    ) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
+        """Decode completions and run the reward function once over the batch.
+
+        Args:
+            prompts: Prompt texts (B).
+            prompt_ids: Unpadded prompt ids, one list per pair.
+            completion_ids: Counted completion ids (up to and including the first EOS).
+
+        Returns:
+            ``(completions, reward_model, reward_parts)``: the decoded texts (special tokens
+            removed), r_φ per pair (B,), and each part's scores for a ``WeightedSum`` reward.
+        """
+        completions = self.setup.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        reward_model = call_reward_fn(
+            self.reward_fn,
+            prompts,
+            completions,
+            prompt_ids=prompt_ids,
+            completion_ids=completion_ids,
+        )
+        combined = self.reward_fn.fn
+        parts = dict(combined.last_parts) if isinstance(combined, WeightedSum) else {}
+        return completions, reward_model, parts
+
     def _kl_per_token(
         self,
         ref_logprobs: torch.Tensor,
@@ -217,21 +267,50 @@ class SequenceRewarder:
         if self.policy is None:
             return reference_only_kl(ref_logprobs)
         policy_out = torch.as_tensor(self.policy(observations, actions)).float()
-        if policy_out.ndim == 3:  # (B, T, V) full log-distributions
-            chosen = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))
-            logp = torch.gather(policy_out, 2, chosen.unsqueeze(-1)).squeeze(-1)
-            if self.kl_estimator == "full":
-                return kl_per_token("full", logits=policy_out, ref_logits=ref_logits)
-            return kl_per_token(self.kl_estimator, logp, ref_logprobs)
-        if self.kl_estimator == "full":
-            raise ValueError(
-                "kl_estimator='full' needs the attached policy to return (B, T, V) "
-                f"log-distributions, but it returned shape {tuple(policy_out.shape)}; return "
-                "full log-probs from the policy, or use kl_estimator='k1'/'k2'/'k3'."
-            )
-        if policy_out.shape != ref_logprobs.shape:
-            raise ValueError(
-                f"the attached policy returned log-probs of shape {tuple(policy_out.shape)}; "
-                f"expected {tuple(ref_logprobs.shape)} (batch, max_new_tokens)."
-            )
-        return kl_per_token(self.kl_estimator, policy_out, ref_logprobs)
+        chosen = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))
+        return policy_kl_per_token(
+            self.kl_estimator,
+            policy_out,
+            ref_logprobs,
+            ref_logits,
+            chosen,
+            what="(batch, max_new_tokens)",
+        )
+
+
+def policy_kl_per_token(
+    estimator: KLEstimator,
+    policy_out: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    ref_logits: torch.Tensor | None,
+    actions: torch.Tensor,
+    *,
+    what: str,
+) -> torch.Tensor:
+    """k_t (B, T) from an attached policy's output and the reference's log-probs.
+
+    Args:
+        estimator: ``"k1" | "k2" | "k3" | "full"``.
+        policy_out: (B, T) log π_θ of the chosen tokens, or (B, T, V) log-distributions.
+        ref_logprobs: (B, T) log π_ref of the chosen tokens.
+        ref_logits: (B, T, V) reference logits; needed by ``full`` only.
+        actions: (B, T) chosen token ids.
+        what: How the error messages name the expected (B, T) shape.
+    """
+    if policy_out.ndim == 3:  # (B, T, V) full log-distributions
+        if estimator == "full":
+            return kl_per_token("full", logits=policy_out, ref_logits=ref_logits)
+        logp = torch.gather(policy_out, 2, actions.unsqueeze(-1)).squeeze(-1)
+        return kl_per_token(estimator, logp, ref_logprobs)
+    if estimator == "full":
+        raise ValueError(
+            "kl_estimator='full' needs the attached policy to return (B, T, V) "
+            f"log-distributions, but it returned shape {tuple(policy_out.shape)}; return "
+            "full log-probs from the policy, or use kl_estimator='k1'/'k2'/'k3'."
+        )
+    if policy_out.shape != ref_logprobs.shape:
+        raise ValueError(
+            f"the attached policy returned log-probs of shape {tuple(policy_out.shape)}; "
+            f"expected {tuple(ref_logprobs.shape)} {what}."
+        )
+    return kl_per_token(estimator, policy_out, ref_logprobs)

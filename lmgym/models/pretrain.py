@@ -110,7 +110,13 @@ class PretrainConfig:
         ):  # fmt: skip
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("max_words", self.max_words, minimum=8)
-        _check_int("n_positions", self.n_positions, minimum=self.max_words + 2)
+        _check_int("n_positions", self.n_positions, minimum=1)
+        if self.n_positions < self.max_words + 2:
+            raise ValueError(
+                f"n_positions={self.n_positions} is too small for max_words={self.max_words}: a "
+                f"review plus <bos> and <eos> needs {self.max_words + 2} positions. Raise "
+                "n_positions or lower max_words."
+            )
         if self.eval_seed == self.seed:
             raise ValueError(
                 f"eval_seed={self.eval_seed} equals seed={self.seed}; the held-out corpus must "
@@ -141,7 +147,11 @@ class PretrainConfig:
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}; fix the {name} value.")
+        default = PretrainConfig.__dataclass_fields__[name].default
+        raise ValueError(
+            f"{name}={value!r} is not an int >= {minimum}; pass one, e.g. the default "
+            f"{name}={default!r}."
+        )
 
 
 def encode_documents(
@@ -298,13 +308,19 @@ def _save_atomically(
         staging.chmod(0o755)
         for path in staging.iterdir():
             path.chmod(0o644)
-        if out.exists():
-            retired = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(retired)
+        if not out.exists():
             staging.rename(out)
-            shutil.rmtree(retired)
-        else:
+            return
+        # A directory cannot be renamed over a non-empty one: retire the old one first, and put
+        # it back if the swap fails, so ``out`` is always either the old or the new model.
+        retired = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(retired)
+        try:
             staging.rename(out)
+        except BaseException:
+            retired.rename(out)
+            raise
+        shutil.rmtree(retired)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -443,9 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: parse ``argv``, train, print the summary.
 
     Example:
-        >>> main(["--out", "/tmp/m", "--steps", "2", "--warmup-steps", "0", "--n-layer", "1",
-        ...       "--n-embd", "16", "--n-head", "2", "--train-docs", "32", "--no-progress"])
-        ... # doctest: +SKIP
+        >>> import tempfile
+        >>> main(["--out", tempfile.mkdtemp(), "--steps", "2", "--warmup-steps", "0",
+        ...       "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--train-docs", "32",
+        ...       "--eval-docs", "8", "--no-progress"])  # doctest: +ELLIPSIS
+        saved ...-parameter model to ...
+        0
     """
     args = build_parser().parse_args(argv)
     try:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import lmgym  # noqa: F401
+from lmgym.agents.vec_env import unbatch_info
 from lmgym.envs.bandit_vector import LMBanditVectorEnv
 from tests.envs.test_bandit import PROMPTS, count_great, make
 
@@ -46,12 +47,20 @@ def test_vector_matches_single_envs(tiny_lm_dir: Path) -> None:
     rng = np.random.default_rng(0)
     for _ in range(3):
         actions = rng.integers(0, envs.lm.vocab_size, size=(n, 6))
-        obs, rewards, *_ = envs.step(actions)
+        obs, rewards, _, _, infos = envs.step(actions)
+        final_infos = [i["final_info"] for i in unbatch_info(infos, n)]
         single_rewards = []
         single_obs = []
-        for env, action in zip(singles, actions, strict=True):
-            single_rewards.append(env.step(action)[1])
+        for k, (env, action) in enumerate(zip(singles, actions, strict=True)):
+            _, reward, _, _, info = env.step(action)
+            single_rewards.append(reward)
             single_obs.append(env.reset()[0])
+            assert final_infos[k].keys() == info.keys()
+            for key, value in info.items():
+                if isinstance(value, float):
+                    assert final_infos[k][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+                else:
+                    assert final_infos[k][key] == value, key
         np.testing.assert_allclose(rewards, single_rewards, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(obs, np.stack(single_obs))
 

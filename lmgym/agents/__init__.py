@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from lmgym.agents.attach import attach_sb3, lm_logprobs, sb3_policy_logprobs
+from lmgym.agents.attach import (
+    attach_sb3,
+    lm_logprobs,
+    lm_token_logprobs,
+    sb3_policy_logprobs,
+    sb3_token_logprobs,
+)
 from lmgym.agents.completion_distribution import CompletionDistribution
 from lmgym.agents.lm_policy import LMActorCriticPolicy, lm_policy_kwargs
 from lmgym.agents.vec_env import SB3VecEnv
@@ -13,6 +19,8 @@ __all__ = [
     "SB3VecEnv",
     "attach_sb3",
     "lm_logprobs",
+    "lm_token_logprobs",
     "lm_policy_kwargs",
     "sb3_policy_logprobs",
+    "sb3_token_logprobs",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.distributions import (
@@ -24,7 +25,12 @@ from transformers import PreTrainedModel
 from lmgym.agents.vec_env import SB3VecEnv
 from lmgym.envs.lm_setup import LMSetup
 from lmgym.envs.sequence_reward import PolicyLogProbFn
-from lmgym.models.padding import completion_mask_from_ids
+from lmgym.envs.token import TokenPolicyLogProbFn
+from lmgym.models.padding import (
+    completion_mask_from_ids,
+    position_ids_from_mask,
+    right_to_left_padding,
+)
 from lmgym.models.scoring import score_completions
 
 
@@ -61,6 +67,66 @@ def sb3_policy_logprobs(model: BaseAlgorithm) -> PolicyLogProbFn:
     return logprobs
 
 
+def sb3_token_logprobs(model: BaseAlgorithm) -> TokenPolicyLogProbFn:
+    """Build ``f(observations) -> (B, V) log π_θ`` (``LMToken-v0``'s protocol) from an SB3 model.
+
+    Works for any policy whose action distribution is a categorical over token ids: SB3's
+    ``MlpPolicy`` and sb3-contrib's maskable one (whose log-probs are then those of the
+    unmasked distribution: the env's mask is not applied here).
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> from stable_baselines3 import PPO
+        >>> env = gym.make("LMToken-v0")
+        >>> f = sb3_token_logprobs(PPO("MlpPolicy", env))
+    """
+    policy = model.policy
+
+    def logprobs(observations: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            obs_tensor, _ = policy.obs_to_tensor(observations)
+            distribution = policy.get_distribution(obs_tensor)  # type: ignore[operator]
+            categorical = distribution.distribution
+            if not isinstance(categorical, torch.distributions.Categorical):
+                raise TypeError(
+                    f"{type(policy).__name__} has a {type(distribution).__name__}; expected a "
+                    "categorical distribution over token ids (MlpPolicy on LMToken-v0)."
+                )
+            return categorical.logits.cpu()  # (B, V): torch normalises them to log-probs
+
+    return logprobs
+
+
+def lm_token_logprobs(lm: PreTrainedModel, setup: LMSetup) -> TokenPolicyLogProbFn:
+    """``f(observations) -> (B, V) log π_θ`` for a Hugging Face causal LM on ``LMToken-v0``.
+
+    One forward over each observation's prompt and completion so far (no cache: meant for
+    checks and small runs). Attaching the env's own initial model gives a KL of exactly 0.
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> env = gym.make("LMToken-v0").unwrapped
+        >>> env.attach_policy(lm_token_logprobs(env.lm.model, env.lm))
+    """
+
+    def logprobs(observations: np.ndarray) -> torch.Tensor:
+        ids = torch.as_tensor(observations, dtype=torch.long)
+        # The prompt block is right-padded, so real tokens are not contiguous: left-pad them.
+        left_ids, left_mask = right_to_left_padding(
+            ids, (ids != setup.pad_token_id).long(), setup.pad_token_id
+        )
+        with torch.inference_mode():
+            logits = lm(
+                input_ids=left_ids,
+                attention_mask=left_mask,
+                position_ids=position_ids_from_mask(left_mask),
+                use_cache=False,
+            ).logits[:, -1, :]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    return logprobs
+
+
 def lm_logprobs(lm: PreTrainedModel, setup: LMSetup) -> PolicyLogProbFn:
     """``f(observations, actions) -> log π_θ`` for a Hugging Face causal LM as π_θ.
 
@@ -92,7 +158,7 @@ def lm_logprobs(lm: PreTrainedModel, setup: LMSetup) -> PolicyLogProbFn:
     return logprobs
 
 
-def attach_sb3(model: BaseAlgorithm, env: Any = None) -> PolicyLogProbFn:
+def attach_sb3(model: BaseAlgorithm, env: Any = None) -> PolicyLogProbFn | TokenPolicyLogProbFn:
     """Attach ``model``'s policy as π_θ of the KL penalty of ``env`` (default: the model's env).
 
     Works for a single env (``gym.make``), lmgym's vector env (``gym.make_vec``), and SB3's
@@ -113,7 +179,9 @@ def attach_sb3(model: BaseAlgorithm, env: Any = None) -> PolicyLogProbFn:
         >>> env.step(env.action_space.sample())[-1]["kl_form"]
         'policy'
     """
-    fn = sb3_policy_logprobs(model)
+    # One token per step (LMToken-v0, Discrete) or a whole completion (LMBandit-v0).
+    token_env = isinstance(model.action_space, spaces.Discrete)
+    fn: Any = sb3_token_logprobs(model) if token_env else sb3_policy_logprobs(model)
     target = model.get_env() if env is None else env
     if target is None:
         raise ValueError(
@@ -123,7 +191,7 @@ def attach_sb3(model: BaseAlgorithm, env: Any = None) -> PolicyLogProbFn:
     return fn
 
 
-def _attach(env: Any, fn: PolicyLogProbFn) -> None:
+def _attach(env: Any, fn: PolicyLogProbFn | TokenPolicyLogProbFn) -> None:
     while isinstance(env, VecEnvWrapper):
         env = env.venv
     if isinstance(env, SB3VecEnv):

@@ -22,6 +22,10 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
+BATCHED_METHODS = frozenset({"action_masks"})
+"""Methods of the batched env that return one row per env (sb3-contrib's ``MaskablePPO`` calls
+``env_method("action_masks")`` and stacks one mask per env)."""
+
 
 def unbatch_info(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
     """Turn Gymnasium's vector ``info`` (dict of arrays with ``_key`` masks) into a list of dicts.
@@ -125,6 +129,8 @@ class SB3VecEnv(VecEnv):
     ) -> list[Any]:
         """Call a method of the batched env once and report its result for every index."""
         result = getattr(self.venv, method_name)(*method_args, **kwargs)
+        if method_name in BATCHED_METHODS:  # one row per env: hand each index its own
+            return [result[i] for i in self._get_indices(indices)]
         return [result for _ in self._get_indices(indices)]
 
     def env_is_wrapped(

@@ -17,3 +17,9 @@ def register_envs() -> None:
             entry_point="lmgym.envs.bandit:LMBanditEnv",
             vector_entry_point="lmgym.envs.bandit_vector:LMBanditVectorEnv",
         )
+    if "LMToken-v0" not in registry:
+        register(
+            id="LMToken-v0",
+            entry_point="lmgym.envs.token:LMTokenEnv",
+            vector_entry_point="lmgym.envs.token_vector:LMTokenVectorEnv",
+        )

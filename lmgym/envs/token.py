@@ -1,0 +1,610 @@
+"""``LMToken-v0``: write a completion one token per step, with a per-token KL penalty.
+
+The same task as ``LMBandit-v0`` with a finer action: the policy picks the next token, the env
+appends it. Per step the reward is ``−β · k_t`` (the KL estimate of that token), and the step that
+ends the episode adds the reward model's score of the whole completion, so an episode's rewards
+sum to the bandit's ``R = r_φ(x, y) − β · Σ_t k_t`` for the same prompt and completion (with a
+fixed β). The stepping core, :class:`TokenBatch`, works on a batch of rows: the single env is one
+row of it and the vector env (:mod:`lmgym.envs.token_vector`) N rows, so both compute the same
+numbers by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lmgym.envs.bandit import check_lm_env_args
+from lmgym.envs.lm_setup import LMSetup, ModelSpec, build_lm_setup
+from lmgym.envs.prompts import PromptSource, PromptSpec
+from lmgym.envs.ref_cache import ReferenceState
+from lmgym.envs.sequence_reward import KLForm, SequenceRewarder, policy_kl_per_token
+from lmgym.error import ResetNeeded
+from lmgym.models.corpus import prompts as default_prompts
+from lmgym.rewards import LexiconSentimentReward
+
+TokenPolicyLogProbFn = Callable[[np.ndarray], torch.Tensor]
+"""``f(observations) -> log π_θ(· | observation)`` for a batch: observations are (B, L) token-env
+observations (the state each action was taken in), and the result is (B, V) next-token
+log-probabilities over the vocabulary. Attach one with ``env.unwrapped.attach_policy(f)`` or
+:func:`lmgym.agents.attach_sb3`."""
+
+ActionMaskSpec = np.ndarray | Callable[[np.ndarray], np.ndarray]
+"""A boolean array of vocabulary size (``True`` = allowed), or ``f(observation (L,)) -> (V,)``
+bool array computed from the current observation."""
+
+
+def token_observation_space(observation_length: int, vocab_size: int) -> spaces.Box:
+    """The token env's observation: int64 ids, ``(max_prompt_tokens + max_new_tokens,)``.
+
+    The same kind of ``Box`` as the bandit's (SB3's ``MlpPolicy`` reads it as is); see
+    :func:`lmgym.envs.bandit.lm_observation_space` for why not ``MultiDiscrete``/``Sequence``.
+    """
+    return spaces.Box(low=0, high=vocab_size - 1, shape=(observation_length,), dtype=np.int64)
+
+
+def default_action_mask(setup: LMSetup) -> np.ndarray:
+    """Every token except pad and BOS (each only where it differs from EOS), shape (V,).
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> env = gym.make("LMToken-v0").unwrapped
+        >>> bool(default_action_mask(env.lm)[env.lm.pad_token_id])
+        False
+    """
+    mask = np.ones(setup.vocab_size, dtype=np.bool_)
+    bos = setup.tokenizer.bos_token_id
+    for special in (setup.pad_token_id, bos):
+        if special is not None and special != setup.eos_token_id and special < setup.vocab_size:
+            mask[special] = False
+    return mask
+
+
+def check_action_mask(mask: Any, vocab_size: int, *, where: str = "action_mask") -> np.ndarray:
+    """Validate a vocabulary mask: a bool array of shape (V,) allowing at least one token."""
+    array = np.asarray(mask)
+    if array.dtype != np.bool_:
+        raise TypeError(
+            f"{where} has dtype {array.dtype}; expected a boolean array of shape ({vocab_size},) "
+            "with True for allowed tokens, e.g. np.isin(np.arange(vocab_size), allowed_ids)."
+        )
+    if array.shape != (vocab_size,):
+        raise ValueError(
+            f"{where} has shape {array.shape}; expected ({vocab_size},): one flag per token of "
+            "the tokenizer's vocabulary."
+        )
+    if not array.any():
+        raise ValueError(
+            f"{where} masks every token (together with the pad/BOS tokens, which are always "
+            "masked); expected at least one allowed token id. Allow some ids, e.g. the EOS id."
+        )
+    return array
+
+
+def check_token_action(action: Any, vocab_size: int) -> int:
+    """Return ``action`` as an int token id, or raise ``TypeError``/``ValueError`` naming it."""
+    array = np.asarray(action)
+    if (
+        isinstance(action, bool)
+        or array.dtype == object
+        or array.dtype == np.bool_
+        or not (np.issubdtype(array.dtype, np.integer))
+    ):
+        raise TypeError(
+            f"action={action!r} has type {type(action).__name__} (dtype {array.dtype}); "
+            f"expected one integer token id in [0, {vocab_size})."
+        )
+    if array.shape != ():
+        raise ValueError(
+            f"action has shape {array.shape}; expected a scalar token id (Discrete action)."
+        )
+    token = int(array)
+    if not 0 <= token < vocab_size:
+        raise ValueError(
+            f"action={token} is not a token id; expected an id in [0, {vocab_size}) (the "
+            "tokenizer's vocabulary)."
+        )
+    return token
+
+
+@dataclass
+class TokenStepBatch:
+    """What one step of a :class:`TokenBatch` produced; arrays are (B,).
+
+    Attributes:
+        obs: (B, L) observations after the step's tokens were appended (for an ended episode,
+            its final observation).
+        reward: ``reward_model - kl_coef * kl``.
+        reward_model: r_φ(x, y) for rows whose episode ended at this step, 0 elsewhere.
+        kl: This step's k_t.
+        kl_coef: β used for this step.
+        kl_form: ``"policy"`` or ``"reference_only"``.
+        episode_kl: Σ k_t over the episode so far (this step included).
+        prompts: Prompt texts of the episodes stepped.
+        completions: Completion texts so far (special tokens removed).
+        completion_lengths: Tokens generated so far.
+        eos: Whether this step's token is EOS.
+        terminated: The token ended the text (EOS, or the pad id, which is not a text token).
+        truncated: ``max_new_tokens`` reached without ending the text.
+        reward_parts: Each part's score for a ``WeightedSum`` reward (NaN for rows still going).
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    reward_model: np.ndarray
+    kl: np.ndarray
+    kl_coef: float
+    kl_form: KLForm
+    episode_kl: np.ndarray
+    prompts: list[str]
+    completions: list[str]
+    completion_lengths: np.ndarray
+    eos: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    reward_parts: dict[str, np.ndarray]
+
+    @property
+    def done(self) -> np.ndarray:
+        """Rows whose episode ended at this step."""
+        return self.terminated | self.truncated
+
+    def info(self, index: int) -> dict[str, Any]:
+        """The ``info`` dict of row ``index`` (new objects on every call)."""
+        info: dict[str, Any] = {
+            "prompt": self.prompts[index],
+            "completion": self.completions[index],
+            "reward_model": float(self.reward_model[index]),
+            "kl": float(self.kl[index]),
+            "kl_coef": self.kl_coef,
+            "kl_form": self.kl_form,
+            "episode_kl": float(self.episode_kl[index]),
+            "completion_length": int(self.completion_lengths[index]),
+            "eos": bool(self.eos[index]),
+        }
+        if self.reward_parts and self.done[index]:
+            info["reward_parts"] = {k: float(v[index]) for k, v in self.reward_parts.items()}
+        return info
+
+    def batched_info(self, rows: np.ndarray) -> dict[str, Any]:
+        """Infos of the rows where ``rows`` is True, in Gymnasium's vector format.
+
+        Arrays over all rows plus a ``_key`` mask per key; built column by column.
+        """
+        n = len(self.prompts)
+        columns: dict[str, Any] = {
+            "prompt": object_array(self.prompts),
+            "completion": object_array(self.completions),
+            "reward_model": self.reward_model.copy(),
+            "kl": self.kl.copy(),
+            "kl_coef": np.full(n, self.kl_coef),
+            "kl_form": object_array([self.kl_form] * n),
+            "episode_kl": self.episode_kl.copy(),
+            "completion_length": self.completion_lengths.copy(),
+            "eos": self.eos.copy(),
+        }
+        with_parts = rows & self.done
+        if self.reward_parts and with_parts.any():
+            parts: dict[str, Any] = {k: v.copy() for k, v in self.reward_parts.items()}
+            parts.update({f"_{k}": with_parts.copy() for k in self.reward_parts})
+            columns["reward_parts"] = parts
+            columns["_reward_parts"] = with_parts.copy()
+        columns.update({f"_{k}": rows.copy() for k in list(columns) if not k.startswith("_")})
+        return columns
+
+
+def object_array(values: list[Any]) -> np.ndarray:
+    """A 1-D object array of ``values`` (strings, arrays), as Gymnasium's vector infos hold them."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+class TokenBatch:
+    """The token-by-token episodes of ``num_rows`` envs, stepped together.
+
+    Holds the observations, the reference model's incremental state
+    (:class:`~lmgym.envs.ref_cache.ReferenceState`) and the per-episode KL sums. A step runs the
+    attached policy (if any) once, the reference model once (one incremental forward over all
+    rows) and the reward function once over the rows whose episode ended.
+
+    Args:
+        setup: Models and tokenizer.
+        rewarder: Reward function, KL estimator and β controller (shared with the bandit env).
+        max_prompt_tokens: Prompt block width P of the observation.
+        max_new_tokens: Episode length limit T.
+        num_rows: Number of envs.
+        reference_cache: Keep the reference model's KV cache across steps (``False`` re-encodes
+            the prefix every step: same results, quadratic cost).
+    """
+
+    def __init__(
+        self,
+        setup: LMSetup,
+        rewarder: SequenceRewarder,
+        *,
+        max_prompt_tokens: int,
+        max_new_tokens: int,
+        num_rows: int,
+        reference_cache: bool = True,
+    ) -> None:
+        self.setup = setup
+        self.rewarder = rewarder
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.num_rows = num_rows
+        self.policy: TokenPolicyLogProbFn | None = None
+        length = max_prompt_tokens + max_new_tokens
+        self.obs = np.full((num_rows, length), setup.pad_token_id, dtype=np.int64)  # (B, L)
+        self.prompts = [""] * num_rows
+        self.lengths = np.zeros(num_rows, dtype=np.int64)  # tokens generated per row
+        self.episode_kl = np.zeros(num_rows, dtype=np.float64)
+        self.reference = ReferenceState(
+            setup.ref_model,
+            num_rows,
+            max_prompt_tokens,
+            max_new_tokens,
+            pad_token_id=setup.pad_token_id,
+            use_cache=reference_cache,
+        )
+
+    def start(self, rows: np.ndarray, texts: list[str], prompt_ids: np.ndarray) -> None:
+        """Start new episodes in ``rows`` (R,) from prompts (R texts, (R, P) right-padded ids)."""
+        self.obs[rows] = self.setup.pad_token_id
+        self.obs[rows, : self.max_prompt_tokens] = prompt_ids
+        for row, text in zip(rows.tolist(), texts, strict=True):
+            self.prompts[row] = text
+        self.lengths[rows] = 0
+        self.episode_kl[rows] = 0.0
+        ids = torch.from_numpy(np.ascontiguousarray(prompt_ids, dtype=np.int64))
+        self.reference.prefill(
+            torch.from_numpy(np.asarray(rows, dtype=np.int64)),
+            ids,
+            (ids != self.setup.pad_token_id).long(),
+        )
+
+    def step(self, actions: np.ndarray) -> TokenStepBatch:
+        """Append ``actions`` (B,) valid token ids to every row and score them.
+
+        Rows whose episode ends are left as they are: call :meth:`start` on them next.
+        """
+        setup, n_prompt = self.setup, self.max_prompt_tokens
+        rows = np.arange(self.num_rows)
+        assert self.reference.next_logits is not None, "start() every row before step()"
+        tokens = torch.from_numpy(actions)
+        ref_logits = self.reference.next_logits  # (B, V_model)
+        ref_logp = torch.log_softmax(ref_logits, dim=-1).gather(1, tokens[:, None])  # (B, 1)
+        if self.policy is None:
+            kl_form: KLForm = "reference_only"
+            per_token = -ref_logp[:, 0]
+        else:
+            kl_form = "policy"
+            per_token = self._policy_kl(tokens, ref_logp, ref_logits)
+        kl = per_token.double().numpy()
+        if not np.isfinite(kl).all():
+            bad = int(np.flatnonzero(~np.isfinite(kl))[0])
+            raise ValueError(
+                f"the KL term of env {bad} is {kl[bad]} for token {int(actions[bad])}; expected "
+                "a finite value. The attached policy or the reference gives it probability 0 "
+                "(e.g. a masked token); check the action mask and the policy's log-probs."
+            )
+
+        # Nothing is committed until the reward function has run: if it raises, the step can
+        # be retried with the env as it was.
+        obs = self.obs.copy()
+        obs[rows, n_prompt + self.lengths] = actions
+        lengths = self.lengths + 1
+        episode_kl = self.episode_kl + kl
+        eos = actions == setup.eos_token_id
+        terminated = eos | (actions == setup.pad_token_id)
+        truncated = ~terminated & (lengths >= self.max_new_tokens)
+        done = terminated | truncated
+
+        completion_ids = [
+            row[n_prompt : n_prompt + n].tolist()
+            for row, n in zip(obs, lengths.tolist(), strict=True)
+        ]
+        completions = setup.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        reward_model = np.zeros(self.num_rows, dtype=np.float64)
+        parts: dict[str, np.ndarray] = {}
+        finished = np.flatnonzero(done)
+        if finished.size:
+            prompt_blocks = obs[finished, :n_prompt]
+            _, scores, done_parts = self.rewarder.score_texts(
+                [self.prompts[i] for i in finished],
+                [block[block != setup.pad_token_id].tolist() for block in prompt_blocks],
+                [completion_ids[i] for i in finished],
+            )
+            reward_model[finished] = scores
+            for name, values in done_parts.items():
+                parts[name] = np.full(self.num_rows, np.nan)
+                parts[name][finished] = values
+        self.obs, self.lengths, self.episode_kl = obs, lengths, episode_kl
+        kl_coef = float(self.rewarder.controller.value)
+        result = TokenStepBatch(
+            obs=obs.copy(),
+            reward=reward_model - kl_coef * kl,
+            reward_model=reward_model,
+            kl=kl,
+            kl_coef=kl_coef,
+            kl_form=kl_form,
+            episode_kl=episode_kl.copy(),
+            prompts=list(self.prompts),
+            completions=completions,
+            completion_lengths=lengths.copy(),
+            eos=eos,
+            terminated=terminated,
+            truncated=truncated,
+            reward_parts=parts,
+        )
+        # Ziegler et al.'s controller targets the KL summed over a sequence: one update per
+        # finished episode, with that episode's sum.
+        for i in finished.tolist():
+            self.rewarder.controller.update(float(self.episode_kl[i]), 1)
+        if finished.size < self.num_rows:  # the rows that go on need their next logits
+            self.reference.advance(tokens)
+        return result
+
+    def _policy_kl(
+        self, tokens: torch.Tensor, ref_logp: torch.Tensor, ref_logits: torch.Tensor
+    ) -> torch.Tensor:
+        assert self.policy is not None
+        observations = self.obs.copy()  # the states the actions were taken in
+        policy_out = torch.as_tensor(self.policy(observations)).float()
+        expected = (self.num_rows, self.setup.vocab_size)
+        if policy_out.shape != expected:
+            raise ValueError(
+                f"the attached policy returned shape {tuple(policy_out.shape)}; expected "
+                f"{expected}: next-token log-probs over the vocabulary for each observation "
+                "(see lmgym.envs.token.TokenPolicyLogProbFn)."
+            )
+        return policy_kl_per_token(
+            self.rewarder.kl_estimator,
+            policy_out[:, None, :],
+            ref_logp,
+            ref_logits[:, None, :],
+            tokens[:, None],
+            what="(batch, 1)",
+        )[:, 0]
+
+
+class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
+    """Write a completion for a prompt, one token per step, rewarded token by token.
+
+    ## Description
+    The RLHF recipe as a sequential decision problem: each episode draws a prompt; at each step
+    the agent picks the next token (the action), the env appends it to the observation and pays
+    the token's KL penalty to a frozen reference LM; the step that ends the completion also pays
+    the reward model's score of the whole completion.
+
+    ## Action Space
+    ``Discrete(vocab_size)``: the next token id. Every id is accepted. The pad id is not a text
+    token: emitting it ends the text like EOS (so it can never be mistaken for padding in the
+    observation) and costs its KL term, which under the reference is large. ``action_masks()``
+    (used by sb3-contrib's ``MaskablePPO``) forbids pad and BOS by default, intersected with the
+    ``action_mask`` argument; masks advise the agent, ``step`` does not enforce them.
+
+    ## Observation Space
+    ``Box(0, vocab_size - 1, (max_prompt_tokens + max_new_tokens,), int64)``: the prompt's ids
+    right-padded to ``max_prompt_tokens`` (the bandit's observation), then the tokens generated so
+    far, right-padded with the pad id. Padding is recoverable: ``mask = obs != pad_token_id``;
+    ``obs[:max_prompt_tokens]`` is the prompt and ``obs[max_prompt_tokens:]`` the completion.
+
+    ## Reward
+    ``R_t = −β · k_t``, plus ``r_φ(x, y)`` on the step that ends the episode. k_t is one of
+    Schulman's estimators of the KL between the attached policy's and the reference's next-token
+    distributions at that step (DESIGN section 4); with no policy attached, k_t = −log π_ref(y_t)
+    (``info["kl_form"] == "reference_only"``). With a fixed β an episode's rewards sum to the
+    bandit env's reward for the same prompt and completion.
+
+    ## Episode End
+    ``terminated=True`` when the action is EOS (or the pad id); ``truncated=True`` when
+    ``max_new_tokens`` tokens were generated without ending the text, so a value function should
+    bootstrap from the final observation.
+
+    ## Information
+    ``reset`` gives ``prompt``. Every ``step`` gives ``prompt``, ``completion`` (the text so far),
+    ``reward_model`` (r_φ on the final step, 0.0 before), ``kl`` (this step's k_t), ``kl_coef``
+    (β of this step), ``kl_form``, ``episode_kl`` (Σ k_t so far; on the final step the bandit's
+    ``kl``), ``completion_length`` (tokens so far) and ``eos`` (this token is EOS), with
+    ``reward == reward_model - kl_coef * kl`` at every step. The final step of an episode whose
+    reward is a ``WeightedSum`` also gives ``reward_parts``.
+
+    ## Arguments
+    The bandit's (``model``, ``tokenizer``, ``ref_model``, ``prompts``, ``reward_fn``, ``kl_coef``,
+    ``kl_estimator``, ``kl_target``, ``kl_horizon``, ``max_prompt_tokens``, ``max_new_tokens``,
+    ``truncate_prompts``, ``render_mode``, ``trust_remote_code``; see
+    :class:`~lmgym.envs.bandit.LMBanditEnv`), plus:
+
+    - ``action_mask``: a bool array of vocabulary size, or ``f(observation) -> bool array``,
+      restricting the tokens ``action_masks()`` allows.
+    - ``reference_cache``: keep the reference model's KV cache across steps (default ``True``);
+      ``False`` re-encodes the whole prefix every step (same results; to measure the cache).
+
+    Adaptive β (``kl_target``) is updated once per finished episode with its summed KL.
+
+    ## Version History
+    - v0: initial version.
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> env = gym.make("LMToken-v0")
+        >>> obs, info = env.reset(seed=0)
+        >>> mask = env.unwrapped.action_masks()
+        >>> obs, reward, terminated, truncated, info = env.step(int(mask.nonzero()[0][0]))
+        >>> info["kl_form"], info["completion_length"]
+        ('reference_only', 1)
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+
+    def __init__(
+        self,
+        model: ModelSpec | None = None,
+        tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+        ref_model: str | Path | PreTrainedModel | None = None,
+        prompts: PromptSpec | None = None,
+        reward_fn: Any = None,
+        kl_coef: float = 0.05,
+        kl_estimator: str = "k1",
+        kl_target: float | None = None,
+        kl_horizon: int = 10_000,
+        max_prompt_tokens: int = 16,
+        max_new_tokens: int = 16,
+        truncate_prompts: bool = False,
+        action_mask: ActionMaskSpec | None = None,
+        reference_cache: bool = True,
+        render_mode: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        check_lm_env_args(
+            kl_coef=kl_coef, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens
+        )
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported; expected one of "
+                f"{self.metadata['render_modes']} or None."
+            )
+        self.render_mode = render_mode
+        self.lm = build_lm_setup(model, tokenizer, ref_model, trust_remote_code=trust_remote_code)
+        self.rewarder = SequenceRewarder(
+            self.lm,
+            LexiconSentimentReward() if reward_fn is None else reward_fn,
+            kl_coef=kl_coef,
+            kl_estimator=kl_estimator,
+            kl_target=kl_target,
+            kl_horizon=kl_horizon,
+        )
+        self.prompt_source = PromptSource(
+            default_prompts("train") if prompts is None else prompts,
+            self.lm.tokenizer,
+            max_prompt_tokens,
+            truncate_prompts,
+        )
+        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.max_new_tokens = int(max_new_tokens)
+        self.base_action_mask = default_action_mask(self.lm)
+        self.mask_fn: Callable[[np.ndarray], np.ndarray] | None = None
+        if callable(action_mask):
+            self.mask_fn = action_mask
+        elif action_mask is not None:
+            user = check_action_mask(action_mask, self.lm.vocab_size)
+            self.base_action_mask = check_action_mask(
+                user & self.base_action_mask, self.lm.vocab_size
+            )
+        self.reference_cache = bool(reference_cache)
+        length = self.max_prompt_tokens + self.max_new_tokens
+        self.observation_space = token_observation_space(length, self.lm.vocab_size)
+        self.action_space = spaces.Discrete(self.lm.vocab_size)
+        self.batch = TokenBatch(
+            self.lm,
+            self.rewarder,
+            max_prompt_tokens=self.max_prompt_tokens,
+            max_new_tokens=self.max_new_tokens,
+            num_rows=1,
+            reference_cache=self.reference_cache,
+        )
+        self._done = True
+        self._started = False
+        self._last: TokenStepBatch | None = None
+
+    def attach_policy(self, policy: TokenPolicyLogProbFn | None) -> None:
+        """Use ``policy`` as π_θ in the KL term (``None`` detaches: reference-only form).
+
+        See :data:`TokenPolicyLogProbFn` for what it must return, and
+        :func:`lmgym.agents.attach_sb3` for the one-line way to attach an SB3 model.
+        """
+        self.batch.policy = policy
+
+    def action_masks(self) -> np.ndarray:
+        """Allowed next tokens (V,) bool, for sb3-contrib's ``MaskablePPO``."""
+        return self.mask_for(self.batch.obs[0])
+
+    def mask_for(self, observation: np.ndarray) -> np.ndarray:
+        """The action mask in state ``observation`` (the default and ``action_mask`` combined)."""
+        if self.mask_fn is None:
+            return self.base_action_mask.copy()
+        user = check_action_mask(
+            self.mask_fn(observation.copy()),
+            self.lm.vocab_size,
+            where=f"action_mask({observation.tolist()})",
+        )
+        return check_action_mask(
+            user & self.base_action_mask,
+            self.lm.vocab_size,
+            where=f"action_mask({observation.tolist()})",
+        )
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw a prompt from ``np_random``; ``options={"prompt": text}`` forces one.
+
+        Drops the reference cache and encodes the new prompt. A seeded reset also puts an
+        adaptive β back to its initial value (same seed, same actions, same rewards).
+        """
+        super().reset(seed=seed)
+        if seed is not None:
+            self.rewarder.reset_controller()
+        if options is not None and "prompt" in options:
+            text = options["prompt"]
+            ids = self.prompt_source.encode(text, where='options["prompt"]')
+        else:
+            text, ids = self.prompt_source.draw(self.np_random)
+        padded = self.prompt_source.pad(ids, self.lm.pad_token_id)
+        self.batch.start(np.zeros(1, dtype=np.int64), [text], padded[None, :])
+        self._done = False
+        self._started = True
+        self._last = None
+        return self.batch.obs[0].copy(), {"prompt": text}
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Append the token ``action`` and pay its reward (see the class docstring)."""
+        if self._done:
+            raise ResetNeeded(
+                "step() called on an LMToken-v0 episode that has ended (or never started); "
+                "call reset() first."
+            )
+        token = check_token_action(action, self.lm.vocab_size)
+        result = self.batch.step(np.array([token], dtype=np.int64))
+        self._done = bool(result.done[0])
+        self._last = result
+        if self.render_mode == "human":
+            print(self.render_text())
+        return (
+            result.obs[0],
+            float(result.reward[0]),
+            bool(result.terminated[0]),
+            bool(result.truncated[0]),
+            result.info(0),
+        )
+
+    def render(self) -> str | None:  # type: ignore[override]
+        """``ansi``: the prompt, the completion so far and the last step's reward parts."""
+        if self.render_mode == "ansi":
+            return self.render_text()
+        if self.render_mode == "human":
+            print(self.render_text())
+        return None
+
+    def render_text(self) -> str:
+        """The current episode as text."""
+        if self._last is None:
+            prompt = self.batch.prompts[0] if self._started else None
+            return f"prompt: {prompt!r}\n(no token yet)"
+        info = self._last.info(0)
+        return (
+            f"prompt:     {info['prompt']!r}\n"
+            f"completion: {info['completion']!r}\n"
+            f"reward = reward_model - kl_coef * kl = {info['reward_model']:.4f} - "
+            f"{info['kl_coef']:.4f} * {info['kl']:.4f} = {float(self._last.reward[0]):.4f} "
+            f"(kl form: {info['kl_form']}; episode kl so far {info['episode_kl']:.4f})"
+        )

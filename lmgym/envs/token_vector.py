@@ -1,0 +1,235 @@
+"""The batched ``LMToken-v0`` vector env: one reference forward and one reward call per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lmgym.envs.lm_setup import ModelSpec
+from lmgym.envs.prompts import PromptSpec
+from lmgym.envs.token import (
+    ActionMaskSpec,
+    LMTokenEnv,
+    TokenBatch,
+    TokenPolicyLogProbFn,
+    object_array,
+)
+from lmgym.error import ResetNeeded
+
+
+class LMTokenVectorEnv(VectorEnv):
+    """``num_envs`` token envs stepped as one batch (``gym.make_vec("LMToken-v0", num_envs=N)``).
+
+    A step runs the reference model once over all envs (one incremental forward with a KV cache
+    kept across steps, see :mod:`lmgym.envs.ref_cache`), the attached policy's log-prob function
+    once, and the reward function once over the envs whose episode ended.
+
+    Envs whose episode ends reset in the same step (``AutoresetMode.SAME_STEP``, which SB3 and
+    :class:`~lmgym.agents.SB3VecEnv` expect): the returned observation is the next episode's
+    first, the ended episode's last observation is in ``info["final_obs"]`` and its step info in
+    ``info["final_info"]``; the top-level info of such an env holds the new episode's
+    ``prompt``. Only the new prompts are encoded, in one batched forward, and spliced into the
+    resetting envs' cache rows.
+
+    Env ``i`` draws its prompts from its own generator seeded with ``seed + i``, as
+    ``SyncVectorEnv`` seeds its sub-envs, so N single envs with seeds ``s, s+1, ...`` see the same
+    prompts and get the same rewards for the same actions (with a fixed β: an adaptive β is shared
+    by the batch here, one per env there).
+
+    Takes the same keyword arguments as :class:`~lmgym.envs.token.LMTokenEnv`.
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> envs = gym.make_vec("LMToken-v0", num_envs=4)
+        >>> obs, info = envs.reset(seed=0)
+        >>> obs.shape
+        (4, 32)
+        >>> obs, rewards, terminated, truncated, info = envs.step(envs.action_masks().argmax(1))
+    """
+
+    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        model: ModelSpec | None = None,
+        tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+        ref_model: str | Path | PreTrainedModel | None = None,
+        prompts: PromptSpec | None = None,
+        reward_fn: Any = None,
+        kl_coef: float = 0.05,
+        kl_estimator: str = "k1",
+        kl_target: float | None = None,
+        kl_horizon: int = 10_000,
+        max_prompt_tokens: int = 16,
+        max_new_tokens: int = 16,
+        truncate_prompts: bool = False,
+        action_mask: ActionMaskSpec | None = None,
+        reference_cache: bool = True,
+        render_mode: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
+            raise ValueError(f"num_envs={num_envs!r} must be an int > 0.")
+        if render_mode not in (None, "ansi"):
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported; expected 'ansi' or None."
+            )
+        # The single env does all argument checking and loading; the vector env reuses its parts.
+        self._template = LMTokenEnv(
+            model=model,
+            tokenizer=tokenizer,
+            ref_model=ref_model,
+            prompts=prompts,
+            reward_fn=reward_fn,
+            kl_coef=kl_coef,
+            kl_estimator=kl_estimator,
+            kl_target=kl_target,
+            kl_horizon=kl_horizon,
+            max_prompt_tokens=max_prompt_tokens,
+            max_new_tokens=max_new_tokens,
+            truncate_prompts=truncate_prompts,
+            action_mask=action_mask,
+            reference_cache=reference_cache,
+            trust_remote_code=trust_remote_code,
+        )
+        self.num_envs = num_envs
+        self.render_mode = render_mode
+        self.lm = self._template.lm
+        self.rewarder = self._template.rewarder
+        self.prompt_source = self._template.prompt_source
+        self.max_new_tokens = self._template.max_new_tokens
+        self.single_observation_space = self._template.observation_space
+        self.single_action_space = self._template.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.batch = TokenBatch(
+            self.lm,
+            self.rewarder,
+            max_prompt_tokens=self._template.max_prompt_tokens,
+            max_new_tokens=self.max_new_tokens,
+            num_rows=num_envs,
+            reference_cache=reference_cache,
+        )
+        self._generators = [seeding.np_random()[0] for _ in range(num_envs)]
+        self._needs_reset = True
+        self._last_render = ""
+
+    def attach_policy(self, policy: TokenPolicyLogProbFn | None) -> None:
+        """Use ``policy`` as π_θ in the KL term; see :meth:`LMTokenEnv.attach_policy`."""
+        self.batch.policy = policy
+
+    def action_masks(self) -> np.ndarray:
+        """Allowed next tokens of every env, (num_envs, V) bool (for ``MaskablePPO``)."""
+        if self._template.mask_fn is None:
+            return np.repeat(self._template.base_action_mask[None, :], self.num_envs, axis=0)
+        return np.stack([self._template.mask_for(row) for row in self.batch.obs])
+
+    def reset(
+        self,
+        *,
+        seed: int | list[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode in every env. ``seed`` is an int (env i gets ``seed + i``) or a list."""
+        if isinstance(seed, int):
+            seeds: list[int | None] = [seed + i for i in range(self.num_envs)]
+        elif seed is None:
+            seeds = [None] * self.num_envs
+        else:
+            if len(seed) != self.num_envs:
+                raise ValueError(
+                    f"seed has {len(seed)} entries; expected num_envs={self.num_envs} "
+                    "(or a single int)."
+                )
+            seeds = list(seed)
+        if options is not None and "reset_mask" in options:
+            raise ValueError(
+                "options['reset_mask'] is not supported: LMToken-v0 vector envs reset each env "
+                "in the same step that ends its episode."
+            )
+        super().reset(seed=seed if isinstance(seed, int) else None)
+        if seed is not None:
+            self.rewarder.reset_controller()
+        for i, s in enumerate(seeds):
+            if s is not None or self._needs_reset:
+                self._generators[i], _ = seeding.np_random(s)
+        self._start(np.arange(self.num_envs))
+        self._needs_reset = False
+        return self.batch.obs.copy(), {
+            "prompt": object_array(list(self.batch.prompts)),
+            "_prompt": np.ones(self.num_envs, dtype=np.bool_),
+        }
+
+    def _start(self, rows: np.ndarray) -> None:
+        texts, padded = [], []
+        for i in rows.tolist():
+            text, ids = self.prompt_source.draw(self._generators[i])
+            texts.append(text)
+            padded.append(self.prompt_source.pad(ids, self.lm.pad_token_id))
+        self.batch.start(rows, texts, np.stack(padded))
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Append one token per env, score them in one batch; reset ended envs in this step."""
+        if self._needs_reset:
+            raise ResetNeeded("step() called before reset(); call envs.reset(seed=...) first.")
+        tokens = check_token_actions(actions, self.num_envs, self.lm.vocab_size)
+        result = self.batch.step(tokens)
+        done = result.done
+        infos = result.batched_info(~done)
+        if done.any():
+            finals = np.empty(self.num_envs, dtype=object)
+            for i in np.flatnonzero(done).tolist():
+                finals[i] = result.obs[i]
+            infos["final_obs"] = finals
+            infos["_final_obs"] = done.copy()
+            infos["final_info"] = result.batched_info(done)
+            infos["_final_info"] = done.copy()
+            self._start(np.flatnonzero(done))
+        infos["prompt"] = object_array(list(self.batch.prompts))
+        infos["_prompt"] = np.ones(self.num_envs, dtype=np.bool_)
+        self._last_render = f"{result.prompts[0]!r} -> {result.completions[0]!r}"
+        return (
+            self.batch.obs.copy(),
+            result.reward,
+            result.terminated,
+            result.truncated,
+            infos,
+        )
+
+    def render(self) -> str | None:  # type: ignore[override]
+        """``ansi``: the first env's prompt and completion after the last step."""
+        return self._last_render if self.render_mode == "ansi" else None
+
+
+def check_token_actions(actions: Any, num_envs: int, vocab_size: int) -> np.ndarray:
+    """Validate a batch of token actions (num_envs,) and return them as int64."""
+    array = np.asarray(actions)
+    if (
+        array.dtype == object
+        or array.dtype == np.bool_
+        or not np.issubdtype(array.dtype, np.integer)
+    ):
+        raise TypeError(
+            f"actions has dtype {array.dtype}; expected integer token ids (e.g. np.int64) of "
+            f"shape ({num_envs},)."
+        )
+    if array.shape != (num_envs,):
+        raise ValueError(
+            f"actions has shape {array.shape}; expected ({num_envs},): one token id per env."
+        )
+    bad = np.flatnonzero((array < 0) | (array >= vocab_size))
+    if bad.size:
+        raise ValueError(
+            f"actions[{int(bad[0])}]={int(array[bad[0]])} is not a token id; expected ids in "
+            f"[0, {vocab_size}) (the tokenizer's vocabulary)."
+        )
+    return array.astype(np.int64, copy=True)

@@ -1,0 +1,370 @@
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import lmgym  # noqa: F401  (registers the envs)
+from lmgym.agents import lm_logprobs, lm_token_logprobs
+from lmgym.envs.token import LMTokenEnv
+from lmgym.error import ResetNeeded
+from lmgym.models.scoring import score_completions
+from lmgym.rewards.kl import AdaptiveKLController
+from tests.conftest import build_tiny_model
+from tests.envs.test_bandit import PROMPTS, count_great
+
+P, T = 8, 6
+EOS, PAD, BOS = 2, 0, 1
+
+
+def make(tiny_lm_dir: Path, **kwargs) -> gym.Env:
+    kwargs.setdefault("model", tiny_lm_dir)
+    kwargs.setdefault("prompts", PROMPTS)
+    kwargs.setdefault("reward_fn", count_great)
+    kwargs.setdefault("max_prompt_tokens", P)
+    kwargs.setdefault("max_new_tokens", T)
+    return gym.make("LMToken-v0", **kwargs)
+
+
+def make_bandit(tiny_lm_dir: Path, **kwargs) -> gym.Env:
+    kwargs.setdefault("model", tiny_lm_dir)
+    kwargs.setdefault("prompts", PROMPTS)
+    kwargs.setdefault("reward_fn", count_great)
+    kwargs.setdefault("max_prompt_tokens", P)
+    kwargs.setdefault("max_new_tokens", T)
+    return gym.make("LMBandit-v0", **kwargs)
+
+
+def ids(env: gym.Env, text: str) -> list[int]:
+    return env.unwrapped.lm.tokenizer.convert_tokens_to_ids(text.split())
+
+
+def run_episode(env: gym.Env, prompt: str, tokens: list[int]) -> list[tuple]:
+    env.reset(seed=0, options={"prompt": prompt})
+    steps = []
+    for token in tokens:
+        steps.append(env.step(token))
+        if steps[-1][2] or steps[-1][3]:
+            break
+    return steps
+
+
+CONFIGS = {
+    "default_k1": {},
+    "k3_adaptive": {"kl_estimator": "k3", "kl_target": 3.0, "kl_horizon": 100},
+    "full_truncate": {"kl_estimator": "full", "truncate_prompts": True, "max_prompt_tokens": 3},
+    "no_cache": {"reference_cache": False},
+    "mask_array": {"action_mask": np.arange(27) % 2 == 0},
+    "ansi": {"render_mode": "ansi"},
+}
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS.values(), ids=CONFIGS.keys())
+def test_checkers_pass_without_warnings(tiny_lm_dir: Path, kwargs) -> None:
+    env = make(tiny_lm_dir, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped, warn=True)
+
+
+def test_spaces_and_observation_layout(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir)
+    vocab = env.unwrapped.lm.vocab_size
+    assert env.action_space == gym.spaces.Discrete(vocab)
+    assert env.observation_space.shape == (P + T,) and env.observation_space.dtype == np.int64
+    obs, info = env.reset(seed=0, options={"prompt": "the food was"})
+    assert info == {"prompt": "the food was"}
+    np.testing.assert_array_equal(obs[:P], [BOS, *ids(env, "the food was"), 0, 0, 0, 0])
+    assert (obs[P:] == PAD).all()
+    obs, *_ = env.step(ids(env, "great")[0])
+    assert obs[P] == ids(env, "great")[0] and (obs[P + 1 :] == PAD).all()
+
+
+def test_info_keys_and_reward_invariant_on_every_step(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir, kl_coef=0.1)
+    steps = run_episode(env, "the soup is", [*ids(env, "great and great"), EOS, 5, 5])
+    assert len(steps) == 4
+    keys = {"prompt", "completion", "reward_model", "kl", "kl_coef", "kl_form", "episode_kl",
+            "completion_length", "eos"}  # fmt: skip
+    running = 0.0
+    for t, (_, reward, terminated, truncated, info) in enumerate(steps):
+        assert set(info) == keys
+        assert reward == pytest.approx(info["reward_model"] - info["kl_coef"] * info["kl"])
+        running += info["kl"]
+        assert info["episode_kl"] == pytest.approx(running)
+        assert info["completion_length"] == t + 1
+        assert info["kl_form"] == "reference_only" and info["prompt"] == "the soup is"
+        assert terminated == (t == 3) and not truncated
+    assert [s[-1]["reward_model"] for s in steps] == [0.0, 0.0, 0.0, 2.0]
+    assert steps[-1][-1]["completion"] == "great and great" and steps[-1][-1]["eos"]
+    assert steps[1][-1]["completion"] == "great and"
+
+
+def test_truncation_pad_and_eos_end_episodes_differently(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir)
+    steps = run_episode(env, "the food was", [5] * T)
+    assert [s[2] for s in steps] == [False] * T  # never terminated ...
+    assert [s[3] for s in steps] == [False] * (T - 1) + [True]  # ... truncated at the limit
+    steps = run_episode(env, "the food was", [5, EOS])
+    assert steps[-1][2] and not steps[-1][3] and steps[-1][-1]["eos"]
+    # The pad id is not a text token: it ends the text, and the observation stays recoverable.
+    steps = run_episode(env, "the food was", [5, PAD])
+    assert steps[-1][2] and not steps[-1][3] and not steps[-1][-1]["eos"]
+    obs = steps[-1][0]
+    assert obs[P] == 5 and (obs[P + 1 :] == PAD).all()
+
+
+@pytest.mark.parametrize(
+    ("estimator", "policy"),
+    [("k1", False), ("k3", False), ("k1", True), ("k3", True), ("full", True)],
+    ids=["ref_only_k1", "ref_only_k3", "policy_k1", "policy_k3", "policy_full"],
+)
+def test_episode_rewards_sum_to_bandit_reward(tiny_lm_dir: Path, estimator, policy) -> None:
+    token_env = make(tiny_lm_dir, kl_estimator=estimator, kl_coef=0.2)
+    bandit = make_bandit(tiny_lm_dir, kl_estimator=estimator, kl_coef=0.2)
+    if policy:
+        other = build_tiny_model(token_env.unwrapped.lm.vocab_size, seed=1).eval()
+        token_env.unwrapped.attach_policy(lm_token_logprobs(other, token_env.unwrapped.lm))
+        bandit.unwrapped.attach_policy(lm_logprobs(other, bandit.unwrapped.lm))
+    completions = {
+        "eos": [*ids(token_env, "great food and"), EOS, 7, 7],
+        "truncated": ids(token_env, "the staff were very great great"),
+        "bos_inside": [9, BOS, 12, EOS, 4, 4],
+    }
+    for name, tokens in completions.items():
+        steps = run_episode(token_env, "i thought the staff were", tokens)
+        bandit.reset(seed=0, options={"prompt": "i thought the staff were"})
+        *_, info = bandit.step(np.array(tokens))
+        total = sum(s[1] for s in steps)
+        assert total == pytest.approx(info["reward_model"] - info["kl_coef"] * info["kl"]), name
+        final = steps[-1][-1]
+        assert final["episode_kl"] == pytest.approx(info["kl"], rel=1e-5, abs=1e-5), name
+        assert final["reward_model"] == info["reward_model"], name
+        assert final["completion"] == info["completion"], name
+        assert final["kl_form"] == info["kl_form"] == ("policy" if policy else "reference_only")
+
+
+def test_cached_logprobs_equal_teacher_forced_scores(tiny_lm_dir: Path) -> None:
+    for cache in (True, False):
+        env = make(tiny_lm_dir, reference_cache=cache)
+        model = env.unwrapped.lm.ref_model
+        rng = np.random.default_rng(0)
+        for episode in range(4):
+            obs, _ = env.reset(seed=episode)
+            tokens = rng.integers(4, env.unwrapped.lm.vocab_size, size=T)
+            steps = [env.step(int(t)) for t in tokens]
+            prompt = torch.tensor(obs)[None, :P]
+            completion = torch.tensor(tokens)[None]
+            with torch.inference_mode():
+                scores = score_completions(
+                    model, prompt, (prompt != PAD).long(), completion,
+                    torch.ones_like(completion), pad_token_id=PAD,
+                )  # fmt: skip
+            cached = -np.array([s[-1]["kl"] for s in steps])
+            np.testing.assert_allclose(cached, scores.logprobs[0].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_kl_is_zero_when_policy_is_reference(tiny_lm_dir: Path) -> None:
+    for estimator in ("k1", "k2", "k3", "full"):
+        env = make(tiny_lm_dir, kl_estimator=estimator).unwrapped
+        env.attach_policy(lm_token_logprobs(env.lm.ref_model, env.lm))
+        env.reset(seed=1)
+        for token in (5, 9, EOS):
+            *_, info = env.step(token)
+            assert info["kl_form"] == "policy"
+            assert info["kl"] == pytest.approx(0.0, abs=1e-5), estimator
+
+
+def test_adaptive_beta_updates_once_per_episode_with_summed_kl(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir, kl_target=2.0, kl_horizon=50, kl_coef=0.1)
+    expected = AdaptiveKLController(0.1, target=2.0, horizon=50)
+    env.reset(seed=0)
+    for episode in range(3):
+        if episode:
+            env.reset()
+        done, infos = False, []
+        while not done:
+            _, _, terminated, truncated, info = env.step(5 if len(infos) < 2 else EOS)
+            assert info["kl_coef"] == pytest.approx(expected.value)
+            infos.append(info)
+            done = terminated or truncated
+        expected.update(infos[-1]["episode_kl"], 1)
+    env.reset(seed=0)  # a seeded reset restarts β
+    assert env.step(5)[-1]["kl_coef"] == 0.1
+
+
+def test_same_seed_same_rollouts(tiny_lm_dir: Path) -> None:
+    def rollout(seed: int) -> list:
+        env = make(tiny_lm_dir)
+        env.action_space.seed(seed)
+        out = []
+        obs, _ = env.reset(seed=seed)
+        for _ in range(20):
+            obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            out.append((obs.tolist(), reward, terminated, truncated, info["completion"]))
+            if terminated or truncated:
+                env.reset()
+        return out
+
+    assert rollout(7) == rollout(7)
+    assert rollout(7) != rollout(8)
+
+
+def test_pickle_round_trip_mid_episode(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir)
+    env.reset(seed=5)
+    env.step(5)
+    clone = pickle.loads(pickle.dumps(env))
+    for token in (9, 12, EOS):
+        a, b = env.step(token), clone.step(token)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:4] == pytest.approx(b[1:4]) and a[4] == b[4]
+
+
+def test_action_masks(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir)
+    env.reset(seed=0)
+    mask = env.unwrapped.action_masks()
+    assert mask.dtype == np.bool_ and mask.shape == (env.unwrapped.lm.vocab_size,)
+    assert not mask[PAD] and not mask[BOS] and mask[EOS] and mask[4:].all()
+
+    allowed = np.zeros(mask.shape, dtype=bool)
+    allowed[[BOS, EOS, 7]] = True
+    env = make(tiny_lm_dir, action_mask=allowed)
+    env.reset(seed=0)
+    assert np.flatnonzero(env.unwrapped.action_masks()).tolist() == [EOS, 7]
+
+    def eos_after_two(observation: np.ndarray) -> np.ndarray:
+        out = np.ones(mask.shape, dtype=bool)
+        out[EOS] = (observation[P:] != PAD).sum() >= 2
+        return out
+
+    env = make(tiny_lm_dir, action_mask=eos_after_two)
+    env.reset(seed=0)
+    assert not env.unwrapped.action_masks()[EOS]
+    env.step(5)
+    env.step(5)
+    assert env.unwrapped.action_masks()[EOS]
+
+
+# ---------------------------------------------------------------- bad input, state unchanged
+
+
+@pytest.mark.parametrize(
+    ("action", "error", "fragment"),
+    [
+        (10_000, ValueError, r"action=10000 is not a token id"),
+        (-1, ValueError, r"action=-1"),
+        (np.int64(27), ValueError, r"action=27 .*\[0, 27\)"),
+        (2.0, TypeError, "expected one integer token id"),
+        (True, TypeError, "expected one integer token id"),
+        ("great", TypeError, "expected one integer token id"),
+        (np.array([5, 6]), ValueError, r"shape \(2,\)"),
+    ],
+    ids=["too_big", "negative", "vocab_size", "float", "bool", "str", "array"],
+)
+def test_bad_action_leaves_episode_usable(tiny_lm_dir, action, error, fragment) -> None:
+    env = make(tiny_lm_dir)
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(error, match=fragment):
+        env.step(action)
+    obs2, _, terminated, truncated, info = env.step(5)  # the episode was not consumed
+    assert info["completion_length"] == 1 and not (terminated or truncated)
+    np.testing.assert_array_equal(obs2[:P], obs[:P])
+
+
+def test_step_after_episode_end_and_before_reset(tiny_lm_dir: Path) -> None:
+    env = LMTokenEnv(model=tiny_lm_dir, prompts=PROMPTS, max_prompt_tokens=P, max_new_tokens=2)
+    with pytest.raises(ResetNeeded, match="call reset"):
+        env.step(5)
+    env.reset(seed=0)
+    env.step(5)
+    assert env.step(5)[3]  # truncated
+    with pytest.raises(ResetNeeded, match="call reset"):
+        env.step(5)
+    env.reset()
+    assert env.step(EOS)[2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"max_new_tokens": 0}, ValueError, r"max_new_tokens=0"),
+        ({"max_new_tokens": -3}, ValueError, r"max_new_tokens=-3"),
+        ({"action_mask": np.zeros(27, dtype=bool)}, ValueError, "masks every token"),
+        ({"action_mask": np.eye(27, dtype=bool)[PAD]}, ValueError, "masks every token"),
+        ({"action_mask": np.ones(5, dtype=bool)}, ValueError, r"shape \(5,\); expected \(27,\)"),
+        ({"action_mask": np.ones(27)}, TypeError, "dtype float64; expected a boolean"),
+        ({"kl_estimator": "k4"}, ValueError, r"kl_estimator='k4' is unknown"),
+        ({"render_mode": "rgb_array"}, ValueError, r"render_mode='rgb_array'"),
+    ],
+    ids=["max_new0", "max_new_neg", "mask_all", "mask_only_pad", "mask_shape", "mask_dtype",
+         "estimator", "render"],  # fmt: skip
+)
+def test_bad_construction_arguments(tiny_lm_dir, kwargs, error, fragment) -> None:
+    with pytest.raises(error, match=fragment):
+        make(tiny_lm_dir, **kwargs)
+
+
+def test_callable_mask_that_masks_everything_is_a_clear_error(tiny_lm_dir: Path) -> None:
+    calls = {"n": 0}
+
+    def nothing_after_one(observation: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        return np.full(27, (observation[P:] == PAD).all())
+
+    env = make(tiny_lm_dir, action_mask=nothing_after_one)
+    env.reset(seed=0)
+    assert env.unwrapped.action_masks().any()
+    env.step(5)
+    with pytest.raises(ValueError, match=r"action_mask\(\[.*\]\) masks every token"):
+        env.unwrapped.action_masks()
+    assert not env.step(6)[2]  # still usable
+
+
+def test_policy_with_wrong_output_shape_is_rejected(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir).unwrapped
+    env.attach_policy(lambda observations: torch.zeros(len(observations), 5))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"returned shape \(1, 5\); expected \(1, 27\)"):
+        env.step(5)
+    env.attach_policy(None)
+    assert env.step(5)[-1]["completion_length"] == 1
+
+
+def test_ansi_render(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir, render_mode="ansi")
+    env.reset(seed=0)
+    assert "no token yet" in env.render()
+    env.step(ids(env, "great")[0])
+    text = env.render()
+    assert "completion: 'great'" in text and "reward_model" in text
+
+
+def test_raising_reward_fn_leaves_the_step_retryable(tiny_lm_dir: Path) -> None:
+    from lmgym.error import RewardFunctionError
+
+    failures = {"left": 1}
+
+    def flaky(prompts, completions):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise KeyError("boom")
+        return [1.0] * len(prompts)
+
+    env = make(tiny_lm_dir, reward_fn=flaky)
+    env.reset(seed=0)
+    env.step(5)
+    with pytest.raises(RewardFunctionError, match="flaky"):
+        env.step(EOS)
+    obs, reward, terminated, _, info = env.step(EOS)  # nothing was committed by the failure
+    assert terminated and info["completion_length"] == 2 and info["reward_model"] == 1.0
+    assert (obs[P + 2 :] == PAD).all()

@@ -54,6 +54,7 @@ class DemoConfig:
         threads: torch intra-op threads (1 is fastest for tiny models on 2 cores).
         out: Directory for curve.png and results.json.
         progress: Show a progress bar while training.
+        eval_samples: Completions sampled per held-out prompt for the before/after figures.
     """
 
     policy: Literal["lm", "mlp"] = "lm"
@@ -66,10 +67,11 @@ class DemoConfig:
     threads: int = 1
     out: Path = Path("demo-output")
     progress: bool = True
+    eval_samples: int = 4
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        for name in ("steps", "n_envs", "threads"):
+        for name in ("steps", "n_envs", "threads", "eval_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be an int > 0.")
@@ -144,17 +146,23 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
     torch.manual_seed(config.seed)
     # The base LM row: it samples the completions and is π_θ of the KL (so KL = 0 exactly).
     env.attach_policy(lm_logprobs(env.lm.model, env.lm))
-    base = evaluate_actions_on_prompts(env, test_prompts, lm_sampler(env, decoding))
+    base = evaluate_actions_on_prompts(
+        env, test_prompts, lm_sampler(env, decoding), samples_per_prompt=config.eval_samples
+    )
     # From here on π_θ of the KL term is the agent's own policy.
     if isinstance(model.policy, LMActorCriticPolicy):
         model.policy.attach_to(vec_env)  # serves the log-probs it sampled with: no 2nd forward
     else:
         attach_sb3(model)
-    before = evaluate_actions_on_prompts(env, test_prompts, _policy_act(model))
+    before = evaluate_actions_on_prompts(
+        env, test_prompts, _policy_act(model), samples_per_prompt=config.eval_samples
+    )
 
     callback = RewardPartsCallback()
     model.learn(config.steps, callback=callback, progress_bar=config.progress)
-    after = evaluate_actions_on_prompts(env, test_prompts, _policy_act(model))
+    after = evaluate_actions_on_prompts(
+        env, test_prompts, _policy_act(model), samples_per_prompt=config.eval_samples
+    )
     policy_name = "LMActorCriticPolicy" if config.policy == "lm" else "MlpPolicy"
     curve = plot_learning_curve(
         callback.history, config.out / "curve.png", title=f"PPO ({policy_name}) on LMBandit-v0"

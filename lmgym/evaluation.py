@@ -50,9 +50,13 @@ def evaluate_actions_on_prompts(
     prompts: list[str],
     act: Callable[[np.ndarray], np.ndarray],
     *,
+    samples_per_prompt: int = 1,
     n_examples: int = 3,
 ) -> EvalResult:
     """Score ``act(observations) -> actions`` on ``prompts`` with ``env``'s reward.
+
+    ``samples_per_prompt`` repeats every prompt, so a stochastic policy's means rest on more
+    than one completion per prompt (all of them scored in one batch).
 
     Example:
         >>> import gymnasium as gym, lmgym
@@ -62,6 +66,9 @@ def evaluate_actions_on_prompts(
         >>> r.n
         1
     """
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt={samples_per_prompt} must be >= 1.")
+    prompts = [p for p in prompts for _ in range(samples_per_prompt)]
     source, pad = env.prompt_source, env.lm.pad_token_id
     observations = np.stack([source.pad(source.encode(p), pad) for p in prompts])
     actions = np.asarray(act(observations), dtype=np.int64)
@@ -74,7 +81,9 @@ def evaluate_actions_on_prompts(
         kl=float(batch.kl.mean()),
         fluency=fluency,
         n=len(prompts),
-        examples=list(zip(prompts, batch.completions, strict=True))[:n_examples],
+        examples=list(zip(prompts, batch.completions, strict=True))[::samples_per_prompt][
+            :n_examples
+        ],
     )
 
 

@@ -107,7 +107,9 @@ _ADJECTIVES: dict[NounClass | Literal["general"], dict[Polarity, tuple[str, ...]
     "place": {
         "positive": _lexicon(POSITIVE_WORDS, "cozy", "clean", "charming"),
         "negative": _lexicon(NEGATIVE_WORDS, "dirty", "noisy", "boring", "cold", "overpriced"),
-        "neutral": ("busy", "quiet", "calm", "small", "large", "dark", "modern", "simple", "bright"),
+        "neutral": (
+            "busy", "quiet", "calm", "small", "large", "dark", "modern", "simple", "bright",
+        ),
     },
     "visit": {
         "positive": _lexicon(POSITIVE_WORDS, "charming", "cozy"),

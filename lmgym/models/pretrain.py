@@ -67,8 +67,8 @@ class PretrainConfig:
         schedule: Decay after the warm-up, down to 0 at the last step: cosine or linear.
         weight_decay: AdamW weight decay, applied to weight matrices only (not biases or norms).
         max_grad_norm: Gradients are clipped to this global L2 norm.
-        train_docs: Number of generated training reviews; sampled without replacement, epoch by
-            epoch.
+        train_docs: Number of generated training reviews (>= batch_size); sampled without
+            replacement, epoch by epoch.
         eval_docs: Number of held-out reviews for the final perplexity.
         max_words: Longest review in words; a review plus <bos> and <eos> must fit n_positions.
         n_layer: Transformer blocks.
@@ -116,6 +116,12 @@ class PretrainConfig:
                 f"n_positions={self.n_positions} is too small for max_words={self.max_words}: a "
                 f"review plus <bos> and <eos> needs {self.max_words + 2} positions. Raise "
                 "n_positions or lower max_words."
+            )
+        if self.train_docs < self.batch_size:
+            raise ValueError(
+                f"train_docs={self.train_docs} is smaller than batch_size={self.batch_size}; "
+                "expected at least one full batch of reviews. Raise train_docs or lower "
+                "batch_size."
             )
         if self.eval_seed == self.seed:
             raise ValueError(
@@ -168,7 +174,8 @@ def encode_documents(
 
     Example:
         >>> from lmgym.models.tokenizer import build_tokenizer
-        >>> ids, lengths = encode_documents(build_tokenizer(), ["we came here .", "it was ok ."])
+        >>> docs = ["we came here .", "the soup was cold ."]
+        >>> ids, lengths = encode_documents(build_tokenizer(), docs)
         >>> ids.shape, lengths.tolist()
         (torch.Size([2, 7]), [6, 7])
     """
@@ -192,6 +199,7 @@ def _length_bucketed_batches(
     to 42 tokens.
     """
     n = len(lengths)
+    assert n >= batch_size, f"{n} reviews cannot fill a batch of {batch_size}"
     chunk = batch_size * bucket_batches
     while True:
         order = torch.randperm(n, generator=generator)
@@ -338,8 +346,8 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
     Example:
         >>> import tempfile
         >>> summary = pretrain(PretrainConfig(
-        ...     out=tempfile.mkdtemp(), steps=3, warmup_steps=1, train_docs=64, eval_docs=16,
-        ...     n_layer=1, n_embd=16, n_head=2, progress=False))
+        ...     out=tempfile.mkdtemp(), steps=3, warmup_steps=1, batch_size=8, train_docs=64,
+        ...     eval_docs=16, n_layer=1, n_embd=16, n_head=2, progress=False))
         >>> summary["steps"]
         3
     """
@@ -461,8 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> import tempfile
         >>> main(["--out", tempfile.mkdtemp(), "--steps", "2", "--warmup-steps", "0",
-        ...       "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--train-docs", "32",
-        ...       "--eval-docs", "8", "--no-progress"])  # doctest: +ELLIPSIS
+        ...       "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--batch-size", "8",
+        ...       "--train-docs", "32", "--eval-docs", "8", "--no-progress"])  # doctest: +ELLIPSIS
         saved ...-parameter model to ...
         0
     """

@@ -66,7 +66,8 @@ def score_completions(
     Example:
         >>> from lmgym.models.loading import load_default_model
         >>> model, tok = load_default_model()
-        >>> p = torch.tensor([tok.encode("the food was")]); c = torch.tensor([tok.encode("great")])
+        >>> p = torch.tensor([tok.encode("the food was")])
+        >>> c = torch.tensor([tok.encode("great", add_special_tokens=False)])
         >>> s = score_completions(model, p, torch.ones_like(p), c, torch.ones_like(c),
         ...                       pad_token_id=tok.pad_token_id)
         >>> s.logprobs.shape

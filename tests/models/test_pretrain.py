@@ -86,6 +86,7 @@ def test_cli_reports_bad_values(capsys: pytest.CaptureFixture[str], tmp_path: Pa
         ({"steps": 0}, "steps"),
         ({"steps": -5}, "steps"),
         ({"batch_size": 0}, "batch_size"),
+        ({"train_docs": 10, "batch_size": 64}, "train_docs"),
         ({"n_embd": 30, "n_head": 4}, "n_embd"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"warmup_steps": 1500, "steps": 1500}, "warmup_steps"),

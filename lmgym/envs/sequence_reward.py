@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from lmgym.models.padding import completion_mask_from_ids
 from lmgym.models.scoring import score_completions
 from lmgym.rewards import WeightedSum, as_reward_fn, call_reward_fn
 from lmgym.rewards.kl import (
+    KL_ESTIMATORS,
     AdaptiveKLController,
     FixedKLController,
     KLEstimator,
@@ -123,10 +124,9 @@ def make_kl_controller(
 
 def check_kl_estimator(kl_estimator: str) -> KLEstimator:
     """Return ``kl_estimator`` if it is a known estimator name, else raise naming the choices."""
-    choices = get_args(KLEstimator)
-    if kl_estimator not in choices:
+    if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(
-            f"kl_estimator={kl_estimator!r} is unknown; expected one of {list(choices)} "
+            f"kl_estimator={kl_estimator!r} is unknown; expected one of {list(KL_ESTIMATORS)} "
             "(Schulman's k1/k2/k3, or 'full' for the exact per-position KL)."
         )
     return kl_estimator  # type: ignore[return-value]
@@ -165,11 +165,6 @@ class SequenceRewarder:
     def reset_controller(self) -> None:
         """Put β back to its initial value (a seeded ``reset`` restarts the env's whole state)."""
         self.controller = make_kl_controller(*self._controller_args)
-
-    def completion_mask(self, actions: np.ndarray) -> np.ndarray:
-        """1 for each counted completion token (up to and including the first EOS)."""
-        ids = torch.from_numpy(np.ascontiguousarray(actions))
-        return completion_mask_from_ids(ids, self.setup.eos_token_id).numpy()
 
     def __call__(
         self,

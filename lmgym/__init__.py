@@ -12,11 +12,31 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from lmgym.envs import register_envs
-from lmgym.models.loading import load_default_model, load_model
-from lmgym.seeding import set_seed
+
+if TYPE_CHECKING:
+    from lmgym.models.loading import load_default_model, load_model
+    from lmgym.seeding import set_seed
 
 __all__ = ["load_default_model", "load_model", "register_envs", "set_seed"]
 __version__ = "0.1.0"
+
+# torch and transformers take seconds to import; registering the envs needs neither, so the
+# model helpers load on first use (PEP 562) and `import lmgym` / `lmgym --help` stay quick.
+_LAZY = {
+    "load_default_model": "lmgym.models.loading",
+    "load_model": "lmgym.models.loading",
+    "set_seed": "lmgym.seeding",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lmgym' has no attribute {name!r}")
+
 
 register_envs()

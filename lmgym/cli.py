@@ -10,7 +10,7 @@ from lmgym.config_cli import add_dataclass_arguments, dataclass_from_args
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lmgym`` and its sub-commands."""
-    from lmgym import demo as demo_module
+    from lmgym import demo as demo_module  # heavy (torch, SB3): only when the parser is built
 
     parser = argparse.ArgumentParser(
         prog="lmgym", description="RL fine-tuning of language models as Gymnasium environments."

@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 from lmgym.agents.vec_env import SB3VecEnv
 from lmgym.envs.lm_setup import LMSetup
 from lmgym.envs.sequence_reward import PolicyLogProbFn
-from lmgym.envs.token import TokenPolicyLogProbFn
+from lmgym.envs.token_batch import TokenPolicyLogProbFn
 from lmgym.models.padding import (
     completion_mask_from_ids,
     position_ids_from_mask,

@@ -13,13 +13,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmgym.envs.lm_setup import ModelSpec
 from lmgym.envs.prompts import PromptSpec
-from lmgym.envs.token import (
-    ActionMaskSpec,
-    LMTokenEnv,
-    TokenBatch,
-    TokenPolicyLogProbFn,
-    object_array,
-)
+from lmgym.envs.token import ActionMaskSpec, LMTokenEnv
+from lmgym.envs.token_batch import TokenBatch, TokenPolicyLogProbFn, object_array
 from lmgym.error import ResetNeeded
 
 

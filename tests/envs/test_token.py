@@ -306,8 +306,16 @@ def test_step_after_episode_end_and_before_reset(tiny_lm_dir: Path) -> None:
         ({"kl_estimator": "k4"}, ValueError, r"kl_estimator='k4' is unknown"),
         ({"render_mode": "rgb_array"}, ValueError, r"render_mode='rgb_array'"),
     ],
-    ids=["max_new0", "max_new_neg", "mask_all", "mask_only_pad", "mask_shape", "mask_dtype",
-         "estimator", "render"],  # fmt: skip
+    ids=[
+        "max_new0",
+        "max_new_neg",
+        "mask_all",
+        "mask_only_pad",
+        "mask_shape",
+        "mask_dtype",
+        "estimator",
+        "render",
+    ],  # fmt: skip
 )
 def test_bad_construction_arguments(tiny_lm_dir, kwargs, error, fragment) -> None:
     with pytest.raises(error, match=fragment):

@@ -1,0 +1,300 @@
+"""The batched core of ``LMToken-v0``: token-by-token episodes of B envs, stepped together.
+
+The single env (:class:`~lmgym.envs.token.LMTokenEnv`) is one row of a :class:`TokenBatch` and
+the vector env (:class:`~lmgym.envs.token_vector.LMTokenVectorEnv`) N rows, so both compute the
+same numbers by construction. A step runs the attached policy's log-prob function once, the
+reference model once (:mod:`lmgym.envs.ref_cache`) and the reward function once over the rows
+whose episode ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmgym.envs.lm_setup import LMSetup
+from lmgym.envs.ref_cache import ReferenceState
+from lmgym.envs.sequence_reward import KLForm, SequenceRewarder, policy_kl_per_token
+
+TokenPolicyLogProbFn = Callable[[np.ndarray], torch.Tensor]
+"""``f(observations) -> log π_θ(· | observation)`` for a batch: observations are (B, L) token-env
+observations (the state each action was taken in), and the result is (B, V) next-token
+log-probabilities over the vocabulary. Attach one with ``env.unwrapped.attach_policy(f)`` or
+:func:`lmgym.agents.attach_sb3`."""
+
+
+@dataclass
+class TokenStepBatch:
+    """What one step of a :class:`TokenBatch` produced; arrays are (B,).
+
+    Attributes:
+        obs: (B, L) observations after the step's tokens were appended (for an ended episode,
+            its final observation).
+        reward: ``reward_model - kl_coef * kl``.
+        reward_model: r_φ(x, y) for rows whose episode ended at this step, 0 elsewhere.
+        kl: This step's k_t.
+        kl_coef: β used for this step.
+        kl_form: ``"policy"`` or ``"reference_only"``.
+        episode_kl: Σ k_t over the episode so far (this step included).
+        prompts: Prompt texts of the episodes stepped.
+        completions: Completion texts so far (special tokens removed).
+        completion_lengths: Tokens generated so far.
+        eos: Whether this step's token is EOS.
+        terminated: The token ended the text (EOS, or the pad id, which is not a text token).
+        truncated: ``max_new_tokens`` reached without ending the text.
+        reward_parts: Each part's score for a ``WeightedSum`` reward (NaN for rows still going).
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    reward_model: np.ndarray
+    kl: np.ndarray
+    kl_coef: float
+    kl_form: KLForm
+    episode_kl: np.ndarray
+    prompts: list[str]
+    completions: list[str]
+    completion_lengths: np.ndarray
+    eos: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    reward_parts: dict[str, np.ndarray]
+
+    @property
+    def done(self) -> np.ndarray:
+        """Rows whose episode ended at this step."""
+        return self.terminated | self.truncated
+
+    def info(self, index: int) -> dict[str, Any]:
+        """The ``info`` dict of row ``index`` (new objects on every call)."""
+        info: dict[str, Any] = {
+            "prompt": self.prompts[index],
+            "completion": self.completions[index],
+            "reward_model": float(self.reward_model[index]),
+            "kl": float(self.kl[index]),
+            "kl_coef": self.kl_coef,
+            "kl_form": self.kl_form,
+            "episode_kl": float(self.episode_kl[index]),
+            "completion_length": int(self.completion_lengths[index]),
+            "eos": bool(self.eos[index]),
+        }
+        if self.reward_parts and self.done[index]:
+            info["reward_parts"] = {k: float(v[index]) for k, v in self.reward_parts.items()}
+        return info
+
+    def batched_info(self, rows: np.ndarray) -> dict[str, Any]:
+        """Infos of the rows where ``rows`` is True, in Gymnasium's vector format.
+
+        Arrays over all rows plus a ``_key`` mask per key; built column by column.
+        """
+        n = len(self.prompts)
+        columns: dict[str, Any] = {
+            "prompt": object_array(self.prompts),
+            "completion": object_array(self.completions),
+            "reward_model": self.reward_model.copy(),
+            "kl": self.kl.copy(),
+            "kl_coef": np.full(n, self.kl_coef),
+            "kl_form": object_array([self.kl_form] * n),
+            "episode_kl": self.episode_kl.copy(),
+            "completion_length": self.completion_lengths.copy(),
+            "eos": self.eos.copy(),
+        }
+        with_parts = rows & self.done
+        if self.reward_parts and with_parts.any():
+            parts: dict[str, Any] = {k: v.copy() for k, v in self.reward_parts.items()}
+            parts.update({f"_{k}": with_parts.copy() for k in self.reward_parts})
+            columns["reward_parts"] = parts
+            columns["_reward_parts"] = with_parts.copy()
+        columns.update({f"_{k}": rows.copy() for k in list(columns) if not k.startswith("_")})
+        return columns
+
+
+def object_array(values: list[Any]) -> np.ndarray:
+    """A 1-D object array of ``values`` (strings, arrays), as Gymnasium's vector infos hold them."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+class TokenBatch:
+    """The token-by-token episodes of ``num_rows`` envs, stepped together.
+
+    Holds the observations, the reference model's incremental state
+    (:class:`~lmgym.envs.ref_cache.ReferenceState`) and the per-episode KL sums. A step runs the
+    attached policy (if any) once, the reference model once (one incremental forward over all
+    rows) and the reward function once over the rows whose episode ended.
+
+    Args:
+        setup: Models and tokenizer.
+        rewarder: Reward function, KL estimator and β controller (shared with the bandit env).
+        max_prompt_tokens: Prompt block width P of the observation.
+        max_new_tokens: Episode length limit T.
+        num_rows: Number of envs.
+        reference_cache: Keep the reference model's KV cache across steps (``False`` re-encodes
+            the prefix every step: same results, quadratic cost).
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> env = gym.make("LMToken-v0").unwrapped  # its parts, and a batch of 2 rows
+        >>> batch = TokenBatch(env.lm, env.rewarder, max_prompt_tokens=16, max_new_tokens=16,
+        ...                    num_rows=2)
+        >>> text, ids = env.prompt_source.draw(np.random.default_rng(0))
+        >>> prompt = env.prompt_source.pad(ids, env.lm.pad_token_id)
+        >>> batch.start(np.arange(2), [text, text], np.stack([prompt, prompt]))
+        >>> result = batch.step(np.array([env.lm.eos_token_id, 5]))
+        >>> result.terminated.tolist(), result.reward.shape
+        ([True, False], (2,))
+    """
+
+    def __init__(
+        self,
+        setup: LMSetup,
+        rewarder: SequenceRewarder,
+        *,
+        max_prompt_tokens: int,
+        max_new_tokens: int,
+        num_rows: int,
+        reference_cache: bool = True,
+    ) -> None:
+        self.setup = setup
+        self.rewarder = rewarder
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.num_rows = num_rows
+        self.policy: TokenPolicyLogProbFn | None = None
+        length = max_prompt_tokens + max_new_tokens
+        self.obs = np.full((num_rows, length), setup.pad_token_id, dtype=np.int64)  # (B, L)
+        self.prompts = [""] * num_rows
+        self.lengths = np.zeros(num_rows, dtype=np.int64)  # tokens generated per row
+        self.episode_kl = np.zeros(num_rows, dtype=np.float64)
+        self.reference = ReferenceState(
+            setup.ref_model,
+            num_rows,
+            max_prompt_tokens,
+            max_new_tokens,
+            pad_token_id=setup.pad_token_id,
+            use_cache=reference_cache,
+        )
+
+    def start(self, rows: np.ndarray, texts: list[str], prompt_ids: np.ndarray) -> None:
+        """Start new episodes in ``rows`` (R,) from prompts (R texts, (R, P) right-padded ids)."""
+        self.obs[rows] = self.setup.pad_token_id
+        self.obs[rows, : self.max_prompt_tokens] = prompt_ids
+        for row, text in zip(rows.tolist(), texts, strict=True):
+            self.prompts[row] = text
+        self.lengths[rows] = 0
+        self.episode_kl[rows] = 0.0
+        ids = torch.from_numpy(np.ascontiguousarray(prompt_ids, dtype=np.int64))
+        self.reference.prefill(
+            torch.from_numpy(np.asarray(rows, dtype=np.int64)),
+            ids,
+            (ids != self.setup.pad_token_id).long(),
+        )
+
+    def step(self, actions: np.ndarray) -> TokenStepBatch:
+        """Append ``actions`` (B,) valid token ids to every row and score them.
+
+        Rows whose episode ends are left as they are: call :meth:`start` on them next.
+        """
+        setup, n_prompt = self.setup, self.max_prompt_tokens
+        rows = np.arange(self.num_rows)
+        assert self.reference.next_logits is not None, "start() every row before step()"
+        tokens = torch.from_numpy(actions)
+        ref_logits = self.reference.next_logits  # (B, V_model)
+        ref_logp = torch.log_softmax(ref_logits, dim=-1).gather(1, tokens[:, None])  # (B, 1)
+        if self.policy is None:
+            kl_form: KLForm = "reference_only"
+            per_token = -ref_logp[:, 0]
+        else:
+            kl_form = "policy"
+            per_token = self._policy_kl(tokens, ref_logp, ref_logits)
+        kl = per_token.detach().double().numpy()
+        if not np.isfinite(kl).all():
+            bad = int(np.flatnonzero(~np.isfinite(kl))[0])
+            raise ValueError(
+                f"the KL term of env {bad} is {kl[bad]} for token {int(actions[bad])}; expected "
+                "a finite value. The attached policy or the reference gives it probability 0 "
+                "(e.g. a masked token); check the action mask and the policy's log-probs."
+            )
+
+        # Nothing is committed until the reward function has run: if it raises, the step can
+        # be retried with the env as it was.
+        obs = self.obs.copy()
+        obs[rows, n_prompt + self.lengths] = actions
+        lengths = self.lengths + 1
+        episode_kl = self.episode_kl + kl
+        eos = actions == setup.eos_token_id
+        terminated = eos | (actions == setup.pad_token_id)
+        truncated = ~terminated & (lengths >= self.max_new_tokens)
+        done = terminated | truncated
+
+        completion_ids = [
+            row[n_prompt : n_prompt + n].tolist()
+            for row, n in zip(obs, lengths.tolist(), strict=True)
+        ]
+        completions = setup.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        reward_model = np.zeros(self.num_rows, dtype=np.float64)
+        parts: dict[str, np.ndarray] = {}
+        finished = np.flatnonzero(done)
+        if finished.size:
+            prompt_blocks = obs[finished, :n_prompt]
+            _, scores, done_parts = self.rewarder.score_texts(
+                [self.prompts[i] for i in finished],
+                [block[block != setup.pad_token_id].tolist() for block in prompt_blocks],
+                [completion_ids[i] for i in finished],
+            )
+            reward_model[finished] = scores
+            for name, values in done_parts.items():
+                parts[name] = np.full(self.num_rows, np.nan)
+                parts[name][finished] = values
+        self.obs, self.lengths, self.episode_kl = obs, lengths, episode_kl
+        kl_coef = float(self.rewarder.controller.value)
+        result = TokenStepBatch(
+            obs=obs.copy(),
+            reward=reward_model - kl_coef * kl,
+            reward_model=reward_model,
+            kl=kl,
+            kl_coef=kl_coef,
+            kl_form=kl_form,
+            episode_kl=episode_kl.copy(),
+            prompts=list(self.prompts),
+            completions=completions,
+            completion_lengths=lengths.copy(),
+            eos=eos,
+            terminated=terminated,
+            truncated=truncated,
+            reward_parts=parts,
+        )
+        # Ziegler et al.'s controller targets the KL summed over a sequence: one update per
+        # finished episode, with that episode's sum.
+        for i in finished.tolist():
+            self.rewarder.controller.update(float(self.episode_kl[i]), 1)
+        if finished.size < self.num_rows:  # the rows that go on need their next logits
+            self.reference.advance(tokens)
+        return result
+
+    def _policy_kl(
+        self, tokens: torch.Tensor, ref_logp: torch.Tensor, ref_logits: torch.Tensor
+    ) -> torch.Tensor:
+        assert self.policy is not None
+        observations = self.obs.copy()  # the states the actions were taken in
+        policy_out = torch.as_tensor(self.policy(observations)).float()
+        expected = (self.num_rows, self.setup.vocab_size)
+        if policy_out.shape != expected:
+            raise ValueError(
+                f"the attached policy returned shape {tuple(policy_out.shape)}; expected "
+                f"{expected}: next-token log-probs over the vocabulary for each observation "
+                "(see lmgym.envs.token_batch.TokenPolicyLogProbFn)."
+            )
+        return policy_kl_per_token(
+            self.rewarder.kl_estimator,
+            policy_out[:, None, :],
+            ref_logp,
+            ref_logits[:, None, :],
+            tokens[:, None],
+            what="(batch, 1)",
+        )[:, 0]

@@ -1,7 +1,7 @@
 """lmgym: RL fine-tuning of language models as ordinary Gymnasium environments.
 
-Importing the package registers ``LMBandit-v0`` and ``CatGrid-v0`` with Gymnasium, so
-``gym.make("LMBandit-v0")`` works offline on the embedded default model.
+Importing the package registers ``LMBandit-v0``, ``LMToken-v0`` and ``CatGrid-v0`` with
+Gymnasium, so ``gym.make("LMBandit-v0")`` works offline on the embedded default model.
 
 Example:
     >>> import gymnasium as gym

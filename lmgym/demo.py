@@ -47,7 +47,8 @@ class DemoConfig:
         policy: ``lm`` fine-tunes the default LM; ``mlp`` trains SB3's MlpPolicy from scratch.
         steps: Env steps (completions) PPO trains for.
         n_envs: Envs stepped as one batch by the vector env.
-        kl_coef: β of the KL penalty.
+        kl_coef: β of the KL penalty (its initial value when kl_target is set).
+        kl_target: Target of Ziegler's adaptive β, as KL summed over a completion; None: fixed β.
         kl_estimator: KL estimator of the penalty.
         learning_rate: PPO's Adam learning rate; None: 1e-4 for ``lm``, 1e-3 for ``mlp``.
         seed: Seeds the env, the agent and torch.
@@ -61,6 +62,7 @@ class DemoConfig:
     steps: int = 4096
     n_envs: int = 16
     kl_coef: float = 0.02
+    kl_target: float | None = None
     kl_estimator: Literal["k1", "k2", "k3", "full"] = "k1"
     learning_rate: float | None = None
     seed: int = 0
@@ -109,6 +111,8 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
             num_envs=config.n_envs,
             kl_coef=config.kl_coef,
             kl_estimator=config.kl_estimator,
+            kl_target=config.kl_target,
+            kl_horizon=config.steps,
         )
     )
     env = vec_env.venv

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gymnasium.utils import seeding
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgym.envs.lm_setup import ModelSpec
-from lmgym.envs.prompts import PromptSpec
-from lmgym.envs.token import ActionMaskSpec, LMTokenEnv
+from lmgym.envs.lm_vector import LMVectorEnv
+from lmgym.envs.token import LMTokenEnv
 from lmgym.envs.token_batch import TokenBatch, TokenPolicyLogProbFn, object_array
 from lmgym.error import ResetNeeded
 
 
-class LMTokenVectorEnv(VectorEnv):
+class LMTokenVectorEnv(LMVectorEnv):
     """``num_envs`` token envs stepped as one batch (``gym.make_vec("LMToken-v0", num_envs=N)``).
 
     A step runs the reference model once over all envs (one incremental forward with a KV cache
@@ -48,73 +42,18 @@ class LMTokenVectorEnv(VectorEnv):
         >>> obs, rewards, terminated, truncated, info = envs.step(envs.action_masks().argmax(1))
     """
 
-    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.SAME_STEP}
+    single_env_class = LMTokenEnv
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        model: ModelSpec | None = None,
-        tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
-        ref_model: str | Path | PreTrainedModel | None = None,
-        prompts: PromptSpec | None = None,
-        reward_fn: Any = None,
-        kl_coef: float = 0.05,
-        kl_estimator: str = "k1",
-        kl_target: float | None = None,
-        kl_horizon: int = 10_000,
-        max_prompt_tokens: int = 16,
-        max_new_tokens: int = 16,
-        truncate_prompts: bool = False,
-        action_mask: ActionMaskSpec | None = None,
-        reference_cache: bool = True,
-        render_mode: str | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
-            raise ValueError(f"num_envs={num_envs!r} must be an int > 0.")
-        if render_mode not in (None, "ansi"):
-            raise ValueError(
-                f"render_mode={render_mode!r} is not supported; expected 'ansi' or None."
-            )
-        # The single env does all argument checking and loading; the vector env reuses its parts.
-        self._template = LMTokenEnv(
-            model=model,
-            tokenizer=tokenizer,
-            ref_model=ref_model,
-            prompts=prompts,
-            reward_fn=reward_fn,
-            kl_coef=kl_coef,
-            kl_estimator=kl_estimator,
-            kl_target=kl_target,
-            kl_horizon=kl_horizon,
-            max_prompt_tokens=max_prompt_tokens,
-            max_new_tokens=max_new_tokens,
-            truncate_prompts=truncate_prompts,
-            action_mask=action_mask,
-            reference_cache=reference_cache,
-            trust_remote_code=trust_remote_code,
-        )
-        self.num_envs = num_envs
-        self.render_mode = render_mode
-        self.lm = self._template.lm
-        self.rewarder = self._template.rewarder
-        self.prompt_source = self._template.prompt_source
-        self.max_new_tokens = self._template.max_new_tokens
-        self.single_observation_space = self._template.observation_space
-        self.single_action_space = self._template.action_space
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **env_kwargs: Any):
+        super().__init__(num_envs, render_mode, **env_kwargs)
         self.batch = TokenBatch(
             self.lm,
             self.rewarder,
             max_prompt_tokens=self._template.max_prompt_tokens,
             max_new_tokens=self.max_new_tokens,
             num_rows=num_envs,
-            reference_cache=reference_cache,
+            reference_cache=self._template.reference_cache,
         )
-        self._generators = [seeding.np_random()[0] for _ in range(num_envs)]
-        self._needs_reset = True
-        self._last_render = ""
 
     def attach_policy(self, policy: TokenPolicyLogProbFn | None) -> None:
         """Use ``policy`` as π_θ in the KL term; see :meth:`LMTokenEnv.attach_policy`."""
@@ -133,28 +72,7 @@ class LMTokenVectorEnv(VectorEnv):
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode in every env. ``seed`` is an int (env i gets ``seed + i``) or a list."""
-        if isinstance(seed, int):
-            seeds: list[int | None] = [seed + i for i in range(self.num_envs)]
-        elif seed is None:
-            seeds = [None] * self.num_envs
-        else:
-            if len(seed) != self.num_envs:
-                raise ValueError(
-                    f"seed has {len(seed)} entries; expected num_envs={self.num_envs} "
-                    "(or a single int)."
-                )
-            seeds = list(seed)
-        if options is not None and "reset_mask" in options:
-            raise ValueError(
-                "options['reset_mask'] is not supported: LMToken-v0 vector envs reset each env "
-                "in the same step that ends its episode."
-            )
-        super().reset(seed=seed if isinstance(seed, int) else None)
-        if seed is not None:
-            self.rewarder.reset_controller()
-        for i, s in enumerate(seeds):
-            if s is not None or self._needs_reset:
-                self._generators[i], _ = seeding.np_random(s)
+        self._seed(seed, options)
         self._start(np.arange(self.num_envs))
         self._needs_reset = False
         return self.batch.obs.copy(), {
@@ -163,12 +81,8 @@ class LMTokenVectorEnv(VectorEnv):
         }
 
     def _start(self, rows: np.ndarray) -> None:
-        texts, padded = [], []
-        for i in rows.tolist():
-            text, ids = self.prompt_source.draw(self._generators[i])
-            texts.append(text)
-            padded.append(self.prompt_source.pad(ids, self.lm.pad_token_id))
-        self.batch.start(rows, texts, np.stack(padded))
+        texts, padded = self._draw_prompts(rows.tolist())
+        self.batch.start(rows, texts, padded)
 
     def step(
         self, actions: np.ndarray
@@ -199,10 +113,6 @@ class LMTokenVectorEnv(VectorEnv):
             result.truncated,
             infos,
         )
-
-    def render(self) -> str | None:  # type: ignore[override]
-        """``ansi``: the first env's prompt and completion after the last step."""
-        return self._last_render if self.render_mode == "ansi" else None
 
 
 def check_token_actions(actions: Any, num_envs: int, vocab_size: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Agents: adapters between lmgym's envs and stable-baselines3 (and, later, the LM policy)."""
+"""Agents: the LM actor-critic policy (optionally with LoRA) and adapters to stable-baselines3."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ from lmgym.agents.attach import (
     sb3_token_logprobs,
 )
 from lmgym.agents.completion_distribution import CompletionDistribution
-from lmgym.agents.lm_policy import LMActorCriticPolicy, lm_policy_kwargs
+from lmgym.agents.lm_policy import (
+    LMActorCriticPolicy,
+    MaskableLMActorCriticPolicy,
+    lm_policy_kwargs,
+)
+from lmgym.agents.lora import AdapterDisabledReference
 from lmgym.agents.vec_env import SB3VecEnv
 
 __all__ = [
+    "AdapterDisabledReference",
     "CompletionDistribution",
     "LMActorCriticPolicy",
+    "MaskableLMActorCriticPolicy",
     "SB3VecEnv",
     "attach_sb3",
     "lm_logprobs",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmgym.models.loading import DEFAULT_MODEL_DIR, check_vocab_fits, disable_dropout, load_model
@@ -20,7 +22,9 @@ class LMSetup:
 
     Attributes:
         model: The initial policy LM. The env never runs it; an LM policy builds on it.
-        ref_model: The frozen reference π_ref of the KL penalty (no gradients, eval mode).
+        ref_model: The frozen reference π_ref of the KL penalty (no gradients, eval mode); the
+            envs only call it, so any module called like a causal LM serves (e.g. the LoRA
+            policy's base with adapters off, :class:`lmgym.agents.lora.AdapterDisabledReference`).
         tokenizer: Shared by prompts, actions and decoding.
         vocab_size: Number of token ids an action may use (``len(tokenizer)``).
         pad_token_id: Marks padding in observations.
@@ -38,7 +42,7 @@ class LMSetup:
 def build_lm_setup(
     model: ModelSpec | None = None,
     tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
-    ref_model: ModelSpec | None = None,
+    ref_model: ModelSpec | nn.Module | None = None,
     *,
     trust_remote_code: bool = False,
 ) -> LMSetup:
@@ -46,6 +50,8 @@ def build_lm_setup(
 
     ``model=None`` means the embedded default model. ``ref_model=None`` means a frozen copy of
     ``model`` as it is now, so later changes to ``model`` (training) never move the reference.
+    A ``ref_model`` that is an ``nn.Module`` but no ``PreTrainedModel`` is used as it is, called
+    like a causal LM (``AdapterDisabledReference`` shares the policy's weights this way).
     """
     policy_model, tok = load_model(
         DEFAULT_MODEL_DIR if model is None else model,
@@ -56,6 +62,10 @@ def build_lm_setup(
         reference = copy.deepcopy(policy_model)
     elif isinstance(ref_model, PreTrainedModel):
         reference = ref_model
+    elif isinstance(ref_model, nn.Module):
+        # Duck-typed: the envs only call the reference. It must expose config and
+        # get_input_embeddings() for the vocabulary check below.
+        reference = cast(PreTrainedModel, ref_model)
     else:
         reference, _ = load_model(ref_model, tok, trust_remote_code=trust_remote_code)
     check_vocab_fits(reference, tok)

@@ -10,11 +10,8 @@ from lmgym.agents.attach import (
     sb3_token_logprobs,
 )
 from lmgym.agents.completion_distribution import CompletionDistribution
-from lmgym.agents.lm_policy import (
-    LMActorCriticPolicy,
-    MaskableLMActorCriticPolicy,
-    lm_policy_kwargs,
-)
+from lmgym.agents.lm_policy import LMActorCriticPolicy, MaskableLMActorCriticPolicy
+from lmgym.agents.lm_policy_setup import lm_policy_kwargs
 from lmgym.agents.lora import AdapterDisabledReference
 from lmgym.agents.vec_env import SB3VecEnv
 

@@ -26,7 +26,6 @@ pretrained weights survive; the constructor arguments go to ``_get_constructor_p
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
@@ -46,6 +45,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmgym.agents.attach import _attach
 from lmgym.agents.completion_distribution import CompletionDistribution
+from lmgym.agents.lm_policy_setup import (
+    _check_spaces,
+    _check_vocab,
+    _freeze_bottom,
+    _load_lm,
+    _LogProbCache,
+    _resolve_decoding,
+    _transformer_blocks,
+)
 from lmgym.agents.lora import (
     AdapterDisabledReference,
     apply_lora,
@@ -62,7 +70,6 @@ from lmgym.agents.token_head import (
 from lmgym.envs.sequence_reward import PolicyLogProbFn
 from lmgym.envs.token_batch import TokenPolicyLogProbFn
 from lmgym.models.generation import DecodingConfig
-from lmgym.models.loading import DEFAULT_MODEL_DIR, disable_dropout, load_model
 from lmgym.models.padding import (
     completion_mask_from_ids,
     position_ids_from_mask,
@@ -320,6 +327,7 @@ class LMPolicyMixin(_PolicyBase):
         Example:
             >>> import gymnasium as gym, lmgym
             >>> from stable_baselines3 import PPO
+            >>> from lmgym.agents import lm_policy_kwargs
             >>> env = gym.make("LMBandit-v0")
             >>> model = PPO(LMActorCriticPolicy, env, policy_kwargs=lm_policy_kwargs(env))
             >>> _ = model.policy.attach_to(env)
@@ -375,6 +383,7 @@ class LMPolicyMixin(_PolicyBase):
         Example:
             >>> import gymnasium as gym, lmgym
             >>> from stable_baselines3 import PPO
+            >>> from lmgym.agents import lm_policy_kwargs
             >>> env = gym.make("LMToken-v0")
             >>> model = PPO(LMActorCriticPolicy, env, policy_kwargs=dict(lora=dict(r=4)))
             >>> env = gym.make("LMToken-v0", ref_model=model.policy.reference_model())
@@ -396,6 +405,7 @@ class LMPolicyMixin(_PolicyBase):
         Example:
             >>> import tempfile, gymnasium as gym, lmgym
             >>> from stable_baselines3 import PPO
+            >>> from lmgym.agents import lm_policy_kwargs
             >>> model = PPO(LMActorCriticPolicy, gym.make("LMBandit-v0"))
             >>> model.policy.save_pretrained(tempfile.mkdtemp())
         """
@@ -568,6 +578,7 @@ class LMActorCriticPolicy(LMPolicyMixin, ActorCriticPolicy):
     Example:
         >>> import gymnasium as gym, lmgym
         >>> from stable_baselines3 import PPO
+        >>> from lmgym.agents import lm_policy_kwargs
         >>> env = gym.make("LMBandit-v0")
         >>> model = PPO(LMActorCriticPolicy, env, n_steps=8, batch_size=8,
         ...             policy_kwargs=lm_policy_kwargs(env))
@@ -589,6 +600,7 @@ class MaskableLMActorCriticPolicy(LMPolicyMixin, MaskableActorCriticPolicy):  # 
     Example:
         >>> import gymnasium as gym, lmgym
         >>> from sb3_contrib import MaskablePPO
+        >>> from lmgym.agents import lm_policy_kwargs
         >>> env = gym.make("LMToken-v0")
         >>> model = MaskablePPO(MaskableLMActorCriticPolicy, env, n_steps=8, batch_size=8,
         ...                     policy_kwargs=lm_policy_kwargs(env))
@@ -640,182 +652,3 @@ class MaskableLMActorCriticPolicy(LMPolicyMixin, MaskableActorCriticPolicy):  # 
         distribution = self._token_dist(self._next_token(obs).logits, action_masks)
         assert isinstance(distribution, MaskableDistribution)
         return distribution
-
-
-@dataclasses.dataclass
-class _LogProbCache:
-    """Per-token log-probs of the last sampled batch, looked up by (prompt, completion) row."""
-
-    rows: dict[bytes, int]
-    logprobs: torch.Tensor  # (B, T), on the CPU
-
-    @classmethod
-    def build(
-        cls, prompt_ids: torch.Tensor, actions: torch.Tensor, logprobs: torch.Tensor
-    ) -> _LogProbCache:
-        keys = _row_keys(prompt_ids.cpu().numpy(), actions.cpu().numpy())
-        return cls({key: i for i, key in enumerate(keys)}, logprobs.detach().cpu().clone())
-
-    def lookup(self, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor | None:
-        """The cached (b, T) log-probs of these rows, or None if any row was not sampled."""
-        obs = np.asarray(observations)
-        acts = np.asarray(actions)
-        keys = _row_keys(obs.reshape(-1, obs.shape[-1]), acts.reshape(-1, acts.shape[-1]))
-        index = [self.rows.get(key) for key in keys]
-        if any(i is None for i in index):
-            return None
-        return self.logprobs[index].clone()
-
-
-def _row_keys(prompts: np.ndarray, actions: np.ndarray) -> list[bytes]:
-    both = np.concatenate([prompts.astype(np.int64), actions.astype(np.int64)], axis=1)
-    return [row.tobytes() for row in both]
-
-
-def lm_policy_kwargs(env: Any, **overrides: Any) -> dict[str, Any]:
-    """``policy_kwargs`` that build :class:`LMActorCriticPolicy` on ``env``'s own initial LM.
-
-    The env's model and tokenizer are passed as objects (the policy deep-copies the model, so
-    the env's copy is never trained); ``overrides`` adds or replaces any other policy argument.
-
-    Example:
-        >>> import gymnasium as gym, lmgym
-        >>> from stable_baselines3 import PPO
-        >>> env = gym.make("LMBandit-v0")
-        >>> model = PPO(LMActorCriticPolicy, env,
-        ...             policy_kwargs=lm_policy_kwargs(env, freeze_layers=1))
-    """
-    lm = _find_lm_setup(env)
-    return {"model": lm.model, "tokenizer": lm.tokenizer, **overrides}
-
-
-def _find_lm_setup(env: Any) -> Any:
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
-
-    from lmgym.agents.vec_env import SB3VecEnv
-
-    while isinstance(env, VecEnvWrapper):
-        env = env.venv
-    if isinstance(env, SB3VecEnv):
-        env = env.venv
-    if isinstance(env, DummyVecEnv):
-        env = env.envs[0]
-    target = env.unwrapped if hasattr(env, "unwrapped") else env
-    if not hasattr(target, "lm"):
-        raise TypeError(
-            f"env={env!r} is not an lmgym LM env (no .lm); expected gym.make('LMBandit-v0', ...), "
-            "gym.make_vec(...), or SB3's DummyVecEnv / lmgym.agents.SB3VecEnv around them."
-        )
-    return target.lm
-
-
-# --------------------------------------------------------------------------------- helpers
-
-
-def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-    if not (
-        isinstance(observation_space, spaces.Box)
-        and len(observation_space.shape) == 1
-        and np.issubdtype(observation_space.dtype, np.integer)
-    ):
-        raise TypeError(
-            f"observation_space={observation_space} is not supported; expected a 1-D integer "
-            "Box of padded token ids, as LMBandit-v0 and LMToken-v0 have."
-        )
-    completion = isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1
-    # A next-token action must be able to name every id the observation holds (LMToken-v0).
-    token = isinstance(action_space, spaces.Discrete) and int(action_space.n) > int(
-        observation_space.high.max()
-    )
-    if not (completion or token):
-        raise TypeError(
-            f"action_space={action_space} is not supported; expected MultiDiscrete([V] * T) "
-            "(a whole completion, as LMBandit-v0 has) or Discrete(V) over the vocabulary of "
-            "the observations (the next token, as LMToken-v0 has)."
-        )
-
-
-def _resolve_decoding(
-    decoding: DecodingConfig | dict[str, Any] | None, action_space: spaces.Space
-) -> DecodingConfig:
-    assert isinstance(action_space, spaces.MultiDiscrete)  # _check_spaces
-    max_new_tokens = int(action_space.nvec.shape[0])
-    if decoding is None:
-        return DecodingConfig(max_new_tokens=max_new_tokens)
-    if isinstance(decoding, dict):
-        return DecodingConfig(**{**decoding, "max_new_tokens": max_new_tokens})
-    if isinstance(decoding, DecodingConfig):
-        return dataclasses.replace(decoding, max_new_tokens=max_new_tokens)
-    raise TypeError(
-        f"decoding={decoding!r} is not supported; expected a "
-        "lmgym.models.generation.DecodingConfig, a dict of its fields, or None."
-    )
-
-
-def _check_vocab(
-    lm: PreTrainedModel, observation_space: spaces.Space, action_space: spaces.Space
-) -> None:
-    rows = int(lm.get_input_embeddings().weight.shape[0])  # type: ignore[index]
-    assert isinstance(observation_space, spaces.Box)
-    if isinstance(action_space, spaces.Discrete):
-        n_actions = int(action_space.n)
-    else:
-        assert isinstance(action_space, spaces.MultiDiscrete)
-        n_actions = int(action_space.nvec.max())
-    largest = max(n_actions - 1, int(observation_space.high.max()))
-    if largest >= rows:
-        raise ValueError(
-            f"the env uses token ids up to {largest} but the model's embedding has {rows} rows; "
-            "expected the env's model: pass policy_kwargs=lm_policy_kwargs(env), or model=<the "
-            "directory the env was built from>."
-        )
-
-
-def _load_lm(
-    model: str | Path | PreTrainedModel | None,
-    tokenizer: str | Path | PreTrainedTokenizerBase | None,
-    attn_implementation: str | None,
-    trust_remote_code: bool,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
-    if model is None or isinstance(model, (str, Path)):
-        return load_model(
-            DEFAULT_MODEL_DIR if model is None else model,
-            tokenizer,
-            trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation,
-        )
-    if not isinstance(model, PreTrainedModel):
-        raise TypeError(
-            f"model={model!r} (type {type(model).__name__}) is not supported; expected a local "
-            "directory, a transformers PreTrainedModel, or None for the embedded default."
-        )
-    lm = copy.deepcopy(model)  # never train the caller's (e.g. the env's) model
-    if attn_implementation is not None:
-        lm.set_attn_implementation(attn_implementation)
-    if tokenizer is None:
-        disable_dropout(lm)
-        lm.eval()
-        return lm, None
-    return load_model(lm, tokenizer, trust_remote_code=trust_remote_code)
-
-
-def _transformer_blocks(lm: PreTrainedModel) -> nn.ModuleList:
-    n_layers = int(lm.config.num_hidden_layers)
-    for module in lm.base_model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
-            return module
-    raise TypeError(
-        f"found no list of {n_layers} transformer blocks in {type(lm).__name__}; "
-        "freeze_layers supports decoder models that keep their blocks in an nn.ModuleList."
-    )
-
-
-def _freeze_bottom(lm: PreTrainedModel, n: int) -> None:
-    blocks = _transformer_blocks(lm)
-    # The embeddings are the trunk's children registered before the blocks (wte, wpe for GPT-2).
-    for child in lm.base_model.children():
-        if child is blocks:
-            break
-        child.requires_grad_(False)
-    for block in blocks[:n]:
-        block.requires_grad_(False)

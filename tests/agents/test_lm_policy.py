@@ -16,8 +16,7 @@ from stable_baselines3.common.distributions import kl_divergence
 from stable_baselines3.common.utils import ConstantSchedule
 
 import lmgym  # noqa: F401  (registers the envs)
-from lmgym.agents import SB3VecEnv
-from lmgym.agents.lm_policy import LMActorCriticPolicy, lm_policy_kwargs
+from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
 from lmgym.error import ModelLoadError
 from lmgym.models.generation import DecodingConfig
 from lmgym.models.loading import load_model

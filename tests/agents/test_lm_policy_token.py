@@ -13,10 +13,10 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.utils import ConstantSchedule
 
 import lmgym  # noqa: F401  (registers the envs)
-from lmgym.agents import SB3VecEnv
-from lmgym.agents.lm_policy import (
+from lmgym.agents import (
     LMActorCriticPolicy,
     MaskableLMActorCriticPolicy,
+    SB3VecEnv,
     lm_policy_kwargs,
 )
 from lmgym.models.scoring import score_completions

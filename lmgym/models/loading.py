@@ -55,7 +55,12 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _require_model_dir(path: Path, argument: str) -> None:
+def require_model_dir(path: Path, argument: str) -> None:
+    """Raise a :class:`ModelLoadError` naming ``argument`` unless ``path`` is a saved model.
+
+    Example:
+        >>> require_model_dir(DEFAULT_MODEL_DIR, "model")  # passes silently
+    """
     if not path.exists():
         raise ModelLoadError(
             f"{argument}={str(path)!r} does not exist; expected a local directory saved with "
@@ -87,6 +92,37 @@ def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
             "tokenizer saved with this model. Pass the matching tokenizer, or call "
             "model.resize_token_embeddings(len(tokenizer)) and fine-tune."
         )
+
+
+def load_tokenizer(
+    tokenizer: str | Path | PreTrainedTokenizerBase, *, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a local directory (or take an object); give it a pad token.
+
+    A tokenizer without a pad token gets its EOS token as pad, as is usual for GPT-2.
+
+    Example:
+        >>> load_tokenizer(DEFAULT_MODEL_DIR).pad_token
+        '<pad>'
+    """
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer_dir = Path(tokenizer)
+        if not tokenizer_dir.is_dir():
+            raise ModelLoadError(
+                f"tokenizer={str(tokenizer_dir)!r} is not a directory; expected a local "
+                "directory written by tokenizer.save_pretrained(path)."
+            )
+        tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer_dir, trust_remote_code=trust_remote_code, local_files_only=True
+        )
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise TypeError(
+            f"tokenizer={tokenizer!r:.80} is not supported; expected a local directory or a "
+            "transformers tokenizer object."
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_model(
@@ -127,7 +163,7 @@ def load_model(
     """
     if isinstance(model, (str, Path)):
         model_dir = Path(model)
-        _require_model_dir(model_dir, "model")
+        require_model_dir(model_dir, "model")
         kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
         loaded: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
             model_dir, trust_remote_code=trust_remote_code, local_files_only=True, **kwargs
@@ -147,23 +183,7 @@ def load_model(
             "directory path or a transformers PreTrainedModel."
         )
 
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer_dir = Path(tokenizer)
-        if not tokenizer_dir.is_dir():
-            raise ModelLoadError(
-                f"tokenizer={str(tokenizer_dir)!r} is not a directory; expected a local "
-                "directory written by tokenizer.save_pretrained(path)."
-            )
-        tokenizer = AutoTokenizer.from_pretrained(
-            tokenizer_dir, trust_remote_code=trust_remote_code, local_files_only=True
-        )
-    if not isinstance(tokenizer, PreTrainedTokenizerBase):
-        raise TypeError(
-            f"tokenizer={tokenizer!r} is not supported; expected a local directory or a "
-            "transformers tokenizer object."
-        )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
     check_vocab_fits(loaded, tokenizer)
 
     disable_dropout(loaded)

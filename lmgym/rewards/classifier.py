@@ -15,27 +15,16 @@ import numpy as np
 import torch
 from transformers import (
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-from lmgym.error import ModelLoadError
+from lmgym.models.loading import load_tokenizer, require_model_dir
 
 __all__ = ["SequenceClassifierReward"]
 
 ClassifierOutput = Literal["logit", "prob", "logprob"]
 ClassifierText = Literal["concat", "pair", "completion"]
-
-
-def _require_checkpoint_dir(path: Path, argument: str) -> None:
-    if not path.is_dir() or not (path / "config.json").is_file():
-        problem = "does not exist" if not path.exists() else "holds no config.json"
-        raise ModelLoadError(
-            f"{argument}={str(path)!r} {problem}; expected a local directory written by "
-            "`model.save_pretrained(path)` (config.json + weights). lmgym never downloads from "
-            "a hub: save the classifier to disk first, or pass the model object."
-        )
 
 
 class SequenceClassifierReward:
@@ -118,7 +107,7 @@ class SequenceClassifierReward:
         loaded: PreTrainedModel
         if isinstance(model, (str, Path)):
             model_dir = Path(model)
-            _require_checkpoint_dir(model_dir, "model")
+            require_model_dir(model_dir, "model")
             loaded = AutoModelForSequenceClassification.from_pretrained(
                 model_dir, trust_remote_code=trust_remote_code, local_files_only=True
             )
@@ -136,24 +125,7 @@ class SequenceClassifierReward:
             )
         else:
             loaded = model
-        if isinstance(tokenizer, (str, Path)):
-            tokenizer_dir = Path(tokenizer)
-            if not tokenizer_dir.is_dir():
-                raise ModelLoadError(
-                    f"tokenizer={str(tokenizer_dir)!r} is not a directory; expected a local "
-                    "directory written by tokenizer.save_pretrained(path)."
-                )
-            tokenizer = AutoTokenizer.from_pretrained(
-                tokenizer_dir, trust_remote_code=trust_remote_code, local_files_only=True
-            )
-        if not isinstance(tokenizer, PreTrainedTokenizerBase):
-            raise TypeError(
-                f"tokenizer={tokenizer!r:.80} is not supported; expected a local directory or a "
-                "transformers tokenizer object."
-            )
-
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
         if loaded.config.pad_token_id is None:
             loaded.config.pad_token_id = tokenizer.pad_token_id
         loaded.eval()

@@ -8,7 +8,7 @@ import numpy as np
 
 from lmgym.envs.bandit import LMBanditEnv, check_completion_actions
 from lmgym.envs.lm_vector import LMVectorEnv
-from lmgym.envs.sequence_reward import PolicyLogProbFn
+from lmgym.envs.sequence_reward import PolicyLogProbFn, object_array
 from lmgym.error import ResetNeeded
 
 
@@ -57,7 +57,7 @@ class LMBanditVectorEnv(LMVectorEnv):
         self._prompts, self._obs = self._draw_prompts(list(range(self.num_envs)))
         self._needs_reset = False
         return self._obs.copy(), {
-            "prompt": np.array(self._prompts, dtype=object),
+            "prompt": object_array(self._prompts),
             "_prompt": np.ones(self.num_envs, dtype=np.bool_),
         }
 
@@ -76,14 +76,13 @@ class LMBanditVectorEnv(LMVectorEnv):
         self._last_render = batch.completions[0]
         self._prompts, self._obs = self._draw_prompts(list(range(self.num_envs)))
         all_envs = np.ones(self.num_envs, dtype=np.bool_)
-        finals = np.empty(self.num_envs, dtype=object)
-        finals[:] = list(final_obs)  # Gymnasium keeps final observations as an object array
+        finals = object_array(list(final_obs))  # Gymnasium keeps final obs as an object array
         infos: dict[str, Any] = {
             "final_obs": finals,
             "_final_obs": all_envs,
             "final_info": batch.batched_info(prompts),
             "_final_info": all_envs.copy(),
-            "prompt": np.array(self._prompts, dtype=object),
+            "prompt": object_array(self._prompts),
             "_prompt": all_envs.copy(),
         }
         terminated = np.ones(self.num_envs, dtype=np.bool_)

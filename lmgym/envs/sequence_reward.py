@@ -74,12 +74,12 @@ class SequenceRewardBatch:
         """
         n = len(prompts)
         columns: dict[str, Any] = {
-            "prompt": _object_array(prompts),
-            "completion": _object_array(self.completions),
+            "prompt": object_array(prompts),
+            "completion": object_array(self.completions),
             "reward_model": self.reward_model.astype(np.float64),
             "kl": self.kl.astype(np.float64),
             "kl_coef": np.full(n, self.kl_coef),
-            "kl_form": _object_array([self.kl_form] * n),
+            "kl_form": object_array([self.kl_form] * n),
             "completion_length": self.completion_lengths.astype(np.int64),
             "eos": self.terminated_by_eos.astype(np.bool_),
         }
@@ -107,7 +107,13 @@ class SequenceRewardBatch:
         return info
 
 
-def _object_array(values: list[Any]) -> np.ndarray:
+def object_array(values: list[Any]) -> np.ndarray:
+    """A 1-D object array of ``values`` (strings, arrays), as Gymnasium's vector infos hold them.
+
+    Example:
+        >>> object_array(["a", "b"])
+        array(['a', 'b'], dtype=object)
+    """
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out

@@ -18,7 +18,12 @@ import torch
 
 from lmgym.envs.lm_setup import LMSetup
 from lmgym.envs.ref_cache import ReferenceState
-from lmgym.envs.sequence_reward import KLForm, SequenceRewarder, policy_kl_per_token
+from lmgym.envs.sequence_reward import (
+    KLForm,
+    SequenceRewarder,
+    object_array,
+    policy_kl_per_token,
+)
 
 TokenPolicyLogProbFn = Callable[[np.ndarray], torch.Tensor]
 """``f(observations) -> log π_θ(· | observation)`` for a batch: observations are (B, L) token-env
@@ -111,13 +116,6 @@ class TokenStepBatch:
             columns["_reward_parts"] = with_parts.copy()
         columns.update({f"_{k}": rows.copy() for k in list(columns) if not k.startswith("_")})
         return columns
-
-
-def object_array(values: list[Any]) -> np.ndarray:
-    """A 1-D object array of ``values`` (strings, arrays), as Gymnasium's vector infos hold them."""
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
 
 
 class TokenBatch:

@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 from lmgym.envs.lm_vector import LMVectorEnv
+from lmgym.envs.sequence_reward import object_array
 from lmgym.envs.token import LMTokenEnv
-from lmgym.envs.token_batch import TokenBatch, TokenPolicyLogProbFn, object_array
+from lmgym.envs.token_batch import TokenBatch, TokenPolicyLogProbFn
 from lmgym.error import ResetNeeded
 
 

@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12_288, help="completions per algorithm")
     parser.add_argument("--kl-coef", type=float, default=0.02, help="initial β")
     parser.add_argument("--kl-target", type=float, default=4.0, help="summed KL per completion")
-    parser.add_argument("--a2c-lr", type=float, default=1e-5)
+    parser.add_argument("--a2c-lr", type=float, default=1e-4)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)

@@ -58,7 +58,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
         option = "--" + field.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": field.name, "default": default}
+        kwargs: dict[str, Any] = {"dest": field.name}
+        if default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = default
         help_text = docs.get(field.name, "")
         origin = typing.get_origin(hint)
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -73,9 +77,15 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             base = args[0] if args else hint
             if typing.get_origin(base) is typing.Literal:
                 kwargs["choices"] = list(typing.get_args(base))
+            elif base in (int, float, str, Path):
+                kwargs["type"] = base
             else:
-                kwargs["type"] = base if base in (int, float, str, Path) else str
-        parser.add_argument(option, help=f"{help_text} (default: {default})", **kwargs)
+                raise TypeError(
+                    f"{cls.__name__}.{field.name} has type {hint!r}, which the CLI cannot parse; "
+                    "use int, float, str, Path, bool, a Literal or a list of those."
+                )
+        suffix = " (required)" if default is dataclasses.MISSING else f" (default: {default})"
+        parser.add_argument(option, help=help_text + suffix, **kwargs)
 
 
 def dataclass_from_args(cls: type[T], namespace: argparse.Namespace) -> T:

@@ -22,16 +22,12 @@ from stable_baselines3.common.distributions import (
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 from transformers import PreTrainedModel
 
+from lmgym.agents.token_head import next_token_outputs
 from lmgym.agents.vec_env import SB3VecEnv
 from lmgym.envs.lm_setup import LMSetup
 from lmgym.envs.sequence_reward import PolicyLogProbFn
 from lmgym.envs.token_batch import TokenPolicyLogProbFn
-from lmgym.models.padding import (
-    completion_mask_from_ids,
-    position_ids_from_mask,
-    right_to_left_padding,
-)
-from lmgym.models.scoring import score_completions
+from lmgym.models.scoring import completion_logprobs
 
 
 def sb3_policy_logprobs(model: BaseAlgorithm) -> PolicyLogProbFn:
@@ -110,19 +106,12 @@ def lm_token_logprobs(lm: PreTrainedModel, setup: LMSetup) -> TokenPolicyLogProb
     """
 
     def logprobs(observations: np.ndarray) -> torch.Tensor:
-        ids = torch.as_tensor(observations, dtype=torch.long)
-        # The prompt block is right-padded, so real tokens are not contiguous: left-pad them.
-        left_ids, left_mask = right_to_left_padding(
-            ids, (ids != setup.pad_token_id).long(), setup.pad_token_id
-        )
+        obs = torch.as_tensor(observations, dtype=torch.long)
         with torch.inference_mode():
-            logits = lm(
-                input_ids=left_ids,
-                attention_mask=left_mask,
-                position_ids=position_ids_from_mask(left_mask),
-                use_cache=False,
-            ).logits[:, -1, :]
-        return torch.log_softmax(logits.float(), dim=-1)
+            out = next_token_outputs(
+                lm, obs, pad_token_id=setup.pad_token_id, n_actions=setup.vocab_size
+            )
+        return torch.log_softmax(out.logits.float(), dim=-1)
 
     return logprobs
 
@@ -140,20 +129,14 @@ def lm_logprobs(lm: PreTrainedModel, setup: LMSetup) -> PolicyLogProbFn:
     """
 
     def logprobs(observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
-        prompt_ids = torch.as_tensor(observations, dtype=torch.long)
-        completion_ids = torch.as_tensor(actions, dtype=torch.long)
-        with torch.inference_mode():
-            scores = score_completions(
-                lm,
-                prompt_ids,
-                (prompt_ids != setup.pad_token_id).long(),
-                completion_ids,
-                completion_mask_from_ids(completion_ids, setup.eos_token_id),
-                pad_token_id=setup.pad_token_id,
-                keep_logits=True,
-            )
-        assert scores.logits is not None
-        return torch.log_softmax(scores.logits.float(), dim=-1)
+        return completion_logprobs(
+            lm,
+            torch.as_tensor(observations, dtype=torch.long),
+            torch.as_tensor(actions, dtype=torch.long),
+            pad_token_id=setup.pad_token_id,
+            eos_token_id=setup.eos_token_id,
+            full=True,
+        )
 
     return logprobs
 

@@ -70,12 +70,7 @@ from lmgym.agents.token_head import (
 from lmgym.envs.sequence_reward import PolicyLogProbFn
 from lmgym.envs.token_batch import TokenPolicyLogProbFn
 from lmgym.models.generation import DecodingConfig
-from lmgym.models.padding import (
-    completion_mask_from_ids,
-    position_ids_from_mask,
-    right_to_left_padding,
-)
-from lmgym.models.scoring import score_completions
+from lmgym.models.scoring import completion_logprobs
 
 ValueTrunk = Literal["shared", "detached", "separate"]
 """Where the value head reads its features: see :class:`LMActorCriticPolicy`."""
@@ -265,7 +260,7 @@ class LMPolicyMixin(_PolicyBase):
         actions = distribution.get_actions(deterministic=deterministic)
         generation = distribution.distribution.generation
         assert generation is not None, "get_actions() generates"
-        values = self._prompt_values(prompt_ids, prompt_mask)
+        values = self._prompt_values(prompt_ids)
         self._cache = _LogProbCache.build(prompt_ids, actions, generation.logprobs)
         return actions, values, generation.logprobs.sum(-1)
 
@@ -291,7 +286,7 @@ class LMPolicyMixin(_PolicyBase):
             # exactly the feature _prompt_values uses during rollouts.
             values = self._value_from_hidden(hidden[:, 0])
         else:
-            values = self._prompt_values(prompt_ids, prompt_mask)
+            values = self._prompt_values(prompt_ids)
         return values, log_prob, entropy
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:  # type: ignore[override]
@@ -308,7 +303,7 @@ class LMPolicyMixin(_PolicyBase):
             if self.value_trunk is not None:
                 return self._value_from_hidden(self._separate_hidden(obs))
             return self._value_from_hidden(self._next_token(obs).hidden)
-        return self._prompt_values(*self._prompts(obs))
+        return self._prompt_values(self._prompts(obs)[0])
 
     # ----------------------------------------------------------------------------- lmgym API
 
@@ -472,18 +467,12 @@ class LMPolicyMixin(_PolicyBase):
         lm: Any = self.lm
         return self.action_dist.proba_distribution(lm, prompt_ids, prompt_mask)
 
-    def _prompt_values(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+    def _prompt_values(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        # Padding is prompt_ids == pad (as in _prompts); left padding puts every row's last real
+        # prompt token in the last column, where trunk_last_hidden reads it.
         trunk = self.value_trunk if self.value_trunk is not None else self.trunk
-        left_ids, left_mask = right_to_left_padding(prompt_ids, prompt_mask, self.pad_token_id)
-        out = trunk(
-            input_ids=left_ids,
-            attention_mask=left_mask,
-            position_ids=position_ids_from_mask(left_mask),
-            use_cache=False,
-        )
-        # Left padding puts every row's last real prompt token in the last column (with the
-        # env's right padding it would sit at mask.sum(1) - 1).
-        return self._value_from_hidden(out.last_hidden_state[:, -1])  # (B, 1)
+        hidden = trunk_last_hidden(trunk, prompt_ids, pad_token_id=self.pad_token_id)
+        return self._value_from_hidden(hidden)  # (B, 1)
 
     def _value_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.value_trunk_kind == "detached":
@@ -497,20 +486,15 @@ class LMPolicyMixin(_PolicyBase):
         prompt_ids = prompt_ids.reshape(-1, prompt_ids.shape[-1])
         completion_ids = torch.as_tensor(np.asarray(actions), device=self.device).long()
         completion_ids = completion_ids.reshape(prompt_ids.shape[0], -1)
-        with torch.inference_mode():
-            scores = score_completions(
-                self.lm,  # type: ignore[arg-type]
-                prompt_ids,
-                (prompt_ids != self.pad_token_id).long(),
-                completion_ids,
-                completion_mask_from_ids(completion_ids, self.eos_token_id),
-                pad_token_id=self.pad_token_id,
-                keep_logits=full,
-            )
-        if full:
-            assert scores.logits is not None
-            return torch.log_softmax(scores.logits.float(), dim=-1).cpu()  # (B, T, V)
-        return scores.logprobs.cpu()  # (B, T)
+        lm: Any = self.lm  # possibly a peft model, called like the LM it wraps
+        return completion_logprobs(
+            lm,
+            prompt_ids,
+            completion_ids,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_id,
+            full=full,
+        ).cpu()  # (B, T, V) if full else (B, T)
 
 
 class LMActorCriticPolicy(LMPolicyMixin, ActorCriticPolicy):

@@ -10,26 +10,11 @@ import numpy as np
 from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgym.envs.lm_setup import ModelSpec, build_lm_setup
-from lmgym.envs.prompts import PromptSource, PromptSpec
-from lmgym.envs.sequence_reward import PolicyLogProbFn, SequenceRewardBatch, SequenceRewarder
+from lmgym.envs.lm_env_parts import build_lm_env_parts
+from lmgym.envs.lm_setup import ModelSpec
+from lmgym.envs.prompts import PromptSpec
+from lmgym.envs.sequence_reward import PolicyLogProbFn, SequenceRewardBatch
 from lmgym.error import ResetNeeded
-from lmgym.models.corpus import prompts as default_prompts
-from lmgym.rewards import LexiconSentimentReward
-
-
-def check_lm_env_args(*, kl_coef: float, max_prompt_tokens: int, max_new_tokens: int) -> None:
-    """Validate the numeric arguments shared by the LM envs, before anything is loaded."""
-    for name, value in (
-        ("max_prompt_tokens", max_prompt_tokens),
-        ("max_new_tokens", max_new_tokens),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{name}={value!r} must be an int > 0, e.g. {name}=16.")
-    if not isinstance(kl_coef, (int, float)) or not np.isfinite(kl_coef) or kl_coef < 0:
-        raise ValueError(
-            f"kl_coef={kl_coef!r} must be a finite float >= 0 (0 turns the KL penalty off)."
-        )
 
 
 def lm_observation_space(max_prompt_tokens: int, vocab_size: int) -> spaces.Box:
@@ -112,30 +97,25 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        check_lm_env_args(
-            kl_coef=kl_coef, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens
-        )
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode={render_mode!r} is not supported; expected one of "
-                f"{self.metadata['render_modes']} or None."
-            )
-        self.render_mode = render_mode
-        self.lm = build_lm_setup(model, tokenizer, ref_model, trust_remote_code=trust_remote_code)
-        self.rewarder = SequenceRewarder(
-            self.lm,
-            LexiconSentimentReward() if reward_fn is None else reward_fn,
+        parts = build_lm_env_parts(
+            model=model,
+            tokenizer=tokenizer,
+            ref_model=ref_model,
+            prompts=prompts,
+            reward_fn=reward_fn,
             kl_coef=kl_coef,
             kl_estimator=kl_estimator,
             kl_target=kl_target,
             kl_horizon=kl_horizon,
+            max_prompt_tokens=max_prompt_tokens,
+            max_new_tokens=max_new_tokens,
+            truncate_prompts=truncate_prompts,
+            render_mode=render_mode,
+            render_modes=self.metadata["render_modes"],
+            trust_remote_code=trust_remote_code,
         )
-        self.prompt_source = PromptSource(
-            default_prompts("train") if prompts is None else prompts,
-            self.lm.tokenizer,
-            max_prompt_tokens,
-            truncate_prompts,
-        )
+        self.render_mode = render_mode
+        self.lm, self.rewarder, self.prompt_source = parts.lm, parts.rewarder, parts.prompt_source
         self.max_new_tokens = int(max_new_tokens)
         self.observation_space = lm_observation_space(max_prompt_tokens, self.lm.vocab_size)
         self.action_space = spaces.MultiDiscrete(

@@ -20,14 +20,11 @@ import numpy as np
 from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgym.envs.bandit import check_lm_env_args
-from lmgym.envs.lm_setup import LMSetup, ModelSpec, build_lm_setup
-from lmgym.envs.prompts import PromptSource, PromptSpec
-from lmgym.envs.sequence_reward import SequenceRewarder
+from lmgym.envs.lm_env_parts import build_lm_env_parts
+from lmgym.envs.lm_setup import LMSetup, ModelSpec
+from lmgym.envs.prompts import PromptSpec
 from lmgym.envs.token_batch import TokenBatch, TokenPolicyLogProbFn, TokenStepBatch
 from lmgym.error import ResetNeeded
-from lmgym.models.corpus import prompts as default_prompts
-from lmgym.rewards import LexiconSentimentReward
 
 ActionMaskSpec = np.ndarray | Callable[[np.ndarray], np.ndarray]
 """A boolean array of vocabulary size (``True`` = allowed), or ``f(observation (L,)) -> (V,)``
@@ -214,30 +211,25 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
         render_mode: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        check_lm_env_args(
-            kl_coef=kl_coef, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens
-        )
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode={render_mode!r} is not supported; expected one of "
-                f"{self.metadata['render_modes']} or None."
-            )
-        self.render_mode = render_mode
-        self.lm = build_lm_setup(model, tokenizer, ref_model, trust_remote_code=trust_remote_code)
-        self.rewarder = SequenceRewarder(
-            self.lm,
-            LexiconSentimentReward() if reward_fn is None else reward_fn,
+        parts = build_lm_env_parts(
+            model=model,
+            tokenizer=tokenizer,
+            ref_model=ref_model,
+            prompts=prompts,
+            reward_fn=reward_fn,
             kl_coef=kl_coef,
             kl_estimator=kl_estimator,
             kl_target=kl_target,
             kl_horizon=kl_horizon,
+            max_prompt_tokens=max_prompt_tokens,
+            max_new_tokens=max_new_tokens,
+            truncate_prompts=truncate_prompts,
+            render_mode=render_mode,
+            render_modes=self.metadata["render_modes"],
+            trust_remote_code=trust_remote_code,
         )
-        self.prompt_source = PromptSource(
-            default_prompts("train") if prompts is None else prompts,
-            self.lm.tokenizer,
-            max_prompt_tokens,
-            truncate_prompts,
-        )
+        self.render_mode = render_mode
+        self.lm, self.rewarder, self.prompt_source = parts.lm, parts.rewarder, parts.prompt_source
         self.max_prompt_tokens = int(max_prompt_tokens)
         self.max_new_tokens = int(max_new_tokens)
         self.base_action_mask = default_action_mask(self.lm)

@@ -19,12 +19,10 @@ import dataclasses
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
 import time
-import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from lmgym.config_cli import add_dataclass_arguments, dataclass_from_args
 from lmgym.models.corpus import generate_corpus
 from lmgym.models.tokenizer import build_tokenizer, save_tokenizer
 from lmgym.seeding import set_seed
@@ -414,21 +413,6 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
 # --- CLI built from the dataclass -------------------------------------------------------------
 
 
-def _field_help(cls: type) -> dict[str, str]:
-    """Per-field help from the class docstring's ``Attributes:`` section (one source of truth)."""
-    section = (cls.__doc__ or "").split("Attributes:", 1)[-1]
-    helps: dict[str, str] = {}
-    current = None
-    for line in section.splitlines():
-        match = re.match(r"^\s{8}(\w+): (.*)$", line)
-        if match:
-            current = match.group(1)
-            helps[current] = match.group(2)
-        elif current and line.strip():
-            helps[current] += " " + line.strip()
-    return helps
-
-
 def build_parser() -> argparse.ArgumentParser:
     """An argparse parser with one option per :class:`PretrainConfig` field.
 
@@ -437,29 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
         10
     """
     parser = argparse.ArgumentParser(
-        prog="python -m lmgym.models.pretrain",
-        description=(__doc__ or "").splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m lmgym.models.pretrain", description=(__doc__ or "").splitlines()[0]
     )
-    hints = typing.get_type_hints(PretrainConfig)
-    helps = _field_help(PretrainConfig)
-    for field in dataclasses.fields(PretrainConfig):
-        hint = hints[field.name]
-        flag = "--" + field.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"help": helps[field.name], "dest": field.name}
-        if field.default is dataclasses.MISSING:
-            kwargs["required"] = True
-        else:
-            kwargs["default"] = field.default
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(hint) is Literal:
-            kwargs["choices"] = list(typing.get_args(hint))
-        elif hint in (int, float, Path, str):
-            kwargs["type"] = hint
-        else:  # pragma: no cover - a new field type must be taught to the CLI
-            raise TypeError(f"PretrainConfig.{field.name} has unsupported type {hint!r}")
-        parser.add_argument(flag, **kwargs)
+    add_dataclass_arguments(parser, PretrainConfig)
     return parser
 
 
@@ -476,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        config = PretrainConfig(**vars(args))
+        config = dataclass_from_args(PretrainConfig, args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

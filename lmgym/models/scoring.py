@@ -13,7 +13,11 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from lmgym.models.padding import position_ids_from_mask, right_to_left_padding
+from lmgym.models.padding import (
+    completion_mask_from_ids,
+    position_ids_from_mask,
+    right_to_left_padding,
+)
 
 
 @dataclass
@@ -108,3 +112,42 @@ def score_completions(
         logits=logits if keep_logits else None,
         hidden=hidden,
     )
+
+
+def completion_logprobs(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    completion_ids: torch.Tensor,
+    *,
+    pad_token_id: int,
+    eos_token_id: int,
+    full: bool,
+) -> torch.Tensor:
+    """Log π(y_t | x, y_<t) of env observations and actions, without gradients.
+
+    The prompt mask is ``prompt_ids != pad_token_id`` (the envs' padding) and the completion
+    mask stops after the first EOS. Returns (B, T) log-probs of the completion tokens, or with
+    ``full=True`` the (B, T, V) log-distributions (what the ``full`` KL estimator needs).
+
+    Example:
+        >>> from lmgym.models.loading import load_default_model
+        >>> model, tok = load_default_model()
+        >>> p = torch.tensor([tok.encode("the food was")])
+        >>> c = torch.tensor([tok.encode("great .", add_special_tokens=False)])
+        >>> completion_logprobs(model, p, c, pad_token_id=0, eos_token_id=2, full=True).shape
+        torch.Size([1, 2, 239])
+    """
+    with torch.inference_mode():
+        scores = score_completions(
+            model,
+            prompt_ids,
+            (prompt_ids != pad_token_id).long(),
+            completion_ids,
+            completion_mask_from_ids(completion_ids, eos_token_id),
+            pad_token_id=pad_token_id,
+            keep_logits=full,
+        )
+    if full:
+        assert scores.logits is not None
+        return torch.log_softmax(scores.logits.float(), dim=-1)
+    return scores.logprobs

@@ -1,39 +1,64 @@
-"""The ``lmgym`` console command."""
+"""The ``lmgym`` console command.
+
+Each sub-command is one module holding a config dataclass (its options, documented once) and a
+function that runs it; :data:`COMMANDS` lists them. A module is imported only when its
+sub-command's parser is built, so ``lmgym --help`` stays cheap to extend.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from lmgym.config_cli import add_dataclass_arguments, dataclass_from_args
 
 
+class Command(NamedTuple):
+    """One sub-command: ``module`` holds the dataclass ``config`` and the function ``run``."""
+
+    module: str
+    config: str
+    run: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        "lmgym.demo",
+        "DemoConfig",
+        "run_demo",
+        "PPO on LMBandit-v0 with the embedded default model: reward before/after + a curve",
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lmgym`` and its sub-commands."""
-    from lmgym import demo as demo_module  # heavy (torch, SB3): only when the parser is built
-
     parser = argparse.ArgumentParser(
         prog="lmgym", description="RL fine-tuning of language models as Gymnasium environments."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="PPO on LMBandit-v0 with the embedded default model: reward before/after + a curve",
-        description=(demo_module.__doc__ or "").strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_dataclass_arguments(demo, demo_module.DemoConfig)
+    for name, command in COMMANDS.items():
+        module = importlib.import_module(command.module)  # heavy (torch, SB3): only here
+        sub = commands.add_parser(
+            name,
+            help=command.help,
+            description=(module.__doc__ or "").strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_dataclass_arguments(sub, getattr(module, command.config))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lmgym`` command."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from lmgym.demo import DemoConfig, run_demo
-
-        run_demo(dataclass_from_args(DemoConfig, args))
+    args = build_parser().parse_args(argv)
+    command = COMMANDS[args.command]
+    module = importlib.import_module(command.module)
+    config = dataclass_from_args(getattr(module, command.config), args)
+    getattr(module, command.run)(config)
     return 0
 
 

@@ -9,7 +9,10 @@ same prompts. Issue 5's bar, reported per algorithm:
   (max lexicon score 1.0 − base) / 2;
 - KL: mean summed KL of the held-out completions < 2 × the controller's target;
 - fluency: share of prompt + completion passing the grammar check >= 80%;
-- wall time of training (the budget is 5 CPU-minutes each).
+- wall time and process CPU time of training (the budget is 5 CPU-minutes each).
+
+``ppo_kl0`` is PPO with ``kl_coef=0`` and no controller: the reward-hacking run, where fluency
+should fall (its KL bar does not apply; the row shows how far the policy drifts without it).
 
     python benchmarks/lm_policy_learning.py --json bench-results/lm_policy_learning.json
 """
@@ -37,21 +40,22 @@ from lmgym.seeding import set_seed
 
 def train(algo: str, args: argparse.Namespace) -> dict:
     set_seed(args.seed)
+    no_kl = algo == "ppo_kl0"
     vec = SB3VecEnv(
         gym.make_vec(
             "LMBandit-v0",
             num_envs=16,
-            kl_coef=args.kl_coef,
-            kl_target=args.kl_target,
+            kl_coef=0.0 if no_kl else args.kl_coef,
+            kl_target=None if no_kl else args.kl_target,
             kl_horizon=args.steps,
         )
     )
     vec.seed(args.seed)
     env = vec.venv
     common = {"gamma": 1.0, "seed": args.seed, "policy_kwargs": lm_policy_kwargs(vec)}
-    if algo == "ppo":
+    if algo in ("ppo", "ppo_kl0"):
         model = PPO(LMActorCriticPolicy, vec, n_steps=16, batch_size=64, n_epochs=2,
-                    learning_rate=1e-4, **common)  # fmt: skip
+                    learning_rate=args.ppo_lr, **common)  # fmt: skip
     else:
         model = A2C(LMActorCriticPolicy, vec, n_steps=4, learning_rate=args.a2c_lr,
                     policy_kwargs=common.pop("policy_kwargs")
@@ -65,9 +69,10 @@ def train(algo: str, args: argparse.Namespace) -> dict:
     )  # fmt: skip
     model.policy.attach_to(vec)
     callback = RewardPartsCallback()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     model.learn(args.steps, callback=callback)
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
 
     def act(obs: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(obs, deterministic=False)[0])
@@ -79,14 +84,15 @@ def train(algo: str, args: argparse.Namespace) -> dict:
         "algo": algo,
         "steps": args.steps,
         "train_wall_s": wall,
+        "train_cpu_s": cpu,
         "base_reward_model": base.reward_model,
         "after_reward_model": after.reward_model,
         "gain": gain,
         "half_range": half_range,
         "gain_ok": gain >= half_range,
         "after_kl": after.kl,
-        "kl_target": args.kl_target,
-        "kl_ok": after.kl < 2 * args.kl_target,
+        "kl_target": None if no_kl else args.kl_target,
+        "kl_ok": None if no_kl else after.kl < 2 * args.kl_target,
         "final_kl_coef": float(env.rewarder.controller.value),
         "base_fluency": base.fluency,
         "after_fluency": after.fluency,
@@ -97,10 +103,12 @@ def train(algo: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algos", nargs="+", default=["ppo", "a2c"], choices=["ppo", "a2c"])
+    parser.add_argument("--algos", nargs="+", default=["ppo", "a2c", "ppo_kl0"],
+                        choices=["ppo", "a2c", "ppo_kl0"])  # fmt: skip
     parser.add_argument("--steps", type=int, default=12_288, help="completions per algorithm")
     parser.add_argument("--kl-coef", type=float, default=0.02, help="initial β")
     parser.add_argument("--kl-target", type=float, default=4.0, help="summed KL per completion")
+    parser.add_argument("--ppo-lr", type=float, default=1e-4)
     parser.add_argument("--a2c-lr", type=float, default=1e-4)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -109,15 +117,16 @@ def main() -> None:
     torch.set_num_threads(1)
 
     rows = [train(algo, args) for algo in args.algos]
-    print("| algo | steps | train s | r_φ base → after | gain / half range | KL (target) | "
+    print("| algo | steps | train s (CPU s) | r_φ base → after | gain / half range | KL (target) | "
           "β end | fluency base → after |")  # fmt: skip
     print("|---|---:|---:|---|---|---|---:|---|")
     for r in rows:
         print(
-            f"| {r['algo']} | {r['steps']} | {r['train_wall_s']:.0f} | "
+            f"| {r['algo']} | {r['steps']} | {r['train_wall_s']:.0f} ({r['train_cpu_s']:.0f}) | "
             f"{r['base_reward_model']:+.3f} → {r['after_reward_model']:+.3f} | "
             f"{r['gain']:.3f} / {r['half_range']:.3f} {'ok' if r['gain_ok'] else 'short'} | "
-            f"{r['after_kl']:.2f} ({r['kl_target']:g}) {'ok' if r['kl_ok'] else 'over'} | "
+            f"{r['after_kl']:.2f} ({r['kl_target']}) "
+            f"{'-' if r['kl_ok'] is None else 'ok' if r['kl_ok'] else 'over'} | "
             f"{r['final_kl_coef']:.4f} | "
             f"{r['base_fluency']:.0%} → {r['after_fluency']:.0%} "
             f"{'ok' if r['fluency_ok'] else 'low'} |"

@@ -36,3 +36,14 @@ def test_rl_to_lm_example_prints_both_trajectories() -> None:
     assert "CatGrid-v0" in lines[0] and "LMToken-v0" in lines[0]
     assert lines[1].count("->") == 4  # one cat step and one LM step on the same line
     assert "return: +99.00" in lines[-1]
+
+
+def test_lm_policy_doc_code_runs(capsys) -> None:
+    doc = (ROOT / "docs" / "lm-policy.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 4
+    namespace: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, "docs/lm-policy.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "trainable" in out and "GPT2LMHeadModel reloaded from lm" in out

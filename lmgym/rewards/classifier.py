@@ -27,11 +27,23 @@ ClassifierOutput = Literal["logit", "prob", "logprob"]
 ClassifierText = Literal["concat", "pair", "completion"]
 
 
+def _concat(prompt: str, completion: str) -> str:
+    """``prompt`` then ``completion``, with one space between unless either side brings one.
+
+    The envs decode completions without a leading space, so a bare ``prompt + completion``
+    would glue the last prompt word to the first completion word.
+    """
+    if not prompt or not completion or prompt[-1].isspace() or completion[0].isspace():
+        return prompt + completion
+    return f"{prompt} {completion}"
+
+
 class SequenceClassifierReward:
     """Reward = one label's score from a sequence-classification model.
 
-    The text scored is chosen by ``text``: ``"concat"`` scores ``prompt + completion`` as one
-    string (what a sentiment classifier expects: the completion continues the prompt);
+    The text scored is chosen by ``text``: ``"concat"`` scores prompt and completion as one
+    string, joined by a space unless one side already has one at the boundary (what a
+    sentiment classifier expects: the completion continues the prompt);
     ``"pair"`` passes ``(prompt, completion)`` as a text pair (what reward models trained on
     question/answer pairs expect; the prompt is truncated first); ``"completion"`` scores the
     completion alone. Texts are scored in batches of ``batch_size`` under
@@ -196,7 +208,10 @@ class SequenceClassifierReward:
                     texts = (
                         batch_completions
                         if self.text == "completion"
-                        else [p + c for p, c in zip(batch_prompts, batch_completions, strict=True)]
+                        else [
+                            _concat(p, c)
+                            for p, c in zip(batch_prompts, batch_completions, strict=True)
+                        ]
                     )
                     encoded = self.tokenizer(
                         texts,

@@ -335,3 +335,12 @@ def test_doctests(module):
         importlib.import_module(name), optionflags=doctest.ELLIPSIS, raise_on_error=False
     )
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_classifier_concat_puts_a_space_between_prompt_and_completion():
+    model, tokenizer = tiny_bert(), make_tokenizer()
+    concat = SequenceClassifierReward(model, tokenizer, label=1, text="concat")
+    # The envs decode completions without a leading space: "was" + "great" must stay two words.
+    expected = manual_logits(model, tokenizer, ["the food was great", "the food was great"])[:, 1]
+    scores = concat(["the food was", "the food was "], ["great", "great"])
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)

@@ -1,0 +1,363 @@
+"""Training a reward model from rankings, and measuring it against the hidden true score.
+
+The reward model (RM, :mod:`lmgym.rlhf.learned_reward`) is the LM with a scalar head in place of
+its unembedding. It is trained on rankings of K completions per prompt with the loss
+``-log σ(r(x, y_w) - r(x, y_l))`` averaged over the C(K,2) pairs (Ouyang et al. 2022, section
+3.5); each ranking is one batch element, so each completion takes one forward row
+(:mod:`lmgym.rlhf.rankings`). It is measured on held-out rankings: pairwise accuracy against the
+noisy labeler and against the noise-free true order, and the correlation with the true score.
+
+This module also re-exports the stage's other names, so one import serves the whole stage:
+:class:`Ranking`, :func:`collect_rankings`, :func:`preference_pairs`,
+:func:`pairwise_ranking_loss`, and :class:`LearnedRewardModel`, which wraps a trained RM as a
+batch reward function for ``gym.make("LMBandit-v0", reward_fn=LearnedRewardModel(path))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lmgym.models.loading import DEFAULT_MODEL_DIR
+from lmgym.rlhf.labelers import true_score
+from lmgym.rlhf.learned_reward import (
+    LearnedRewardModel,
+    init_reward_model,
+    reward_scores,
+)
+from lmgym.rlhf.rankings import (
+    Ranking,
+    collect_rankings,
+    pairwise_ranking_loss,
+    preference_pairs,
+)
+from lmgym.rlhf.training import (
+    check_fraction,
+    check_int,
+    check_positive,
+    make_optimizer,
+    n_batches,
+    resolve_out,
+    save_model_dir,
+    shuffled_batches,
+)
+from lmgym.seeding import set_seed
+
+__all__ = [
+    "LearnedRewardModel",
+    "Ranking",
+    "RewardModelConfig",
+    "RewardModelResult",
+    "collect_rankings",
+    "evaluate_reward_model",
+    "init_reward_model",
+    "pairwise_ranking_loss",
+    "preference_pairs",
+    "ranking_batch_loss",
+    "reward_scores",
+    "train_reward_model",
+]
+
+ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+
+@dataclass
+class RewardModelConfig:
+    """How the reward model is trained; the CLI is built from these fields.
+
+    Attributes:
+        out: Directory the reward model is saved to; None writes a new temporary directory.
+        epochs: Passes over the training rankings.
+        lr: Peak AdamW learning rate.
+        batch_size: Rankings per optimizer step; each brings its K completions (one row each).
+        weight_decay: AdamW weight decay on weight matrices.
+        warmup_fraction: Fraction of the steps with a linear warm-up; the rate then decays
+            linearly to 0.
+        max_grad_norm: Gradients are clipped to this global L2 norm.
+        heldout_fraction: Fraction of the distinct prompts whose rankings are held out to
+            measure accuracy, when no held-out rankings are passed.
+        eval_batch_size: Rankings per forward pass when evaluating.
+        seed: Seeds the head's initialisation, the held-out split and the batch order.
+        progress: Show a progress bar.
+    """
+
+    out: Path | None = None
+    epochs: int = 2
+    lr: float = 1e-3
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.05
+    max_grad_norm: float = 1.0
+    heldout_fraction: float = 0.2
+    eval_batch_size: int = 64
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.out is not None:
+            self.out = Path(self.out)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        check_positive("lr", self.lr)
+        check_positive("max_grad_norm", self.max_grad_norm)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_fraction("warmup_fraction", self.warmup_fraction)
+        check_fraction("heldout_fraction", self.heldout_fraction)
+
+
+@dataclass
+class RewardModelResult:
+    """What training the reward model produced and how well it ranks held-out completions.
+
+    Attributes:
+        path: The saved reward model's directory.
+        heldout_accuracy: Fraction of held-out pairs the RM orders as the (noisy) labeler did.
+        true_score_correlation: Pearson correlation of RM score and true score over the
+            held-out completions.
+        heldout_true_accuracy: Fraction of held-out pairs with different true scores that the
+            RM orders as the true score does (the noise-free order).
+        oracle_accuracy: Fraction of held-out pairs the true score itself orders as the labeler
+            did: the ceiling for ``heldout_accuracy`` under the labeler's noise.
+        heldout_loss: Mean pairwise loss on the held-out rankings.
+        train_accuracy: Pairwise accuracy on the training rankings after training.
+        final_train_loss: Mean loss over the last epoch's steps.
+        n_train_rankings: Rankings trained on.
+        n_heldout_rankings: Rankings evaluated on.
+        wall_time_s: Seconds the stage took.
+    """
+
+    path: Path
+    heldout_accuracy: float
+    true_score_correlation: float
+    heldout_true_accuracy: float
+    oracle_accuracy: float
+    heldout_loss: float
+    train_accuracy: float
+    final_train_loss: float
+    n_train_rankings: int
+    n_heldout_rankings: int
+    wall_time_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return {**dataclasses.asdict(self), "path": str(self.path)}
+
+
+def ranking_batch_loss(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rankings: Sequence[Ranking]
+) -> torch.Tensor:
+    """Mean over ``rankings`` of each ranking's pairwise loss, from one forward pass.
+
+    All completions of all rankings go through the RM once (Σ K rows); the C(K,2) pairs of a
+    ranking are then formed from its K scores.
+
+    Example:
+        >>> model, tok = init_reward_model(DEFAULT_MODEL_DIR)
+        >>> r = Ranking("the soup was", ["cold .", "great .", "fine ."], order=[1, 2, 0])
+        >>> ranking_batch_loss(model, tok, [r]).shape
+        torch.Size([])
+    """
+    prompts = [r.prompt for r in rankings for _ in r.completions]
+    completions = [c for r in rankings for c in r.completions]
+    scores = reward_scores(model, tokenizer, prompts, completions)  # (Σ K,)
+    losses = [
+        pairwise_ranking_loss(chunk, r.order)
+        for r, chunk in zip(rankings, scores.split([r.k for r in rankings]), strict=True)
+    ]
+    return torch.stack(losses).mean()
+
+
+def evaluate_reward_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rankings: Sequence[Ranking],
+    *,
+    true_score_fn: ScoreFn = true_score,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Pairwise accuracy (noisy and noise-free), loss and true-score correlation on rankings.
+
+    Pairs of identical texts carry no preference and are not counted; a tied RM score counts
+    as half right.
+
+    Returns:
+        ``{"accuracy", "true_accuracy", "oracle_accuracy", "loss", "correlation"}``.
+
+    Example:
+        >>> model, tok = init_reward_model(DEFAULT_MODEL_DIR)
+        >>> r = Ranking("the soup was", ["cold .", "great ."], order=[1, 0])
+        >>> sorted(evaluate_reward_model(model, tok, [r]))
+        ['accuracy', 'correlation', 'loss', 'oracle_accuracy', 'true_accuracy']
+    """
+    if not rankings:
+        raise ValueError("rankings is empty; expected at least one ranking to evaluate on.")
+    scores: list[np.ndarray] = []
+    losses: list[float] = []
+    with torch.inference_mode():
+        for start in range(0, len(rankings), batch_size):
+            chunk = rankings[start : start + batch_size]
+            prompts = [r.prompt for r in chunk for _ in r.completions]
+            completions = [c for r in chunk for c in r.completions]
+            flat = reward_scores(model, tokenizer, prompts, completions)
+            for r, s in zip(chunk, flat.split([r.k for r in chunk]), strict=True):
+                losses.append(float(pairwise_ranking_loss(s, r.order)))
+                scores.append(s.double().numpy())
+    truths = [true_score_fn([r.prompt] * r.k, r.completions) for r in rankings]
+    agree, true_agree, oracle = [], [], []
+    for r, s, t in zip(rankings, scores, truths, strict=True):
+        for w, lo in r.pairs():
+            if r.completions[w] == r.completions[lo]:
+                continue
+            agree.append(_agreement(s[w] - s[lo]))
+            oracle.append(_agreement(t[w] - t[lo]))
+            if t[w] != t[lo]:
+                true_agree.append(_agreement((s[w] - s[lo]) * np.sign(t[w] - t[lo])))
+    all_scores, all_truths = np.concatenate(scores), np.concatenate(truths)
+    constant = all_scores.std() == 0 or all_truths.std() == 0
+    return {
+        "accuracy": float(np.mean(agree)) if agree else float("nan"),
+        "true_accuracy": float(np.mean(true_agree)) if true_agree else float("nan"),
+        "oracle_accuracy": float(np.mean(oracle)) if oracle else float("nan"),
+        "loss": float(np.mean(losses)),
+        "correlation": float("nan")
+        if constant
+        else float(np.corrcoef(all_scores, all_truths)[0, 1]),
+    }
+
+
+def _agreement(margin: float) -> float:
+    return 1.0 if margin > 0 else 0.0 if margin < 0 else 0.5
+
+
+def _split_by_prompt(
+    rankings: Sequence[Ranking], fraction: float, seed: int
+) -> tuple[list[Ranking], list[Ranking]]:
+    """Hold out the rankings of a seeded ``fraction`` of the distinct prompts (at least one)."""
+    distinct = sorted({r.prompt for r in rankings})
+    if len(distinct) < 2:
+        raise ValueError(
+            f"rankings cover {len(distinct)} distinct prompt(s); holding out a fraction of the "
+            "prompts needs at least 2. Rank more prompts, or pass heldout=... rankings."
+        )
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    n_heldout = min(max(1, round(fraction * len(distinct))), len(distinct) - 1)
+    heldout_prompts = {distinct[i] for i in order[:n_heldout]}
+    train = [r for r in rankings if r.prompt not in heldout_prompts]
+    heldout = [r for r in rankings if r.prompt in heldout_prompts]
+    return train, heldout
+
+
+def train_reward_model(
+    config: RewardModelConfig,
+    rankings: Sequence[Ranking],
+    init_model_dir: str | Path | PreTrainedModel = DEFAULT_MODEL_DIR,
+    *,
+    heldout: Sequence[Ranking] | None = None,
+    tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+    true_score_fn: ScoreFn = true_score,
+) -> RewardModelResult:
+    """Train a reward model on ``rankings`` and measure it on held-out rankings.
+
+    Args:
+        config: Training settings.
+        rankings: Rankings to train on (:func:`collect_rankings`).
+        init_model_dir: The LM the RM starts from (usually the SFT model).
+        heldout: Rankings to measure on, e.g. of the held-out test prompts; ``None`` holds out
+            ``config.heldout_fraction`` of the prompts of ``rankings``.
+        tokenizer: The LM's tokenizer, when ``init_model_dir`` is a model object.
+        true_score_fn: The hidden true score, used only to measure the RM (never trained on).
+
+    Returns:
+        A :class:`RewardModelResult`; the model is saved to its ``path``.
+
+    Raises:
+        ValueError: No rankings, or too few distinct prompts to hold some out.
+
+    Example:
+        >>> import tempfile
+        >>> r = [Ranking(p, ["cold .", "great ."], order=[1, 0]) for p in ["a", "b", "c"]]
+        >>> config = RewardModelConfig(out=tempfile.mkdtemp(), epochs=1, progress=False)
+        >>> result = train_reward_model(config, r)  # starts from the default LM
+        >>> 0 <= result.heldout_accuracy <= 1
+        True
+    """
+    started = time.perf_counter()
+    if not rankings:
+        raise ValueError("rankings is empty; expected rankings from collect_rankings(...).")
+    if heldout is None:
+        train, held = _split_by_prompt(rankings, config.heldout_fraction, config.seed)
+    else:
+        train, held = list(rankings), list(heldout)
+        if not held:
+            raise ValueError("heldout is empty; pass held-out rankings, or heldout=None.")
+    set_seed(config.seed)
+    model, tok = init_reward_model(init_model_dir, tokenizer)
+    total = n_batches(len(train), config.batch_size, config.epochs)
+    optimizer, scheduler = make_optimizer(
+        model,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        total_steps=total,
+        warmup_fraction=config.warmup_fraction,
+    )
+    steps_per_epoch = total // config.epochs
+    last_epoch: list[float] = []
+    model.train()
+    bar = tqdm(total=total, desc="reward model", disable=not config.progress)
+    for step, rows in enumerate(
+        shuffled_batches(len(train), config.batch_size, config.epochs, config.seed)
+    ):
+        loss = ranking_batch_loss(model, tok, [train[i] for i in rows])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= total - steps_per_epoch:
+            last_epoch.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    model.eval()
+
+    held_metrics = evaluate_reward_model(
+        model, tok, held, true_score_fn=true_score_fn, batch_size=config.eval_batch_size
+    )
+    train_metrics = evaluate_reward_model(
+        model, tok, train, true_score_fn=true_score_fn, batch_size=config.eval_batch_size
+    )
+    wall = round(time.perf_counter() - started, 2)
+    out = resolve_out(config.out, "reward-model")
+    summary = {
+        "stage": "reward_model",
+        "config": {**dataclasses.asdict(config), "out": str(out)},
+        "heldout": held_metrics,
+        "train": train_metrics,
+        "n_train_rankings": len(train),
+        "n_heldout_rankings": len(held),
+        "wall_time_s": wall,
+    }
+    save_model_dir(out, model, tok, summary)
+    return RewardModelResult(
+        path=out,
+        heldout_accuracy=held_metrics["accuracy"],
+        true_score_correlation=held_metrics["correlation"],
+        heldout_true_accuracy=held_metrics["true_accuracy"],
+        oracle_accuracy=held_metrics["oracle_accuracy"],
+        heldout_loss=held_metrics["loss"],
+        train_accuracy=train_metrics["accuracy"],
+        final_train_loss=float(np.mean(last_epoch)),
+        n_train_rankings=len(train),
+        n_heldout_rankings=len(held),
+        wall_time_s=wall,
+    )

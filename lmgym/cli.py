@@ -31,6 +31,36 @@ COMMANDS: dict[str, Command] = {
         "run_demo",
         "PPO on LMBandit-v0 with the embedded default model: reward before/after + a curve",
     ),
+    "rlhf": Command(
+        "lmgym.rlhf.pipeline",
+        "RLHFConfig",
+        "run_rlhf",
+        "The RLHF recipe end to end: SFT -> reward model -> PPO, PPO-ptx, DPO; Elo + report",
+    ),
+    "sft": Command(
+        "lmgym.rlhf.commands",
+        "SFTCommandConfig",
+        "run_sft_command",
+        "RLHF stage 1: SFT of a model dir on simulated best-of-n demonstrations",
+    ),
+    "reward-model": Command(
+        "lmgym.rlhf.commands",
+        "RewardModelCommandConfig",
+        "run_reward_model_command",
+        "RLHF stage 2: a reward model from labeler rankings of K samples of --policy",
+    ),
+    "ppo-rm": Command(
+        "lmgym.rlhf.commands",
+        "PPORMCommandConfig",
+        "run_ppo_rm_command",
+        "RLHF stage 3: PPO of --policy against a learned reward model (--reward-model)",
+    ),
+    "dpo": Command(
+        "lmgym.rlhf.commands",
+        "DPOCommandConfig",
+        "run_dpo_command",
+        "DPO of --policy on labeler preference pairs, against its frozen copy",
+    ),
 }
 
 
@@ -44,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(command.module)  # heavy (torch, SB3): only here
         sub = commands.add_parser(
             name,
-            help=command.help,
+            help=command.help.replace("%", "%%"),  # argparse formats help with %
             description=(module.__doc__ or "").strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

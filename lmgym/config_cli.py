@@ -17,8 +17,35 @@ T = TypeVar("T")
 
 
 def _field_docs(cls: type) -> dict[str, str]:
-    """Parse ``name: text`` entries of the ``Attributes:`` section of a Google docstring."""
-    doc = cls.__doc__ or ""
+    """The ``name: text`` entries of the ``Attributes:`` sections of ``cls`` and its bases.
+
+    A sub-class that adds fields to a stage's config documents only its new fields; those it
+    inherits keep their base class's text (the nearest class in the MRO wins).
+
+    Example:
+        >>> @dataclasses.dataclass
+        ... class Base:
+        ...     '''Attributes:
+        ...         lr: Learning rate.
+        ...     '''
+        ...     lr: float = 1e-3
+        >>> @dataclasses.dataclass
+        ... class Command(Base):
+        ...     '''Attributes:
+        ...         out: Where to write.
+        ...     '''
+        ...     out: str = "runs"
+        >>> _field_docs(Command)
+        {'lr': 'Learning rate.', 'out': 'Where to write.'}
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        docs.update(_attributes_section(klass.__doc__ or ""))
+    return docs
+
+
+def _attributes_section(doc: str) -> dict[str, str]:
+    """Parse ``name: text`` entries of the ``Attributes:`` section of one Google docstring."""
     section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
     docs: dict[str, str] = {}
     current = None
@@ -85,7 +112,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                     "use int, float, str, Path, bool, a Literal or a list of those."
                 )
         suffix = " (required)" if default is dataclasses.MISSING else f" (default: {default})"
-        parser.add_argument(option, help=help_text + suffix, **kwargs)
+        # argparse %-formats help texts: a literal % ("95% CI") must be doubled.
+        parser.add_argument(option, help=(help_text + suffix).replace("%", "%%"), **kwargs)
 
 
 def dataclass_from_args(cls: type[T], namespace: argparse.Namespace) -> T:

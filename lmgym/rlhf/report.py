@@ -1,0 +1,235 @@
+"""The report of ``lmgym rlhf``: PNG plots and ``results.md`` from the pipeline's results.
+
+Three figures carry the pipeline's findings:
+
+* ``rm_vs_true.png``: reward-model score and true score of the completions PPO wrote, over
+  training, one line per β. Reward over-optimisation (Gao et al. 2023) is the RM score rising
+  while the true score stalls or falls, most visible at small β.
+* ``reward_vs_kl.png``: RM score and true score of each policy on the held-out prompts against
+  its KL to the SFT model (the "reward against KL" frontier), with each PPO run's trajectory.
+* ``elo.png``: the Elo ratings with their bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lmgym.rlhf.elo import EloRating, format_elo_table  # noqa: E402
+from lmgym.rlhf.ppo_stage import ScoreHistory  # noqa: E402
+
+__all__ = ["format_policy_table", "plot_elo", "plot_reward_vs_kl", "plot_rm_vs_true", "write_md"]
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_rm_vs_true(runs: Mapping[str, ScoreHistory], path: str | Path) -> Path:
+    """RM score, true score and KL of the training completions over PPO steps, per run.
+
+    Example:
+        >>> import tempfile, os
+        >>> h = ScoreHistory([256, 512], [0.1, 0.5], [1.0, 0.9], [0.5, 2.0], [0.9, 0.8])
+        >>> plot_rm_vs_true({"PPO β=0.01": h}, os.path.join(tempfile.mkdtemp(), "a.png")).exists()
+        True
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = (
+        ("reward_model", "RM score (standardised on SFT samples)", "what PPO maximises"),
+        ("true_score", "true score (sentiment + fluency)", "the hidden ground truth"),
+        ("kl", "KL to the SFT model (nats per completion)", "drift from the SFT model"),
+    )
+    for ax, (name, ylabel, title) in zip(axes, panels, strict=True):
+        for label, history in runs.items():
+            ax.plot(history.timesteps, getattr(history, name), marker=".", label=label)
+        ax.set_xlabel("PPO environment steps (completions)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reward_vs_kl(
+    policies: Mapping[str, Mapping[str, float]],
+    runs: Mapping[str, ScoreHistory],
+    path: str | Path,
+) -> Path:
+    """RM score and true score against KL to the SFT model: held-out points and PPO paths.
+
+    Args:
+        policies: ``{name: {"kl", "rm_score", "true_score"}}`` on the held-out prompts.
+        runs: Training histories, drawn as paths through (KL, score).
+        path: Where to write the PNG.
+
+    Example:
+        >>> import tempfile, os
+        >>> pts = {"SFT": {"kl": 0.0, "rm_score": 0.0, "true_score": 1.0}}
+        >>> plot_reward_vs_kl(pts, {}, os.path.join(tempfile.mkdtemp(), "b.png")).exists()
+        True
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (name, ylabel) in zip(
+        axes, (("rm_score", "RM score"), ("true_score", "true score")), strict=True
+    ):
+        history_name = "reward_model" if name == "rm_score" else "true_score"
+        for label, history in runs.items():
+            ax.plot(
+                history.kl, getattr(history, history_name), alpha=0.35, label=f"{label} (train)"
+            )
+        for label, point in policies.items():
+            ax.scatter([point["kl"]], [point[name]], s=40, zorder=3)
+            ax.annotate(label, (point["kl"], point[name]), fontsize=8, xytext=(4, 3),
+                        textcoords="offset points")  # fmt: skip
+        ax.set_xlabel("KL to the SFT model (nats per completion)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel} against KL (points: held-out prompts)")
+        ax.grid(alpha=0.3)
+    if runs:
+        axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_elo(table: Sequence[EloRating], path: str | Path) -> Path:
+    """The Elo ratings as bars with their bootstrap intervals, best first.
+
+    Example:
+        >>> import tempfile, os
+        >>> rows = [EloRating("PPO", 1100.0, 1050.0, 1150.0, 10, 0.8)]
+        >>> plot_elo(rows, os.path.join(tempfile.mkdtemp(), "elo.png")).exists()
+        True
+    """
+    fig, ax = plt.subplots(figsize=(1.2 * len(table) + 2, 4))
+    names = [row.player for row in table]
+    ratings = [row.rating for row in table]
+    errors = [
+        [row.rating - row.low for row in table],
+        [row.high - row.rating for row in table],
+    ]
+    ax.bar(names, ratings, yerr=errors, capsize=4, color="tab:blue", alpha=0.7)
+    low = min(row.low for row in table)
+    high = max(row.high for row in table)
+    ax.set_ylim(low - 50, high + 50)
+    ax.axhline(1000, color="gray", lw=0.8)
+    ax.set_ylabel("Elo rating (95% bootstrap interval)")
+    ax.set_title("Head-to-head labeler comparisons on held-out prompts")
+    ax.tick_params(axis="x", labelrotation=20)
+    return _save(fig, path)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "n/a"
+    return format(value, spec)
+
+
+def format_policy_table(policies: Mapping[str, Mapping[str, float]]) -> str:
+    """Markdown table of the held-out evaluation, one row per policy.
+
+    Example:
+        >>> row = {"true_score": 1.2, "rm_score": 0.3, "sentiment": 0.2, "fluency": 0.95,
+        ...        "kl": 1.5, "corpus_loss": 1.1}
+        >>> print(format_policy_table({"SFT": row}).splitlines()[2])
+        | SFT | 1.200 | +0.300 | +0.200 | 95% | 1.50 | 1.100 |
+    """
+    lines = [
+        "| policy | true score | RM score | sentiment | fluency | KL to SFT | pre-training loss |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in policies.items():
+        lines.append(
+            f"| {name} | {_fmt(row['true_score'], '.3f')} | {_fmt(row['rm_score'], '+.3f')} | "
+            f"{_fmt(row['sentiment'], '+.3f')} | {_fmt(row['fluency'], '.0%')} | "
+            f"{_fmt(row['kl'], '.2f')} | {_fmt(row['corpus_loss'], '.3f')} |"
+        )
+    return "\n".join(lines)
+
+
+def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``results.md``: the results table, RM accuracy, Elo table, checks and wall times.
+
+    ``results`` is the dict :func:`lmgym.rlhf.pipeline.run_rlhf` also writes to
+    ``results.json``.
+    """
+    rm = results["reward_model"]
+    lines = [
+        "# lmgym rlhf: results",
+        "",
+        f"Run: `{results['command']}` (seed {results['config']['seed']}, "
+        f"{results['config']['threads']} torch thread(s)); total wall time "
+        f"{results['wall_time_s']['total']:.0f} s.",
+        "",
+        "## Held-out evaluation",
+        "",
+        f"{results['eval_prompts']} held-out prompts × {results['config']['eval_samples']} "
+        "samples each. True score = lexicon sentiment of the completion + 1 if prompt + "
+        "completion pass the grammar check (the labelers' hidden preference, never shown to the "
+        "RM). RM score = the learned reward model, standardised on the SFT model's samples (what "
+        "PPO maximises). KL = Σ_t KL(π(·|x, y<t) ‖ π_SFT(·|x, y<t)) along the sampled completion "
+        "(exact per position). Pre-training "
+        "loss = per-token LM loss on held-out reviews of the pre-training corpus.",
+        "",
+        format_policy_table(results["policies"]),
+        "",
+        "## Reward model",
+        "",
+        f"Trained on {rm['n_train_rankings']} rankings of K={results['config']['rm_k']} "
+        f"completions; held out: {rm['n_heldout_rankings']} rankings of the test prompts.",
+        "",
+        "| held-out pairwise accuracy | labeler's own ceiling | noise-free accuracy | "
+        "correlation with true score |",
+        "|---:|---:|---:|---:|",
+        f"| {rm['heldout_accuracy']:.1%} | {rm['oracle_accuracy']:.1%} | "
+        f"{rm['heldout_true_accuracy']:.1%} | {rm['true_score_correlation']:.3f} |",
+        "",
+        "Accuracy is against the noisy labeler (chance = 50%); the ceiling is how often the true "
+        "score itself agrees with the noisy labels.",
+        "",
+        "## Elo",
+        "",
+        f"{results['elo_games']} head-to-head games judged by a noisy labeler "
+        f"(T={results['config']['labeler_temperature']}); ratings are the Bradley-Terry "
+        "maximum-likelihood fit on the Elo scale, intervals by bootstrap over games.",
+        "",
+        format_elo_table([EloRating(**row) for row in results["elo"]]),
+        "",
+        "## Checks",
+        "",
+    ]
+    lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in results["checks"].items()]
+    lines += [
+        "",
+        "## Wall time per stage",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+        *[f"| {stage} | {seconds:.1f} |" for stage, seconds in results["wall_time_s"].items()],
+        "",
+        "## Plots",
+        "",
+        "- `rm_vs_true.png`: RM score, true score and KL over PPO training, one line per β.",
+        "- `reward_vs_kl.png`: RM and true score against KL to the SFT model.",
+        "- `elo.png`: Elo ratings with 95% intervals.",
+        "",
+        "## Examples (held-out prompts)",
+        "",
+    ]
+    for name, row in results["policies"].items():
+        for prompt, completion in row["examples"][:2]:
+            lines.append(f"- {name}: `{prompt}` → `{completion}`")
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path

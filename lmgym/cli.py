@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from lmgym.config_cli import add_dataclass_arguments, dataclass_from_args
+from lmgym.error import Error
 
 
 class Command(NamedTuple):
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
             help=command.help.replace("%", "%%"),  # argparse formats help with %
-            description=(module.__doc__ or "").strip(),
+            description=f"{command.help}.\n\n{(module.__doc__ or '').strip()}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_dataclass_arguments(sub, getattr(module, command.config))
@@ -83,11 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lmgym`` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``lmgym`` command.
+
+    A config that fails its validation ends the command with argparse's usage line and the
+    validation message (exit status 2), as a bad option value does, instead of a traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
     command = COMMANDS[args.command]
     module = importlib.import_module(command.module)
-    config = dataclass_from_args(getattr(module, command.config), args)
+    try:
+        config = dataclass_from_args(getattr(module, command.config), args)
+    except (ValueError, TypeError, Error) as err:
+        parser.error(f"{args.command}: {err}")
     getattr(module, command.run)(config)
     return 0
 

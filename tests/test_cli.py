@@ -59,3 +59,10 @@ def test_demo_rejects_bad_config(args, fragment) -> None:
     namespace = build_parser().parse_args(["demo", *args])
     with pytest.raises(ValueError, match=fragment):
         dataclass_from_args(DemoConfig, namespace)
+
+
+def test_bad_config_value_is_a_usage_error_not_a_traceback() -> None:
+    result = run_cli("demo", "--steps", "0")
+    assert result.returncode == 2
+    assert "demo: steps=0 must be an int > 0" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -32,6 +32,18 @@ COMMANDS: dict[str, Command] = {
         "run_demo",
         "PPO on LMBandit-v0 with the embedded default model: reward before/after + a curve",
     ),
+    "train": Command(
+        "lmgym.training.train",
+        "TrainConfig",
+        "run_train",
+        "Train one SB3 agent (ppo, a2c, trpo, ...) on one env: metrics, curve, checkpoints",
+    ),
+    "bench": Command(
+        "lmgym.training.bench",
+        "BenchConfig",
+        "run_bench",
+        "Every algo x seed on one env: results.json, results.md (mean ± 95% CI), curves.png",
+    ),
     "rlhf": Command(
         "lmgym.rlhf.pipeline",
         "RLHFConfig",

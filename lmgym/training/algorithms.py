@@ -1,0 +1,287 @@
+"""Which SB3 / sb3-contrib algorithm fits which env and policy, and its default hyper-parameters.
+
+``lmgym train`` and ``lmgym bench`` name algorithms and policies by short CLI names. This module
+maps them to classes, says which combinations fit (so a wrong one fails before anything is
+built, with the valid choices listed), and holds the default hyper-parameters of each
+(env, algo, policy) triple, so a plain ``lmgym train --env ID --algo NAME`` trains sensibly.
+
+Fit rules, from the spaces (DESIGN section 3) and what each algorithm needs:
+
+- ``LMBandit-v0`` has a ``MultiDiscrete`` action (a whole completion), ``LMToken-v0`` and
+  ``CatGrid-v0`` a ``Discrete`` one; DQN needs ``Discrete``.
+- MaskablePPO needs ``action_masks()``, which only ``LMToken-v0`` has.
+- The LM policy (``LMActorCriticPolicy``) needs an LM env; RecurrentPPO and DQN have their own
+  policies (``MlpLstmPolicy``, a Q-network), so they take ``--policy mlp`` only.
+- RecurrentPPO's and DQN's policies cannot serve log π_θ(a | s) for the KL penalty (RecurrentPPO
+  needs its LSTM state, DQN has no stochastic policy), so on LM envs they train with the env's
+  reference-only KL form (``info["kl_form"] == "reference"``, DESIGN section 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+from sb3_contrib import MaskablePPO, RecurrentPPO
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from lmgym.training.trpo import BatchedTRPO
+
+EnvId = Literal["LMBandit-v0", "LMToken-v0", "CatGrid-v0"]
+AlgoName = Literal["ppo", "a2c", "trpo", "maskable_ppo", "recurrent_ppo", "dqn"]
+PolicyName = Literal["lm", "mlp"]
+
+ENV_IDS: tuple[str, ...] = get_args(EnvId)
+ALGO_NAMES: tuple[str, ...] = get_args(AlgoName)
+POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the algorithm table needs to know about one registered env.
+
+    Attributes:
+        action: The action space's type: ``Discrete`` or ``MultiDiscrete``.
+        lm: Whether it is an LM env (KL penalty, LM policy possible).
+        action_masks: Whether it has ``action_masks()`` (MaskablePPO).
+        default_steps: Env steps of a plain ``lmgym train`` / ``lmgym bench``.
+        quick_steps: Env steps of ``lmgym bench --quick``.
+        default_n_envs: Envs stepped side by side.
+        threshold: Default training reward that counts as "solved" in ``lmgym bench``.
+    """
+
+    action: Literal["Discrete", "MultiDiscrete"]
+    lm: bool
+    action_masks: bool
+    default_steps: int
+    quick_steps: int
+    default_n_envs: int
+    threshold: float
+
+
+ENVS: dict[str, EnvSpec] = {
+    # 4096 completions: ~75 s of LM-policy PPO on one core (measured), so a plain 5-seed bench
+    # of ppo and a2c fits in 15 minutes on 2 cores. Its training reward went 0.01 -> 0.30 (seed
+    # 0; fluent text tops out near 0.5, docs/lm-policy.md): 0.2 is most of the way there.
+    "LMBandit-v0": EnvSpec("MultiDiscrete", True, False, 4096, 256, 16, 0.2),
+    # Same reward scale as the bandit; its budget and threshold are not calibrated yet.
+    "LMToken-v0": EnvSpec("Discrete", True, True, 8192, 512, 16, 0.2),
+    # The optimum returns 99 (one broom, then the meat); a random walk about 13 (catgrid.py).
+    "CatGrid-v0": EnvSpec("Discrete", False, False, 30_000, 2048, 4, 90.0),
+}
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    """One algorithm: its class and what it needs.
+
+    Attributes:
+        cls: The SB3 / sb3-contrib class.
+        actions: Action space types it trains on.
+        lm_policy: It takes the LM policy (``--policy lm``).
+        needs_action_masks: It needs ``action_masks()`` on the env (MaskablePPO).
+        serves_logprobs: Its policy can be attached as π_θ of the KL penalty.
+        mlp_policy: The SB3 policy name of ``--policy mlp``.
+    """
+
+    cls: type[BaseAlgorithm]
+    actions: frozenset[str]
+    lm_policy: bool
+    needs_action_masks: bool
+    serves_logprobs: bool
+    mlp_policy: str = "MlpPolicy"
+
+
+_BOTH = frozenset({"Discrete", "MultiDiscrete"})
+ALGORITHMS: dict[str, AlgoSpec] = {
+    "ppo": AlgoSpec(PPO, _BOTH, True, False, True),
+    "a2c": AlgoSpec(A2C, _BOTH, True, False, True),
+    "trpo": AlgoSpec(BatchedTRPO, _BOTH, True, False, True),
+    "maskable_ppo": AlgoSpec(MaskablePPO, _BOTH, True, True, True),
+    "recurrent_ppo": AlgoSpec(RecurrentPPO, _BOTH, False, False, False, "MlpLstmPolicy"),
+    "dqn": AlgoSpec(DQN, frozenset({"Discrete"}), False, False, False),
+}
+
+
+def default_policy(env_id: str) -> str:
+    """``lm`` on LM envs, ``mlp`` elsewhere.
+
+    Example:
+        >>> default_policy("LMBandit-v0"), default_policy("CatGrid-v0")
+        ('lm', 'mlp')
+    """
+    return "lm" if env_spec(env_id).lm else "mlp"
+
+
+def env_spec(env_id: str) -> EnvSpec:
+    """The :class:`EnvSpec` of ``env_id``; a ValueError lists the valid ids.
+
+    Example:
+        >>> env_spec("CatGrid-v0").action
+        'Discrete'
+    """
+    if env_id not in ENVS:
+        raise ValueError(
+            f"env={env_id!r} is unknown; expected one of {list(ENV_IDS)} (lmgym's registered "
+            "envs; import lmgym registers them)."
+        )
+    return ENVS[env_id]
+
+
+def fits(env_id: str, algo: str, policy: str) -> str | None:
+    """Why ``algo`` with ``policy`` does not fit ``env_id``, or None when it does.
+
+    Example:
+        >>> fits("LMBandit-v0", "dqn", "mlp")
+        'dqn needs a Discrete action space and LMBandit-v0 has a MultiDiscrete one'
+        >>> fits("CatGrid-v0", "ppo", "mlp") is None
+        True
+    """
+    env, spec = env_spec(env_id), ALGORITHMS[algo]
+    if env.action not in spec.actions:
+        expected = " or ".join(sorted(spec.actions))
+        return f"{algo} needs a {expected} action space and {env_id} has a {env.action} one"
+    if spec.needs_action_masks and not env.action_masks:
+        return f"{algo} needs action_masks(), which {env_id} does not have"
+    if policy == "lm" and not env.lm:
+        return f"the LM policy needs an LM env and {env_id} is not one"
+    if policy == "lm" and not spec.lm_policy:
+        return f"{algo} has its own policy ({spec.mlp_policy}) and takes --policy mlp only"
+    return None
+
+
+def valid_algos(env_id: str, policy: str) -> list[str]:
+    """The algorithms that fit ``env_id`` with ``policy``.
+
+    Example:
+        >>> valid_algos("LMToken-v0", "lm")
+        ['ppo', 'a2c', 'trpo', 'maskable_ppo']
+        >>> valid_algos("CatGrid-v0", "mlp")
+        ['ppo', 'a2c', 'trpo', 'recurrent_ppo', 'dqn']
+    """
+    return [a for a in ALGO_NAMES if fits(env_id, a, policy) is None]
+
+
+def check_choice(env_id: str, algo: str, policy: str) -> None:
+    """Raise a ValueError listing the valid choices unless ``(env_id, algo, policy)`` fits.
+
+    Example:
+        >>> check_choice("LMBandit-v0", "dqn", "mlp")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: algo='dqn' does not fit env='LMBandit-v0' with policy='mlp': ...
+    """
+    env = env_spec(env_id)
+    if policy not in POLICY_NAMES:
+        raise ValueError(f"policy={policy!r} is unknown; expected one of {list(POLICY_NAMES)}.")
+    if policy == "lm" and not env.lm:
+        raise ValueError(
+            f"policy='lm' does not fit env={env_id!r}: the LM policy needs an LM env; "
+            f"expected policy='mlp' (valid algos for it: {valid_algos(env_id, 'mlp')})."
+        )
+    if algo not in ALGORITHMS:
+        raise ValueError(
+            f"algo={algo!r} is unknown; expected one of {list(ALGO_NAMES)} (on {env_id} with "
+            f"policy={policy!r}: {valid_algos(env_id, policy)})."
+        )
+    reason = fits(env_id, algo, policy)
+    if reason is not None:
+        raise ValueError(
+            f"algo={algo!r} does not fit env={env_id!r} with policy={policy!r}: {reason}. "
+            f"Valid algos for {env_id} with policy={policy!r}: {valid_algos(env_id, policy)}."
+        )
+
+
+# ---------------------------------------------------------------------------- hyper-parameters
+
+_ADAM = {"optimizer_class": torch.optim.Adam}
+# TRPO differentiates twice: eager attention (SDPA has no double backward on CPU) and a value
+# head on a detached trunk, so TRPO's separate value step leaves the actor alone (DESIGN 8).
+_LM_TRPO = {"attn_implementation": "eager", "value_trunk": "detached"}
+
+# Keyed by (env kind, algo, policy). On LM envs gamma is 1: a completion is one episode and its
+# reward is not discounted. "policy_kwargs" here are merged into the built policy's kwargs.
+_HYPER: dict[tuple[str, str, str], dict[str, Any]] = {
+    # The demo's PPO (lmgym/demo.py) and the A2C of benchmarks/lm_policy_learning.py.
+    ("bandit", "ppo", "lm"): dict(n_steps=16, batch_size=64, n_epochs=2, learning_rate=1e-4),
+    ("bandit", "a2c", "lm"): dict(n_steps=4, learning_rate=1e-4, policy_kwargs=_ADAM),
+    # TRPO's policy step (10 conjugate-gradient steps, each a double backward) takes ~9 s on
+    # 64 completions on this CPU: it uses a quarter of each 256-completion rollout (the value
+    # step uses all). Its KL sums over a completion's tokens, and PPO above moves the policy by
+    # approx_kl ~0.02 per update (measured), so the trust region is 0.03, not SB3's 0.01.
+    ("bandit", "trpo", "lm"): dict(
+        n_steps=16,
+        batch_size=64,
+        sub_sampling_factor=4,
+        cg_max_steps=10,
+        target_kl=0.03,
+        policy_kwargs=_LM_TRPO,
+    ),
+    ("bandit", "ppo", "mlp"): dict(n_steps=32, batch_size=128, n_epochs=4, learning_rate=1e-3),
+    ("bandit", "a2c", "mlp"): dict(n_steps=4, learning_rate=1e-3),
+    ("bandit", "trpo", "mlp"): dict(n_steps=16, batch_size=128),
+    ("bandit", "recurrent_ppo", "mlp"): dict(n_steps=16, batch_size=64, n_epochs=4),
+    ("token", "ppo", "lm"): dict(n_steps=32, batch_size=128, n_epochs=2, learning_rate=1e-4),
+    ("token", "maskable_ppo", "lm"): dict(
+        n_steps=32, batch_size=128, n_epochs=2, learning_rate=1e-4
+    ),
+    ("token", "a2c", "lm"): dict(n_steps=8, learning_rate=1e-4, policy_kwargs=_ADAM),
+    ("token", "trpo", "lm"): dict(
+        n_steps=32, batch_size=128, sub_sampling_factor=4, cg_max_steps=10, policy_kwargs=_LM_TRPO
+    ),
+    ("token", "ppo", "mlp"): dict(n_steps=32, batch_size=128, n_epochs=4, learning_rate=1e-3),
+    ("token", "maskable_ppo", "mlp"): dict(
+        n_steps=32, batch_size=128, n_epochs=4, learning_rate=1e-3
+    ),
+    ("token", "a2c", "mlp"): dict(n_steps=8, learning_rate=1e-3),
+    ("token", "trpo", "mlp"): dict(n_steps=32, batch_size=128),
+    ("token", "recurrent_ppo", "mlp"): dict(n_steps=32, batch_size=128, n_epochs=4),
+    ("token", "dqn", "mlp"): dict(
+        learning_starts=1000,
+        buffer_size=50_000,
+        target_update_interval=1000,
+        exploration_fraction=0.5,
+    ),
+    # examples/cat_gridworld.py: small rollouts, many updates; A2C needs an entropy bonus or a
+    # few early bathtubs teach it to pace safely forever.
+    ("catgrid", "ppo", "mlp"): dict(n_steps=128, batch_size=64, gamma=0.99),
+    ("catgrid", "a2c", "mlp"): dict(n_steps=32, ent_coef=0.01, gamma=0.99),
+    ("catgrid", "trpo", "mlp"): dict(n_steps=128, batch_size=64, gamma=0.99),
+    ("catgrid", "recurrent_ppo", "mlp"): dict(n_steps=128, batch_size=64, gamma=0.99),
+    ("catgrid", "dqn", "mlp"): dict(
+        learning_starts=1000,
+        buffer_size=10_000,
+        target_update_interval=500,
+        exploration_fraction=0.3,
+        gamma=0.99,
+    ),
+}
+
+
+def _kind(env_id: str) -> str:
+    return {"LMBandit-v0": "bandit", "LMToken-v0": "token", "CatGrid-v0": "catgrid"}[env_id]
+
+
+def hyperparameters(
+    env_id: str, algo: str, policy: str, *, learning_rate: float | None = None
+) -> dict[str, Any]:
+    """Default keyword arguments of the algorithm class for ``(env_id, algo, policy)``.
+
+    ``learning_rate`` replaces the default one. ``policy_kwargs`` in the result are extra
+    policy arguments (the LM policy's model is added by :mod:`lmgym.training.build`).
+
+    Example:
+        >>> hyperparameters("LMBandit-v0", "ppo", "lm")["n_steps"]
+        16
+        >>> hyperparameters("CatGrid-v0", "a2c", "mlp", learning_rate=1e-3)["learning_rate"]
+        0.001
+    """
+    check_choice(env_id, algo, policy)
+    kwargs: dict[str, Any] = {"gamma": 1.0, **_HYPER[(_kind(env_id), algo, policy)]}
+    if "policy_kwargs" in kwargs:
+        kwargs["policy_kwargs"] = dict(kwargs["policy_kwargs"])
+    if learning_rate is not None:
+        kwargs["learning_rate"] = learning_rate
+    return kwargs

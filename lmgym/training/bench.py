@@ -1,0 +1,306 @@
+"""``lmgym bench``: every algorithm × every seed on one env, then a table and a plot.
+
+Each (algo, seed) pair is one ``lmgym train`` run in ``--out/runs/<algo>/seed<k>``, executed by
+a pool of worker processes (``--jobs``; started with "spawn", each with one torch thread:
+parallel seeds are faster as processes than as threads, DESIGN section 8). Then ``--out``
+receives:
+
+- ``results.json``: every run's metrics and, per algorithm, the aggregates over seeds;
+- ``results.md``: final eval reward mean ± 95% CI (Student t), steps to reach ``--threshold``,
+  KL after training and wall time, per algorithm;
+- ``curves.png``: the mean training curve and its 95% band per algorithm against env steps.
+
+``--resume`` continues an interrupted benchmark: finished runs are reused, interrupted ones
+continue from their checkpoints. ``--quick`` is a smoke run (few steps, 2 seeds).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from lmgym.training.algorithms import (
+    ENV_IDS,
+    EnvId,
+    PolicyName,
+    check_choice,
+    default_policy,
+    env_spec,
+)
+from lmgym.training.checkpoint import atomic_write_bytes, atomic_write_json
+from lmgym.training.report import plot_curves, results_markdown
+from lmgym.training.rundir import MARKER, prepare_out_dir
+from lmgym.training.stats import (
+    CURVE_POINTS,
+    CURVE_WINDOW,
+    aggregate_curves,
+    mean_ci,
+    steps_to_threshold,
+)
+from lmgym.training.train import TrainConfig, run_train
+
+DEFAULT_SEEDS = 5
+QUICK_SEEDS = 2
+QUICK_EVAL_EPISODES = 16
+
+
+@dataclass
+class BenchConfig:
+    """Settings of ``lmgym bench``.
+
+    Attributes:
+        env: The env id.
+        algos: Algorithms to compare; each must fit the env and the policy.
+        seeds: Seeds per algorithm (seed_start, seed_start + 1, ...); None: 5 (2 with --quick).
+        seed_start: The first seed.
+        steps: Env steps per run; None: the env's default (its quick budget with --quick).
+        policy: ``lm`` or ``mlp``; None: lm on LM envs, mlp on CatGrid-v0.
+        out: Directory for results.json, results.md, curves.png and runs/.
+        jobs: Runs trained at the same time, one process each; None: min(CPU count, runs).
+        quick: A smoke run: the env's quick step budget, 2 seeds, 16 eval episodes (unless
+            given).
+        threshold: Training reward that counts as reached for "steps to threshold"; None: the
+            env's default (0.2 on the LM envs, 90 on CatGrid-v0).
+        n_envs: Envs per run stepped side by side; None: the env's default.
+        kl_coef: β of the KL penalty (LM envs).
+        kl_target: Target summed KL of the adaptive β; None: fixed β.
+        learning_rate: Learning rate of every algorithm; None: each one's default.
+        model: Local Hugging Face model directory (LM envs); None: the embedded default.
+        eval_episodes: Evaluation episodes per run; None: 64 (16 with --quick).
+        resume: Continue the benchmark in --out (reuse finished runs, resume interrupted ones).
+        overwrite: Delete a previous benchmark in --out and start afresh.
+        progress: Show a progress bar over the runs.
+    """
+
+    env: EnvId = "LMBandit-v0"
+    algos: list[str] = field(default_factory=lambda: ["ppo", "a2c"])
+    seeds: int | None = None
+    seed_start: int = 0
+    steps: int | None = None
+    policy: PolicyName | None = None
+    out: Path = Path("bench-output")
+    jobs: int | None = None
+    quick: bool = False
+    threshold: float | None = None
+    n_envs: int | None = None
+    kl_coef: float = 0.02
+    kl_target: float | None = None
+    learning_rate: float | None = None
+    model: Path | None = None
+    eval_episodes: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.env not in ENV_IDS:
+            raise ValueError(f"env={self.env!r} is unknown; expected one of {list(ENV_IDS)}.")
+        spec = env_spec(self.env)
+        if self.policy is None:
+            self.policy = default_policy(self.env)  # type: ignore[assignment]
+        assert self.policy is not None
+        if isinstance(self.algos, str) or not self.algos:
+            raise ValueError(f"algos={self.algos!r} must be a non-empty list, e.g. ['ppo', 'a2c'].")
+        self.algos = list(dict.fromkeys(self.algos))  # drop repeats, keep the order
+        for algo in self.algos:
+            check_choice(self.env, algo, self.policy)
+        if self.seeds is None:
+            self.seeds = QUICK_SEEDS if self.quick else DEFAULT_SEEDS
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(
+                f"seeds={self.seeds!r} must be an int >= 1 (the number of seeds per algorithm; "
+                "5 gives a usable 95% interval)."
+            )
+        if self.steps is None:
+            self.steps = spec.quick_steps if self.quick else spec.default_steps
+        if self.eval_episodes is None:
+            self.eval_episodes = QUICK_EVAL_EPISODES if self.quick else 64
+        if self.threshold is None:
+            self.threshold = spec.threshold
+        if self.jobs is not None and (isinstance(self.jobs, bool) or self.jobs < 1):
+            raise ValueError(f"jobs={self.jobs!r} must be an int >= 1 or None (one per core).")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=True with overwrite=True: expected one of the two.")
+        self.out = Path(self.out)
+        self.run_configs(existing=False)  # TrainConfig validates the rest (steps, kl_coef, ...)
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds every algorithm runs with."""
+        assert self.seeds is not None
+        return list(range(self.seed_start, self.seed_start + self.seeds))
+
+    def run_configs(self, existing: bool = True) -> list[TrainConfig]:
+        """One :class:`TrainConfig` per (algo, seed), in ``runs/<algo>/seed<k>``.
+
+        With ``existing``, a run directory that already holds a run is resumed (a finished run
+        is then reused as it is).
+        """
+        assert self.steps is not None and self.eval_episodes is not None
+
+        def resume(out: Path) -> Path | None:
+            return out if existing and (out / MARKER).exists() else None
+
+        return [
+            TrainConfig(
+                env=self.env,
+                algo=algo,  # type: ignore[arg-type]
+                policy=self.policy,
+                steps=self.steps,
+                seed=seed,
+                out=self.out / "runs" / algo / f"seed{seed}",
+                n_envs=self.n_envs,
+                kl_coef=self.kl_coef,
+                kl_target=self.kl_target,
+                learning_rate=self.learning_rate,
+                model=self.model,
+                eval_episodes=self.eval_episodes,
+                checkpoint_every=max(self.steps // 4, 1),
+                resume=resume(self.out / "runs" / algo / f"seed{seed}"),
+                progress=False,
+                threads=1,
+            )
+            for algo in self.algos
+            for seed in self.seed_list
+        ]
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed benchmark must share with the one it continues."""
+        keys = ("env", "policy", "steps", "n_envs", "kl_coef", "kl_target", "learning_rate")
+        identity = {k: getattr(self, k) for k in keys}
+        identity["model"] = None if self.model is None else str(self.model)
+        identity["eval_episodes"] = self.eval_episodes
+        return identity
+
+
+def _train_worker(config: TrainConfig) -> dict[str, Any]:
+    """One run in a worker process (module level, so "spawn" can import it)."""
+    return run_train(config)
+
+
+def aggregate(runs: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """Per-algorithm aggregates over seeds of a list of runs' metrics.
+
+    Example:
+        >>> curve = {"steps": [50.0, 100.0], "reward": [0.2, 0.6], "kl": [0.0, 0.0]}
+        >>> runs = [dict(eval_reward_before=0.1, eval_reward_after=r, eval_kl_after=None,
+        ...              wall_s=10.0, curve=curve) for r in (0.4, 0.6)]
+        >>> agg = aggregate(runs, threshold=0.5)
+        >>> agg["eval_reward_after"]["mean"], agg["steps_to_threshold"]["reached"]
+        (0.5, 2)
+    """
+
+    def stat(name: str) -> dict[str, float | None] | None:
+        values = [r[name] for r in runs]
+        if any(v is None for v in values):
+            return None
+        mean, half = mean_ci(values)
+        return {"mean": mean, "ci95": half}
+
+    reached = [
+        s
+        for s in (
+            steps_to_threshold(r["curve"]["steps"], r["curve"]["reward"], threshold) for r in runs
+        )
+        if s is not None
+    ]
+    return {
+        "runs": len(runs),
+        "eval_reward_before": stat("eval_reward_before"),
+        "eval_reward_after": stat("eval_reward_after"),
+        "eval_kl_after": stat("eval_kl_after"),
+        "wall_s": stat("wall_s"),
+        "steps_to_threshold": {
+            "mean": float(sum(reached) / len(reached)) if reached else None,
+            "reached": len(reached),
+            "runs": len(runs),
+            "per_run": [
+                steps_to_threshold(r["curve"]["steps"], r["curve"]["reward"], threshold)
+                for r in runs
+            ],
+        },
+        "curve": aggregate_curves([r["curve"] for r in runs]),
+    }
+
+
+def _execute(configs: list[TrainConfig], jobs: int, progress: bool) -> list[dict[str, Any]]:
+    results: dict[int, dict[str, Any]] = {}
+    failures: list[str] = []
+    bar = tqdm(total=len(configs), desc="runs", unit="run", disable=not progress)
+    if jobs == 1:
+        for i, config in enumerate(configs):
+            results[i] = run_train(config)
+            bar.update()
+    else:
+        context = multiprocessing.get_context("spawn")  # torch + fork is fragile
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures: dict[Future[dict[str, Any]], int] = {
+                pool.submit(_train_worker, config): i for i, config in enumerate(configs)
+            }
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    results[i] = future.result()
+                except Exception as error:  # report every failed run, not only the first
+                    failures.append(f"{configs[i].out}: {type(error).__name__}: {error}")
+                bar.update()
+    bar.close()
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} of {len(configs)} runs failed (finished runs are kept; rerun "
+            "with --resume to retry only the others):\n" + "\n".join(failures)
+        )
+    return [results[i] for i in range(len(configs))]
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Run every (algo, seed), then write results.json, results.md and curves.png.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "bench"
+        >>> r = run_bench(BenchConfig(env="CatGrid-v0", algos=["a2c"], seeds=1, steps=128,
+        ...                           n_envs=2, eval_episodes=2, out=out, progress=False))
+        >>> sorted(p.name for p in out.iterdir())
+        ['curves.png', 'results.json', 'results.md', 'run.json', 'runs']
+    """
+    started = time.perf_counter()
+    prepare_out_dir(
+        config.out, "bench", config.identity(), resume=config.resume, overwrite=config.overwrite
+    )
+    configs = config.run_configs()
+    jobs = config.jobs or min(os.cpu_count() or 1, len(configs))
+    runs = _execute(configs, jobs, config.progress)
+    assert config.threshold is not None
+    results: dict[str, Any] = {
+        "env": config.env,
+        "policy": config.policy,
+        "steps": config.steps,
+        "seeds": config.seed_list,
+        "threshold": config.threshold,
+        "eval_episodes": config.eval_episodes,
+        "curve": {"points": CURVE_POINTS, "window_episodes": CURVE_WINDOW},
+        "jobs": jobs,
+        "cpu_count": os.cpu_count(),
+        "wall_s": time.perf_counter() - started,
+        "algos": {
+            algo: aggregate([r for r in runs if r["algo"] == algo], config.threshold)
+            for algo in config.algos
+        },
+        "runs": runs,
+    }
+    atomic_write_json(config.out / "results.json", results)
+    markdown = results_markdown(results)
+    atomic_write_bytes(config.out / "results.md", markdown.encode())
+    plot_curves(results, config.out / "curves.png")
+    if config.progress:
+        print(markdown)
+        print(f"wrote {config.out / 'results.md'}, results.json and curves.png")
+    return results

@@ -1,0 +1,382 @@
+"""``lmgym train``: train one SB3 / sb3-contrib agent on one lmgym env, with checkpoints.
+
+Any of ``ppo a2c trpo maskable_ppo recurrent_ppo dqn`` that fits the env, with SB3's
+``MlpPolicy`` or (on the LM envs) lmgym's LM policy, which fine-tunes the language model itself.
+The agent is evaluated before and after training on the same episodes of a separate env seeded
+from the run's seed (its β fixed at ``--kl-coef``). ``--out DIR`` receives:
+
+- ``metrics.json``: eval reward / KL before and after, steps, wall time, config, the learning
+  curve as (steps, reward) points;
+- ``curve.png``: the learning curve (reward and, on LM envs, its reward-model and KL parts);
+- ``tb/``: SB3's TensorBoard logs (``tensorboard --logdir DIR/tb``);
+- ``checkpoint.zip``: written atomically every ``--checkpoint-every`` steps and at the end;
+  ``lmgym train --resume DIR [--steps N]`` continues the run from it, with the settings saved in
+  ``DIR/run.json`` (an option given with another value is an error).
+
+A resumed run continues from the checkpoint's weights, optimizer, step count, curve and adaptive
+β, with the env and sampling reseeded from ``seed + steps done``: it is reproducible, but not the
+same bits as a run that was never interrupted (the envs' internal state is not saved).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+from lmgym.agents.callbacks import RewardHistory, RewardPartsCallback
+from lmgym.plots import plot_learning_curve
+from lmgym.seeding import set_seed
+from lmgym.training import checkpoint as ckpt
+from lmgym.training.algorithms import (
+    ALGO_NAMES,
+    ALGORITHMS,
+    ENV_IDS,
+    AlgoName,
+    EnvId,
+    PolicyName,
+    check_choice,
+    default_policy,
+    env_spec,
+)
+from lmgym.training.build import attach_policy, build_model, lm_rewarder, make_env
+from lmgym.training.evaluation import evaluate_episodes
+from lmgym.training.rundir import prepare_out_dir, read_marker
+from lmgym.training.stats import trailing_curve
+
+EVAL_SEED_OFFSET = 1_000_003
+"""The eval env's seed is ``seed + EVAL_SEED_OFFSET``: other episodes than the training envs'."""
+
+# Settings that may differ when a run is resumed (the rest must match the run's).
+_NOT_IDENTITY = ("steps", "out", "resume", "overwrite", "progress", "threads", "checkpoint_every")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``lmgym train``.
+
+    Attributes:
+        env: The env id.
+        algo: The algorithm; it must fit the env's action space and the policy.
+        policy: ``lm`` (the LM itself, LM envs only) or ``mlp`` (SB3's MLP); None: lm on LM
+            envs, mlp on CatGrid-v0.
+        steps: Env steps to train for in total; None: the env's default (4096 LMBandit-v0,
+            8192 LMToken-v0, 30000 CatGrid-v0).
+        seed: Seeds the envs, the agent, torch and the evaluation episodes.
+        out: Directory for metrics.json, curve.png, tb/ and checkpoint.zip.
+        n_envs: Envs stepped side by side; None: 16 on LM envs, 4 on CatGrid-v0.
+        kl_coef: β of the KL penalty (LM envs; its initial value when kl_target is set).
+        kl_target: Target summed KL per completion of Ziegler's adaptive β; None: fixed β.
+        learning_rate: The optimizer's learning rate; None: the default of the (env, algo,
+            policy) triple.
+        model: Local Hugging Face model directory for the LM envs and the LM policy; None: the
+            embedded default model.
+        eval_episodes: Episodes played before and after training to measure the agent.
+        checkpoint_every: Write checkpoint.zip every this many env steps (and at the end).
+        resume: A run directory to continue from its checkpoint, with the settings in its
+            run.json (options given with other values are an error); --steps may extend it.
+        overwrite: Delete a previous run in --out and start afresh.
+        progress: Show a progress bar while training.
+        threads: torch intra-op threads (1 is fastest for small models on few cores).
+    """
+
+    env: EnvId = "LMBandit-v0"
+    algo: AlgoName = "ppo"
+    policy: PolicyName | None = None
+    steps: int | None = None
+    seed: int = 0
+    out: Path = Path("train-output")
+    n_envs: int | None = None
+    kl_coef: float = 0.02
+    kl_target: float | None = None
+    learning_rate: float | None = None
+    model: Path | None = None
+    eval_episodes: int = 64
+    checkpoint_every: int = 2048
+    resume: Path | None = None
+    overwrite: bool = False
+    progress: bool = True
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.resume is not None and self.overwrite:
+            raise ValueError(
+                f"resume={str(self.resume)!r} with overwrite=True: expected one of the two "
+                "(--resume continues a run, --overwrite deletes it and starts afresh)."
+            )
+        if self.resume is not None:
+            self._take_settings_of(Path(self.resume))
+        if self.env not in ENV_IDS:
+            raise ValueError(f"env={self.env!r} is unknown; expected one of {list(ENV_IDS)}.")
+        spec = env_spec(self.env)
+        if self.policy is None:
+            self.policy = default_policy(self.env)  # type: ignore[assignment]
+        assert self.policy is not None
+        if self.algo not in ALGO_NAMES:
+            raise ValueError(f"algo={self.algo!r} is unknown; expected one of {list(ALGO_NAMES)}.")
+        check_choice(self.env, self.algo, self.policy)
+        if self.steps is None:
+            self.steps = spec.default_steps
+        if self.n_envs is None:
+            self.n_envs = spec.default_n_envs
+        self.out = Path(self.out)
+        self.model = None if self.model is None else Path(self.model)
+        for name in ("steps", "n_envs", "eval_episodes", "checkpoint_every", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be an int > 0.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} must be an int >= 0.")
+        if not np.isfinite(self.kl_coef) or self.kl_coef < 0:
+            raise ValueError(f"kl_coef={self.kl_coef} must be a finite float >= 0, e.g. 0.02.")
+        if self.kl_target is not None and not self.kl_target > 0:
+            raise ValueError(f"kl_target={self.kl_target} must be > 0 (nats), e.g. 4.0.")
+        if self.kl_target is not None and not spec.lm:
+            raise ValueError(
+                f"kl_target={self.kl_target} with env={self.env!r}, which has no KL penalty; "
+                "expected kl_target=None."
+            )
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be > 0, e.g. 1e-4.")
+        if self.model is not None and not spec.lm:
+            raise ValueError(
+                f"model={str(self.model)!r} with env={self.env!r}, which has no language model; "
+                "expected model=None."
+            )
+
+    def _take_settings_of(self, run_dir: Path) -> None:
+        """Fill the settings of the run in ``run_dir``; refuse any given with another value."""
+        marker = read_marker(run_dir, "train")
+        defaults = {f.name: _jsonable(f.default) for f in fields(self)}
+        conflicts = []
+        for name, saved in marker["identity"].items():
+            given = _jsonable(getattr(self, name))
+            if given != defaults[name] and given != saved:
+                conflicts.append(f"{name}: {saved!r} in the run, {given!r} given")
+            setattr(self, name, saved)
+        if _jsonable(self.out) not in (defaults["out"], str(run_dir)):
+            conflicts.append(f"out: {str(run_dir)!r} (the run), {str(self.out)!r} given")
+        if conflicts:
+            raise ValueError(
+                f"resume={str(run_dir)!r}: the run has other settings ("
+                + "; ".join(conflicts)
+                + "); expected them left out or equal (only --steps may change), or a new --out."
+            )
+        self.out = run_dir
+        if self.steps is None:
+            self.steps = marker["details"].get("steps")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues (JSON-ready)."""
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in fields(self)
+            if f.name not in _NOT_IDENTITY
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+class _CheckpointCallback(BaseCallback):
+    """Record the curve, restore β on resume, and checkpoint at rollout boundaries.
+
+    A checkpoint is taken when a rollout starts, after the previous update finished: the weights
+    and ``num_timesteps`` then agree, and no half-collected rollout is lost.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__()
+        self.run = run
+        self.next_save = (run.steps_done // run.config.checkpoint_every + 1) * (
+            run.config.checkpoint_every
+        )
+
+    def _on_training_start(self) -> None:
+        # SB3 resets (and reseeds) the env when learn() starts, which restores β's initial
+        # value: put a resumed run's adaptive β back.
+        rewarder = lm_rewarder(self.run.env)
+        if rewarder is not None and self.run.kl_coef is not None:
+            rewarder.controller.value = self.run.kl_coef
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps >= self.next_save:
+            self.run.save(self.model)
+            every = self.run.config.checkpoint_every
+            self.next_save = (self.num_timesteps // every + 1) * every
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class _Run:
+    """The state of one training run that outlives a process: what a checkpoint holds."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.env = make_env(config, config.n_envs or 1)
+        self.recorder = RewardPartsCallback()
+        self.steps_done = 0
+        self.kl_coef: float | None = None
+        self.eval_before: dict[str, Any] | None = None
+        self.wall_before = 0.0  # wall time of earlier segments of a resumed run
+        self.resumed_at: list[int] = []
+        self.started = time.perf_counter()
+
+    def state(self, model: BaseAlgorithm) -> dict[str, Any]:
+        rewarder = lm_rewarder(self.env)
+        return {
+            "steps_done": int(model.num_timesteps),
+            "history": asdict(self.recorder.history),
+            "kl_coef": None if rewarder is None else float(rewarder.controller.value),
+            "eval_before": self.eval_before,
+            "wall_s": self.wall_before + time.perf_counter() - self.started,
+            "resumed_at": self.resumed_at,
+        }
+
+    def save(self, model: BaseAlgorithm) -> None:
+        ckpt.save_checkpoint(self.config.out / ckpt.CHECKPOINT_NAME, model, self.state(model))
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.steps_done = int(state["steps_done"])
+        self.recorder.history = RewardHistory(**state["history"])
+        self.kl_coef = state["kl_coef"]
+        self.eval_before = state["eval_before"]
+        self.wall_before = float(state["wall_s"])
+        self.resumed_at = [*state["resumed_at"], self.steps_done]
+
+
+def _build_or_resume(config: TrainConfig, run: _Run, resuming: bool) -> BaseAlgorithm:
+    path = config.out / ckpt.CHECKPOINT_NAME
+    if not (resuming and path.exists()):
+        set_seed(config.seed)
+        return build_model(config, run.env)
+    saved = ckpt.load_checkpoint(path)
+    run.restore(saved.state)
+    model = saved.load_model(ALGORITHMS[config.algo].cls, run.env)
+    # Fresh, reproducible streams for the rest of the run (see the module docstring).
+    seed = config.seed + run.steps_done
+    set_seed(seed)
+    model.set_random_seed(seed)
+    return model
+
+
+def run_train(config: TrainConfig) -> dict[str, Any]:
+    """Train, evaluate, plot and checkpoint one run; returns what metrics.json holds.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "run"
+        >>> m = run_train(TrainConfig(env="CatGrid-v0", algo="ppo", steps=256, n_envs=2,
+        ...                           eval_episodes=2, out=out, progress=False))
+        >>> m["steps"] >= 256, sorted(p.name for p in out.iterdir())
+        (True, ['checkpoint.zip', 'curve.png', 'metrics.json', 'run.json', 'tb'])
+    """
+    assert config.steps is not None and config.n_envs is not None and config.policy is not None
+    torch.set_num_threads(config.threads)
+    resuming = prepare_out_dir(
+        config.out,
+        "train",
+        config.identity(),
+        resume=config.resume is not None,
+        overwrite=config.overwrite,
+        details={"steps": config.steps},
+    )
+    metrics_path = config.out / "metrics.json"
+    if resuming and metrics_path.exists():
+        finished = json.loads(metrics_path.read_text())
+        if finished["steps"] >= config.steps:
+            return finished  # a finished run: nothing to do
+    run = _Run(config)
+    model = _build_or_resume(config, run, resuming)
+    kl_form = attach_policy(model, run.env, config)
+    eval_env = make_env(config, min(config.n_envs, config.eval_episodes), evaluation=True)
+    attach_policy(model, eval_env, config)
+    eval_seed = config.seed + EVAL_SEED_OFFSET
+    if run.eval_before is None:
+        run.eval_before = evaluate_episodes(
+            model, eval_env, config.eval_episodes, seed=eval_seed
+        ).as_dict()
+        run.save(model)  # step 0: a run killed from here on can be resumed
+
+    train_started = time.perf_counter()
+    remaining = config.steps - run.steps_done
+    if remaining > 0:
+        model.learn(
+            remaining,
+            callback=CallbackList([run.recorder, _CheckpointCallback(run)]),
+            progress_bar=config.progress,
+            reset_num_timesteps=run.steps_done == 0,
+            tb_log_name="run",
+        )
+        run.save(model)
+    train_wall = time.perf_counter() - train_started
+
+    after = evaluate_episodes(model, eval_env, config.eval_episodes, seed=eval_seed)
+    history = run.recorder.history
+    title = f"{config.algo} ({config.policy} policy) on {config.env}, seed {config.seed}"
+    curve_png = None
+    if history.timesteps:  # a run too short for any episode to end has no curve to draw
+        curve_png = str(plot_learning_curve(history, config.out / "curve.png", title=title))
+    rewarder = lm_rewarder(run.env)
+    metrics: dict[str, Any] = {
+        "env": config.env,
+        "algo": config.algo,
+        "policy": config.policy,
+        "seed": config.seed,
+        "steps": int(model.num_timesteps),
+        "eval_reward_before": run.eval_before["reward"],
+        "eval_reward_after": after.reward,
+        "eval_kl_before": run.eval_before["kl"],
+        "eval_kl_after": after.kl,
+        "eval_reward_model_before": run.eval_before["reward_model"],
+        "eval_reward_model_after": after.reward_model,
+        "eval": {
+            "method": (
+                f"{config.eval_episodes} episodes of a separate {config.env} env reset with seed "
+                f"{eval_seed} (the same episodes before and after), stochastic actions"
+                + (f"; fixed beta = {config.kl_coef}" if env_spec(config.env).lm else "")
+            ),
+            "before": run.eval_before,
+            "after": after.as_dict(),
+        },
+        "kl_form": kl_form,
+        "final_kl_coef": None if rewarder is None else float(rewarder.controller.value),
+        "wall_s": run.wall_before + time.perf_counter() - run.started,
+        "train_wall_s_last_segment": train_wall,
+        "resumed_at": run.resumed_at,
+        "curve": trailing_curve(history, config.steps),
+        "curve_png": curve_png,
+        "hyperparameters": _hyper_summary(model),
+        "config": {k: _jsonable(v) for k, v in asdict(config).items()},
+    }
+    ckpt.atomic_write_json(metrics_path, metrics)
+    run.env.close()
+    eval_env.close()
+    if config.progress:
+        print(
+            f"{config.algo} on {config.env} (seed {config.seed}): eval reward "
+            f"{metrics['eval_reward_before']:.3f} -> {metrics['eval_reward_after']:.3f} in "
+            f"{metrics['steps']} steps, {metrics['wall_s']:.0f} s; wrote {config.out}"
+        )
+    return metrics
+
+
+def _hyper_summary(model: BaseAlgorithm) -> dict[str, Any]:
+    names = ("n_steps", "batch_size", "n_epochs", "gamma", "ent_coef", "target_kl")
+    summary: dict[str, Any] = {"class": type(model).__name__, "policy": type(model.policy).__name__}
+    for name in names:
+        value = getattr(model, name, None)
+        if isinstance(value, int | float):
+            summary[name] = value
+    summary["learning_rate"] = float(model.lr_schedule(1.0))
+    summary["n_envs"] = model.n_envs
+    return summary

@@ -1,0 +1,127 @@
+"""``lmgym train`` and ``lmgym bench`` from the command line: help, smoke runs, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmgym.cli import build_parser, main
+from lmgym.config_cli import dataclass_from_args
+from lmgym.training.bench import BenchConfig
+from lmgym.training.train import TrainConfig
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lmgym.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("train", ["--env", "--algo", "--policy", "--steps", "--seed", "--out", "--kl-coef",
+                   "--n-envs", "--resume", "--overwrite", "--checkpoint-every"]),
+        ("bench", ["--env", "--algos", "--seeds", "--steps", "--out", "--quick", "--jobs",
+                   "--threshold", "--resume", "--overwrite"]),
+    ],
+)  # fmt: skip
+def test_help_documents_the_options(capsys, command, options) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in options:
+        assert option in out, option
+    assert "{LMBandit-v0,LMToken-v0,CatGrid-v0}" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["train", "--env", "Pong-v5"], ["invalid choice: 'Pong-v5'", "CatGrid-v0"]),
+        (["train", "--algo", "sac"], ["invalid choice: 'sac'", "maskable_ppo"]),
+        (["bench", "--env", "Pong-v5"], ["invalid choice: 'Pong-v5'", "LMToken-v0"]),
+    ],
+    ids=["train_env", "train_algo", "bench_env"],
+)
+def test_unknown_choices_are_argparse_errors(capsys, argv, fragments) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "cls", "fragments"),
+    [
+        (["bench", "--seeds", "0"], BenchConfig, ["seeds=0 must be an int >= 1"]),
+        (["bench", "--algos", "ppo", "sac"], BenchConfig, ["algo='sac' is unknown", "'trpo'"]),
+        (["bench", "--policy", "mlp", "--algos", "dqn"], BenchConfig,
+         ["does not fit env='LMBandit-v0'", "['ppo', 'a2c', 'trpo', 'recurrent_ppo']"]),
+        (["train", "--env", "LMBandit-v0", "--algo", "dqn"], TrainConfig,
+         ["does not fit", "['ppo', 'a2c', 'trpo']"]),
+        (["train", "--env", "CatGrid-v0", "--policy", "lm"], TrainConfig,
+         ["policy='lm' does not fit", "policy='mlp'"]),
+    ],
+    ids=["seeds0", "bench_algo", "bench_dqn_bandit", "train_dqn_bandit", "train_lm_catgrid"],
+)  # fmt: skip
+def test_bad_input_lists_the_valid_choices(argv, cls, fragments) -> None:
+    namespace = build_parser().parse_args(argv)
+    with pytest.raises(ValueError) as info:
+        dataclass_from_args(cls, namespace)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_train_then_refuse_a_second_run_in_the_same_out(tmp_path: Path) -> None:
+    args = ["train", "--env", "CatGrid-v0", "--algo", "a2c", "--steps", "256", "--n-envs", "2",
+            "--eval-episodes", "2", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["algo"] == "a2c" and metrics["steps"] >= 256
+    with pytest.raises(ValueError, match="already holds a train run") as info:
+        main([*args, "--steps", "512"])  # in-process: a second interpreter start costs ~5 s
+    assert "--resume" in str(info.value) and "--overwrite" in str(info.value)
+
+
+def check_bench(out: Path, env: str, lm: bool) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    assert results["env"] == env and results["jobs"] >= 1
+    assert sorted((r["algo"], r["seed"]) for r in results["runs"]) == [
+        ("a2c", 0), ("a2c", 1), ("ppo", 0), ("ppo", 1)]  # fmt: skip
+    markdown = (out / "results.md").read_text()
+    assert "| ppo | 2 |" in markdown and "| a2c | 2 |" in markdown
+    assert (out / "curves.png").stat().st_size > 10_000
+    for run in results["runs"]:
+        assert (run["eval_kl_after"] is not None) == lm
+        assert run["kl_form"] == ("policy" if lm else "none")
+    return results
+
+
+def test_bench_quick_catgrid(tmp_path: Path) -> None:
+    result = run_cli("bench", "--env", "CatGrid-v0", "--quick", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| algo | runs |" in result.stdout
+    check_bench(tmp_path, "CatGrid-v0", lm=False)
+
+
+@pytest.mark.slow
+def test_bench_quick_lm_bandit_with_the_lm_policy(tmp_path: Path) -> None:
+    result = run_cli("bench", "--env", "LMBandit-v0", "--quick", "--out", str(tmp_path),
+                     "--no-progress")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = check_bench(tmp_path, "LMBandit-v0", lm=True)
+    assert results["policy"] == "lm"
+    assert all(r["hyperparameters"]["policy"] == "LMActorCriticPolicy" for r in results["runs"])

@@ -10,6 +10,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 DEMO_ARGS ?=
+# Two pytest workers (pytest-xdist): the suite's learning checks and CLI smoke runs are
+# CPU-bound on one torch thread each, so two processes use both cores of a 2-core machine.
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -37,7 +40,7 @@ typecheck: setup
 	$(BIN)/mypy lmgym
 
 pytest: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.helpers import exec_doc_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_rl_to_lm_doc_code_runs(capsys) -> None:
-    doc = (ROOT / "docs" / "rl-to-lm.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
-    assert len(blocks) >= 4
-    namespace: dict[str, object] = {}
-    for block in blocks:
-        exec(compile(block, "docs/rl-to-lm.md", "exec"), namespace)
+    assert exec_doc_blocks("docs/rl-to-lm.md") >= 4
     out = capsys.readouterr().out
     assert "cat state:" in out and "LM action:" in out
     assert "return +99.00" in out  # the optimal cat crosses one broom and eats
@@ -39,11 +35,13 @@ def test_rl_to_lm_example_prints_both_trajectories() -> None:
 
 
 def test_lm_policy_doc_code_runs(capsys) -> None:
-    doc = (ROOT / "docs" / "lm-policy.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
-    assert len(blocks) == 4
-    namespace: dict[str, object] = {}
-    for block in blocks:
-        exec(compile(block, "docs/lm-policy.md", "exec"), namespace)
+    assert exec_doc_blocks("docs/lm-policy.md") == 4
     out = capsys.readouterr().out
     assert "trainable" in out and "GPT2LMHeadModel reloaded from lm" in out
+
+
+def test_training_doc_code_runs(capsys) -> None:
+    assert exec_doc_blocks("docs/training.md") == 2
+    out = capsys.readouterr().out
+    assert "eval reward" in out and "'metrics.json'" in out and "'checkpoint.zip'" in out
+    assert "3.000 ± 1.963" in out

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,18 +20,9 @@ from lmgym.rlhf.commands import (
     run_sft_command,
 )
 from lmgym.rlhf.reward_model import LearnedRewardModel
+from tests.helpers import run_cli
 
 COMMANDS = ["sft", "reward-model", "ppo-rm", "dpo"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lmgym.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def parse(*args: str):

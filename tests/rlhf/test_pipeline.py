@@ -17,6 +17,7 @@ from lmgym.models.loading import DEFAULT_MODEL_DIR
 from lmgym.rlhf import pipeline
 from lmgym.rlhf.pipeline import PolicyEvaluator, RLHFConfig
 from tests.conftest import build_tiny_tokenizer
+from tests.helpers import exec_doc_blocks
 
 
 def test_quick_shrinks_sizes_and_explicit_sizes_win() -> None:
@@ -128,12 +129,7 @@ def test_rlhf_quick_smoke_run(tmp_path: Path) -> None:
 
 
 def test_rlhf_doc_code_runs(capsys) -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "rlhf.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
-    assert len(blocks) == 3
-    namespace: dict[str, object] = {}
-    for block in blocks:
-        exec(compile(block, "docs/rlhf.md", "exec"), namespace)
+    assert exec_doc_blocks("docs/rlhf.md") == 3
     out = capsys.readouterr().out
     assert "[32] 1" in out and "ptx loss" in out
     assert out.count("| PPO |") == 1 and "| policy | Elo |" in out

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,16 +11,7 @@ from lmgym.cli import build_parser, main
 from lmgym.config_cli import dataclass_from_args
 from lmgym.training.bench import BenchConfig
 from lmgym.training.train import TrainConfig
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lmgym.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+from tests.helpers import run_cli
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,14 @@ from lmgym.models.corpus import generate_corpus
 from lmgym.models.tokenizer import build_tokenizer, save_tokenizer
 from lmgym.seeding import set_seed
 
-__all__ = ["PretrainConfig", "encode_documents", "held_out_perplexity", "main", "pretrain"]
+__all__ = [
+    "PretrainConfig",
+    "encode_documents",
+    "held_out_perplexity",
+    "main",
+    "pretrain",
+    "save_model_dir_atomically",
+]
 
 
 @dataclass
@@ -297,13 +304,27 @@ def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Ad
     )
 
 
-def _save_atomically(
+def save_model_dir_atomically(
     out: Path,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     summary: dict[str, Any],
 ) -> None:
-    """Write everything to a temporary sibling of ``out``, then rename it into place."""
+    """Save a model directory (model, tokenizer, ``training_summary.json``) atomically.
+
+    Everything is written to a temporary sibling of ``out`` and then renamed into place, so a
+    run killed while saving leaves the previous model (or none), never a half-written one.
+    Used by pre-training and by the RLHF stages.
+
+    Example:
+        >>> import tempfile
+        >>> from lmgym.models.loading import DEFAULT_MODEL_DIR, load_model
+        >>> model, tokenizer = load_model(DEFAULT_MODEL_DIR)
+        >>> out = Path(tempfile.mkdtemp()) / "copy"
+        >>> save_model_dir_atomically(out, model, tokenizer, {"source": "default"})
+        >>> (out / "training_summary.json").is_file(), load_model(out)[0].num_parameters()
+        (True, 1838016)
+    """
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -406,7 +427,7 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - started, 1),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
-    _save_atomically(config.out, model, tokenizer, summary)
+    save_model_dir_atomically(config.out, model, tokenizer, summary)
     return summary
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from lmgym.models.pretrain import _save_atomically
+from lmgym.models.pretrain import save_model_dir_atomically
 
 __all__ = [
     "check_fraction",
@@ -166,6 +166,6 @@ def save_model_dir(
     """
     was_training = model.training
     model.eval()
-    _save_atomically(out, model, tokenizer, summary)
+    save_model_dir_atomically(out, model, tokenizer, summary)
     model.train(was_training)
     return out

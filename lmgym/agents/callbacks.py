@@ -30,6 +30,8 @@ class RewardHistory:
         """``(timesteps, moving average of the named series)`` over ``window`` episodes."""
         values = np.asarray(getattr(self, name), dtype=float)
         steps = np.asarray(self.timesteps)
+        if values.size == 0:  # no episode has ended yet: nothing to average
+            return steps, values
         if values.size < window:
             window = max(1, values.size)
         kernel = np.ones(window) / window

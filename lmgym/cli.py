@@ -95,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_transformers() -> None:
+    """Hide transformers' per-load progress bars and info warnings: the command shows its own.
+
+    Only the ``lmgym`` command does this; library users keep transformers' settings.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lmgym`` command.
 
@@ -103,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_transformers()
     command = COMMANDS[args.command]
     module = importlib.import_module(command.module)
     try:

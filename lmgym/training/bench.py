@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
 
 from lmgym.training.algorithms import (
     ENV_IDS,
@@ -230,6 +231,13 @@ def aggregate(runs: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     }
 
 
+def _worker_init(progress_bars: bool, verbosity: int) -> None:
+    """Give a spawned worker the parent's transformers logging settings (spawn resets them)."""
+    if not progress_bars:
+        hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity(verbosity)
+
+
 def _execute(configs: list[TrainConfig], jobs: int, progress: bool) -> list[dict[str, Any]]:
     results: dict[int, dict[str, Any]] = {}
     failures: list[str] = []
@@ -240,7 +248,10 @@ def _execute(configs: list[TrainConfig], jobs: int, progress: bool) -> list[dict
             bar.update()
     else:
         context = multiprocessing.get_context("spawn")  # torch + fork is fragile
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        quiet = (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity())
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=quiet
+        ) as pool:
             futures: dict[Future[dict[str, Any]], int] = {
                 pool.submit(_train_worker, config): i for i, config in enumerate(configs)
             }

@@ -7,9 +7,9 @@ on held-out prompts with the hidden true score (which the reward model never saw
 model's score, rated in an Elo table from head-to-head labeler comparisons, and the results go to
 ``results.md``, ``results.json`` and PNG plots in ``--out`` (see :mod:`lmgym.rlhf.report`).
 
-The default run takes about 4 minutes on one CPU thread (35 s per PPO run); ``--quick`` shrinks every
-stage to a smoke run of about two minutes. Sizes left unset take the default run's value, or the
-quick one with ``--quick``; an explicit size always wins.
+The default run takes about 4 minutes on one CPU thread (35 s per PPO run); ``--quick``
+shrinks every stage to a smoke run of under a minute. Sizes left unset take the default run's
+value, or the quick one with ``--quick``; an explicit size always wins.
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ from lmgym.training import checkpoint as ckpt
 from lmgym.training.algorithms import (
     ALGO_NAMES,
     ALGORITHMS,
-    ENV_IDS,
     AlgoName,
     EnvId,
     PolicyName,
@@ -113,9 +112,7 @@ class TrainConfig:
             )
         if self.resume is not None:
             self._take_settings_of(Path(self.resume))
-        if self.env not in ENV_IDS:
-            raise ValueError(f"env={self.env!r} is unknown; expected one of {list(ENV_IDS)}.")
-        spec = env_spec(self.env)
+        spec = env_spec(self.env)  # an unknown env id is a ValueError listing the valid ones
         if self.policy is None:
             self.policy = default_policy(self.env)  # type: ignore[assignment]
         assert self.policy is not None

@@ -2,6 +2,11 @@
 #   make demo   set up .venv and run the main job on the embedded default model
 #   make test   set up .venv, then lint (ruff), type-check (mypy) and run the test suite
 #
+# Both install the exact versions recorded in constraints.txt (the lock), so a fresh machine
+# reproduces CI. `make lock` regenerates the lock from the newest releases pyproject.toml allows;
+# `make test-latest` runs the suite on those newest releases without touching the lock, and
+# `make test-floors` on the oldest supported ones (constraints-floors.txt).
+#
 # torch is installed first, pinned, so that a CPU-only machine does not pull several GB of CUDA
 # packages through a transitive unpinned `torch`. Override it elsewhere, e.g.
 #   make test TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124'
@@ -9,6 +14,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+PIP_SPEC ?= pip==26.3
+CONSTRAINTS ?= constraints.txt
 DEMO_ARGS ?=
 # Two pytest workers (pytest-xdist): the suite's learning checks and CLI smoke runs are
 # CPU-bound on one torch thread each, so two processes use both cores of a 2-core machine.
@@ -17,16 +24,17 @@ PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmgym-installed
+CONSTRAINT_FLAGS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: setup demo test lint typecheck pytest bench clean pretrain
+.PHONY: setup demo test lint typecheck pytest test-latest test-floors lock bench clean pretrain
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install --quiet '$(PIP_SPEC)'
 	$(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install $(CONSTRAINT_FLAGS) -e '.[dev]'
 	touch $(STAMP)
 
 demo: setup
@@ -44,6 +52,28 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# The suite on the newest releases pyproject.toml allows (how the next break is found before
+# users find it), in its own venv, reinstalled every time.
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) pytest VENV=.venv-latest CONSTRAINTS=
+
+# The suite on the oldest releases lmgym claims to support.
+test-floors:
+	rm -rf .venv-floors
+	$(MAKE) pytest VENV=.venv-floors CONSTRAINTS=constraints-floors.txt
+
+# Regenerate constraints.txt from the newest allowed releases (torch stays with TORCH_SPEC).
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet '$(PIP_SPEC)'
+	.venv-lock/bin/python -m pip install --quiet $(TORCH_SPEC)
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# make test / make demo install exactly these (regenerate with: make lock)."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > constraints.txt
+	rm -rf .venv-lock
+
 bench: setup
 	mkdir -p bench-results
 	for script in benchmarks/*.py; do \
@@ -55,4 +85,4 @@ pretrain: setup
 	$(BIN)/python -m lmgym.models.pretrain --out lmgym/models/default
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest .venv-floors .venv-lock build *.egg-info .pytest_cache .mypy_cache .ruff_cache

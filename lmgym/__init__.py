@@ -15,7 +15,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lmgym.envs import register_envs
+from lmgym.dependencies import check_dependency_versions
+
+# Before anything else: a transformers or Gymnasium release outside the tested range must stop
+# here with one line that says how to fix it, not deep inside a forward pass later.
+check_dependency_versions()
+
+from lmgym.envs import register_envs  # noqa: E402
 
 if TYPE_CHECKING:
     from lmgym.models.loading import load_default_model, load_model

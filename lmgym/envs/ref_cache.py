@@ -29,8 +29,13 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
-from transformers.cache_utils import DynamicLayer
 
+from lmgym.models.kv_cache import (
+    cache_from_layers,
+    drop_leading_columns,
+    forward_with_cache,
+    kv_layers,
+)
 from lmgym.models.padding import position_ids_from_mask, right_to_left_padding
 
 PROMPT_CACHE_BYTES = 64 * 2**20
@@ -132,7 +137,7 @@ class ReferenceState:
                 self.next_logits = self._forward_full()
                 return
             logits, keys, values = self._prompt_batch(left_ids, left_mask)
-            self.cache = DynamicCache(ddp_cache_data=list(zip(keys, values, strict=True)))
+            self.cache = cache_from_layers(list(zip(keys, values, strict=True)))
             self.next_logits = logits
             return
         if self.next_logits is None:
@@ -196,36 +201,17 @@ class ReferenceState:
         self.ids = torch.cat([self.ids, tokens.view(-1, 1)], dim=1)
         self.mask = torch.cat([self.mask, torch.ones_like(positions)], dim=1)
         if self.use_cache:
-            outputs = self.model(
-                input_ids=tokens.view(-1, 1),
-                attention_mask=self.mask,
-                position_ids=positions,
-                past_key_values=self.cache,
-                use_cache=True,
+            logits, self.cache = forward_with_cache(
+                self.model, tokens.view(-1, 1), self.mask, positions, self.cache
             )
-            self.next_logits = outputs.logits[:, -1, :].float()
+            self.next_logits = logits[:, -1, :].float()
         else:
             self.next_logits = self._forward_full()
         self._trim()
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
-        outputs = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            use_cache=True,
-        )
-        cache = outputs.past_key_values
-        if not isinstance(cache, DynamicCache) or any(
-            type(layer) is not DynamicLayer for layer in cache.layers
-        ):
-            raise NotImplementedError(
-                f"{type(self.model).__name__} returned a {type(cache).__name__} cache with "
-                "layers other than full-attention DynamicLayer; the incremental reference cache "
-                "supports only those. Pass reference_cache=False to re-encode each step."
-            )
-        kv_layers(cache)  # every layer holds keys and values
-        return outputs.logits[:, -1, :].float(), cache
+        logits, cache = forward_with_cache(self.model, ids, mask, position_ids_from_mask(mask))
+        return logits[:, -1, :].float(), cache
 
     def _forward_full(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         ids, mask = (self.ids, self.mask) if rows is None else (self.ids[rows], self.mask[rows])
@@ -245,26 +231,10 @@ class ReferenceState:
         self.ids = self.ids[:, extra:]
         self.mask = self.mask[:, extra:]
         if self.cache is not None:
-            for layer in self.cache.layers:
-                assert isinstance(layer, DynamicLayer), layer
-                keys, values = layer.keys, layer.values
-                assert keys is not None and values is not None
-                layer.keys = keys[:, :, extra:]  # a view: the next forward's concat copies it
-                layer.values = values[:, :, extra:]
+            drop_leading_columns(self.cache, extra)
 
     def cache_numel(self) -> int:
         """Elements held in the KV cache (0 without one): bounded for a run of any length."""
         if self.cache is None:
             return 0
         return sum(keys.numel() + values.numel() for keys, values in kv_layers(self.cache))
-
-
-def kv_layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(keys, values)`` of every layer of ``cache``, each (B, heads, C, head_dim)."""
-    out = []
-    for layer in cache.layers:
-        assert isinstance(layer, DynamicLayer), layer
-        keys, values = layer.keys, layer.values
-        assert keys is not None and values is not None, "an uninitialised cache layer"
-        out.append((keys, values))
-    return out

@@ -94,6 +94,29 @@ def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
         )
 
 
+def require_bool_trust_remote_code(trust_remote_code: object) -> bool:
+    """Return ``trust_remote_code`` if it is a real ``bool``; raise ``TypeError`` otherwise.
+
+    The flag decides whether Python code shipped inside a checkpoint runs, so it is never
+    judged by truthiness: ``"no"``, ``"false"`` or ``1`` would all count as "yes".
+
+    Example:
+        >>> require_bool_trust_remote_code(False)
+        False
+        >>> require_bool_trust_remote_code("no")
+        Traceback (most recent call last):
+        ...
+        TypeError: trust_remote_code='no' (type str) is not a bool; expected True or False. Pass trust_remote_code=True only for a checkpoint whose code you trust, else leave it False.
+    """  # noqa: E501
+    if not isinstance(trust_remote_code, bool):
+        raise TypeError(
+            f"trust_remote_code={trust_remote_code!r:.60} (type {type(trust_remote_code).__name__}"
+            ") is not a bool; expected True or False. Pass trust_remote_code=True only for a "
+            "checkpoint whose code you trust, else leave it False."
+        )
+    return trust_remote_code
+
+
 def load_tokenizer(
     tokenizer: str | Path | PreTrainedTokenizerBase, *, trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
@@ -105,6 +128,7 @@ def load_tokenizer(
         >>> load_tokenizer(DEFAULT_MODEL_DIR).pad_token
         '<pad>'
     """
+    require_bool_trust_remote_code(trust_remote_code)
     if isinstance(tokenizer, (str, Path)):
         tokenizer_dir = Path(tokenizer)
         if not tokenizer_dir.is_dir():
@@ -161,6 +185,7 @@ def load_model(
         >>> model.training
         False
     """
+    require_bool_trust_remote_code(trust_remote_code)
     if isinstance(model, (str, Path)):
         model_dir = Path(model)
         require_model_dir(model_dir, "model")

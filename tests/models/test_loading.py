@@ -87,3 +87,61 @@ def test_trust_remote_code_is_off_by_default(tiny_lm_dir: Path, monkeypatch) -> 
     load_model(tiny_lm_dir)
     assert seen["trust_remote_code"] is False
     assert seen["local_files_only"] is True
+
+
+def _remote_code_dir(tmp_path: Path, tiny_lm_dir: Path) -> tuple[Path, Path]:
+    """A model directory whose ``auto_map`` points at code that writes a marker file."""
+    model_dir = tmp_path / "remote"
+    shutil.copytree(tiny_lm_dir, model_dir)
+    marker = tmp_path / "remote-code-ran"
+    (model_dir / "evil.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "from transformers import GPT2Config, GPT2LMHeadModel\n"
+        "class EvilConfig(GPT2Config):\n    pass\n"
+        "class EvilModel(GPT2LMHeadModel):\n    config_class = EvilConfig\n"
+    )
+    config = json.loads((model_dir / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "evil.EvilConfig",
+        "AutoModelForCausalLM": "evil.EvilModel",
+    }
+    (model_dir / "config.json").write_text(json.dumps(config))
+    return model_dir, marker
+
+
+@pytest.mark.parametrize("flag", ["no", "false", 1, 0, None], ids=repr)
+def test_trust_remote_code_must_be_a_real_bool(
+    tiny_lm_dir: Path, tmp_path: Path, flag: object
+) -> None:
+    model_dir, marker = _remote_code_dir(tmp_path, tiny_lm_dir)
+    with pytest.raises(TypeError, match=r"trust_remote_code=.* is not a bool; expected True or"):
+        load_model(model_dir, trust_remote_code=flag)  # type: ignore[arg-type]
+    assert not marker.exists()
+
+
+def test_env_refuses_a_string_trust_remote_code(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    import gymnasium as gym
+
+    import lmgym  # noqa: F401
+
+    model_dir, marker = _remote_code_dir(tmp_path, tiny_lm_dir)
+    for env_id in ("LMBandit-v0", "LMToken-v0"):
+        with pytest.raises(TypeError, match="trust_remote_code='no'"):
+            gym.make(env_id, model=str(model_dir), trust_remote_code="no")
+    assert not marker.exists()
+
+
+def test_remote_code_stays_off_with_false(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    model_dir, marker = _remote_code_dir(tmp_path, tiny_lm_dir)
+    try:
+        load_model(model_dir, trust_remote_code=False)
+    except (ValueError, OSError):
+        pass  # transformers may refuse the auto_map outright; either way nothing ran
+    assert not marker.exists()
+
+
+def test_remote_code_fixture_really_runs_with_true(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    # Guards the tests above: their directory's code does run when the user opts in.
+    model_dir, marker = _remote_code_dir(tmp_path, tiny_lm_dir)
+    load_model(model_dir, trust_remote_code=True)
+    assert marker.read_text() == "ran"

@@ -103,6 +103,16 @@ class Ranking:
         """All C(K,2) ``(winner, loser)`` index pairs implied by the order."""
         return [(self.order[i], self.order[j]) for i in range(self.k) for j in range(i + 1, self.k)]
 
+    @property
+    def identical_pairs(self) -> int:
+        """Pairs of identical texts (a sample drawn twice): they carry no preference.
+
+        Example:
+            >>> Ranking("p", ["great .", "bad .", "great ."], order=[0, 2, 1]).identical_pairs
+            1
+        """
+        return sum(self.completions[w] == self.completions[lo] for w, lo in self.pairs())
+
 
 def preference_pairs(rankings: Sequence[Ranking]) -> list[tuple[str, str, str]]:
     """Every ranking's C(K,2) pairs as ``(prompt, chosen, rejected)`` texts, e.g. for DPO.
@@ -121,19 +131,36 @@ def preference_pairs(rankings: Sequence[Ranking]) -> list[tuple[str, str, str]]:
     ]
 
 
-def pairwise_ranking_loss(scores: torch.Tensor, order: Sequence[int]) -> torch.Tensor:
-    """Mean over the C(K,2) pairs of ``-log σ(r_w - r_l)`` for one ranking.
+def pairwise_ranking_loss(
+    scores: torch.Tensor, order: Sequence[int], completions: Sequence[str] | None = None
+) -> torch.Tensor:
+    """Mean of ``-log σ(r_w - r_l)`` over the ranking's pairs of different texts.
+
+    A pair of identical texts (a sample drawn twice) has equal scores, so it adds the constant
+    log 2 to the mean and nothing to the gradient: kept in a 1/C(K,2) mean it only dilutes the
+    ranking's real pairs and inflates the loss. Given ``completions``, such pairs are left out.
 
     Args:
         scores: Reward-model scores of the K completions, shape (K,).
         order: Indices into ``scores``, best first.
+        completions: The K completion texts, to drop pairs of identical texts; None: keep all
+            C(K,2) pairs.
 
     Returns:
         A scalar tensor (differentiable in ``scores``).
 
+    Raises:
+        ValueError: ``scores`` and ``order`` differ in length, or every pair is of identical
+            texts (nothing to learn from the ranking;
+            ``lmgym.rlhf.reward_model.ranking_batch_loss`` skips such rankings).
+
     Example:
         >>> loss = pairwise_ranking_loss(torch.tensor([0.0, 1.0]), [1, 0])  # -log σ(1)
         >>> round(loss.item(), 4)
+        0.3133
+        >>> scores = torch.tensor([1.0, 0.0, 1.0])  # texts 0 and 2 are the same sample
+        >>> loss = pairwise_ranking_loss(scores, [0, 2, 1], ["great .", "bad .", "great ."])
+        >>> round(loss.item(), 4)  # -log σ(1), the pair (0, 2) left out
         0.3133
     """
     if scores.dim() != 1 or scores.shape[0] != len(order):
@@ -143,6 +170,21 @@ def pairwise_ranking_loss(scores: torch.Tensor, order: Sequence[int]) -> torch.T
         )
     ranked = scores[torch.as_tensor(list(order), dtype=torch.long)]  # (K,) best first
     winner, loser = torch.triu_indices(len(order), len(order), offset=1)  # (C(K,2),) each
+    if completions is not None:
+        if len(completions) != len(order):
+            raise ValueError(
+                f"completions has {len(completions)} texts but order has {len(order)} indices; "
+                "expected the K texts the scores belong to, in the same order."
+            )
+        texts = [completions[i] for i in order]  # best first, as ranked
+        pairs = zip(winner.tolist(), loser.tolist(), strict=True)
+        keep = torch.tensor([texts[w] != texts[lo] for w, lo in pairs], dtype=torch.bool)
+        if not keep.any():
+            raise ValueError(
+                f"all {len(keep)} pairs of the ranking are of identical texts; expected at least "
+                "two different completions (a ranking of copies carries no preference: skip it)."
+            )
+        winner, loser = winner[keep], loser[keep]
     return -F.logsigmoid(ranked[winner] - ranked[loser]).mean()
 
 

@@ -187,7 +187,9 @@ def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
         "## Reward model",
         "",
         f"Trained on {rm['n_train_rankings']} rankings of K={results['config']['rm_k']} "
-        f"completions; held out: {rm['n_heldout_rankings']} rankings of the test prompts.",
+        f"completions ({rm['n_train_pairs']} pairs; {rm['n_train_identical_pairs']} pairs of "
+        f"identical texts left out); held out: {rm['n_heldout_rankings']} rankings of the test "
+        f"prompts ({rm['n_heldout_pairs']} pairs; {rm['n_heldout_identical_pairs']} left out).",
         "",
         "| held-out pairwise accuracy | labeler's own ceiling | noise-free accuracy | "
         "correlation with true score |",

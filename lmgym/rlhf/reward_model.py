@@ -3,9 +3,11 @@
 The reward model (RM, :mod:`lmgym.rlhf.learned_reward`) is the LM with a scalar head in place of
 its unembedding. It is trained on rankings of K completions per prompt with the loss
 ``-log σ(r(x, y_w) - r(x, y_l))`` averaged over the C(K,2) pairs (Ouyang et al. 2022, section
-3.5); each ranking is one batch element, so each completion takes one forward row
-(:mod:`lmgym.rlhf.rankings`). It is measured on held-out rankings: pairwise accuracy against the
-noisy labeler and against the noise-free true order, and the correlation with the true score.
+3.5), less the pairs of identical texts (a sample drawn twice), which carry no preference and
+are counted in the result instead; each ranking is one batch element, so each completion takes
+one forward row (:mod:`lmgym.rlhf.rankings`). It is measured on held-out rankings: pairwise
+accuracy against the noisy labeler and against the noise-free true order, and the correlation
+with the true score.
 
 This module also re-exports the stage's other names, so one import serves the whole stage:
 :class:`Ranking`, :func:`collect_rankings`, :func:`preference_pairs`,
@@ -16,6 +18,7 @@ batch reward function for ``gym.make("LMBandit-v0", reward_fn=LearnedRewardModel
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -133,6 +136,12 @@ class RewardModelResult:
         final_train_loss: Mean loss over the last epoch's steps.
         n_train_rankings: Rankings trained on.
         n_heldout_rankings: Rankings evaluated on.
+        n_train_pairs: Pairs of different texts in the training rankings: what the loss is
+            averaged over.
+        n_train_identical_pairs: Pairs of identical texts in the training rankings (a sample
+            drawn twice), left out of the loss: they carry no preference.
+        n_heldout_pairs: Pairs of different texts the held-out accuracies are over.
+        n_heldout_identical_pairs: Pairs of identical texts in the held-out rankings, left out.
         wall_time_s: Seconds the stage took.
     """
 
@@ -146,6 +155,10 @@ class RewardModelResult:
     final_train_loss: float
     n_train_rankings: int
     n_heldout_rankings: int
+    n_train_pairs: int
+    n_train_identical_pairs: int
+    n_heldout_pairs: int
+    n_heldout_identical_pairs: int
     wall_time_s: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -158,8 +171,10 @@ def ranking_batch_loss(
 ) -> torch.Tensor:
     """Mean over ``rankings`` of each ranking's pairwise loss, from one forward pass.
 
-    All completions of all rankings go through the RM once (Σ K rows); the C(K,2) pairs of a
-    ranking are then formed from its K scores.
+    All completions of all rankings go through the RM once (Σ K rows); the pairs of a ranking
+    are then formed from its K scores. Pairs of identical texts are left out of each ranking's
+    mean (:func:`pairwise_ranking_loss`), and a ranking with no pair of different texts is left
+    out of the batch's mean; a batch of only such rankings gives a loss of 0 (no gradient).
 
     Example:
         >>> model, tok = init_reward_model(DEFAULT_MODEL_DIR)
@@ -171,9 +186,12 @@ def ranking_batch_loss(
     completions = [c for r in rankings for c in r.completions]
     scores = reward_scores(model, tokenizer, prompts, completions)  # (Σ K,)
     losses = [
-        pairwise_ranking_loss(chunk, r.order)
+        pairwise_ranking_loss(chunk, r.order, r.completions)
         for r, chunk in zip(rankings, scores.split([r.k for r in rankings]), strict=True)
+        if r.identical_pairs < math.comb(r.k, 2)
     ]
+    if not losses:
+        return scores.sum() * 0.0  # keeps the graph, so backward() still works
     return torch.stack(losses).mean()
 
 
@@ -187,17 +205,21 @@ def evaluate_reward_model(
 ) -> dict[str, float]:
     """Pairwise accuracy (noisy and noise-free), loss and true-score correlation on rankings.
 
-    Pairs of identical texts carry no preference and are not counted; a tied RM score counts
-    as half right.
+    Pairs of identical texts carry no preference and are not counted, in the accuracies nor in
+    the loss (``identical_pairs`` says how many were left out); a tied RM score counts as half
+    right.
 
     Returns:
-        ``{"accuracy", "true_accuracy", "oracle_accuracy", "loss", "correlation"}``.
+        ``{"accuracy", "true_accuracy", "oracle_accuracy", "loss", "correlation", "pairs",
+        "identical_pairs"}``: ``pairs`` is the number of pairs of different texts the
+        accuracies and the loss are over.
 
     Example:
         >>> model, tok = init_reward_model(DEFAULT_MODEL_DIR)
         >>> r = Ranking("the soup was", ["cold .", "great ."], order=[1, 0])
-        >>> sorted(evaluate_reward_model(model, tok, [r]))
-        ['accuracy', 'correlation', 'loss', 'oracle_accuracy', 'true_accuracy']
+        >>> metrics = evaluate_reward_model(model, tok, [r])
+        >>> metrics["pairs"], metrics["identical_pairs"], sorted(metrics)[:3]
+        (1, 0, ['accuracy', 'correlation', 'identical_pairs'])
     """
     if not rankings:
         raise ValueError("rankings is empty; expected at least one ranking to evaluate on.")
@@ -210,7 +232,8 @@ def evaluate_reward_model(
             completions = [c for r in chunk for c in r.completions]
             flat = reward_scores(model, tokenizer, prompts, completions)
             for r, s in zip(chunk, flat.split([r.k for r in chunk]), strict=True):
-                losses.append(float(pairwise_ranking_loss(s, r.order)))
+                if r.identical_pairs < math.comb(r.k, 2):
+                    losses.append(float(pairwise_ranking_loss(s, r.order, r.completions)))
                 scores.append(s.double().numpy())
     truths = [true_score_fn([r.prompt] * r.k, r.completions) for r in rankings]
     agree, true_agree, oracle = [], [], []
@@ -228,10 +251,12 @@ def evaluate_reward_model(
         "accuracy": float(np.mean(agree)) if agree else float("nan"),
         "true_accuracy": float(np.mean(true_agree)) if true_agree else float("nan"),
         "oracle_accuracy": float(np.mean(oracle)) if oracle else float("nan"),
-        "loss": float(np.mean(losses)),
+        "loss": float(np.mean(losses)) if losses else float("nan"),
         "correlation": float("nan")
         if constant
         else float(np.corrcoef(all_scores, all_truths)[0, 1]),
+        "pairs": len(agree),
+        "identical_pairs": sum(r.identical_pairs for r in rankings),
     }
 
 
@@ -359,5 +384,9 @@ def train_reward_model(
         final_train_loss=float(np.mean(last_epoch)),
         n_train_rankings=len(train),
         n_heldout_rankings=len(held),
+        n_train_pairs=int(train_metrics["pairs"]),
+        n_train_identical_pairs=int(train_metrics["identical_pairs"]),
+        n_heldout_pairs=int(held_metrics["pairs"]),
+        n_heldout_identical_pairs=int(held_metrics["identical_pairs"]),
         wall_time_s=wall,
     )

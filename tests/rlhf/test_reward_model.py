@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     GPT2Config,
@@ -109,6 +110,52 @@ def test_pairwise_loss_hand_computed() -> None:
     loss.backward()
     assert scores.grad is not None
     assert scores.grad[0] < 0 < scores.grad[1]  # the best goes up, the worst goes down
+
+
+def test_pairwise_loss_leaves_out_pairs_of_identical_texts() -> None:
+    # "great ." was sampled twice: its two copies have the same score, so their pair only
+    # adds log 2 to a 1/C(K,2) mean. Left out, the mean is over the two real pairs.
+    scores = torch.tensor([2.0, 0.0, 2.0])
+    loss = pairwise_ranking_loss(scores, [0, 2, 1], ["great .", "bad .", "great ."])
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-2)), abs=1e-6)
+    kept = pairwise_ranking_loss(scores, [0, 2, 1])  # without the texts: all C(3,2) pairs
+    assert kept.item() == pytest.approx((2 * math.log(1 + math.exp(-2)) + math.log(2)) / 3)
+    with pytest.raises(ValueError, match="all 1 pairs of the ranking are of identical texts"):
+        pairwise_ranking_loss(torch.zeros(2), [0, 1], ["ok .", "ok ."])
+    with pytest.raises(ValueError, match="completions has 2 texts but order has 3"):
+        pairwise_ranking_loss(torch.zeros(3), [0, 1, 2], ["a", "b"])
+
+
+def test_ranking_batch_loss_leaves_out_identical_pairs(tiny_lm_dir: Path) -> None:
+    model, tok = init_reward_model(tiny_lm_dir)
+    with torch.no_grad():
+        model.score.weight.mul_(1000.0)  # spread the untrained scores: pairs then differ
+    texts = ["great .", "bad .", "great .", "awful ."]  # one pair of identical texts
+    with_copy = Ranking("the food was", texts, [0, 2, 1, 3])
+    copies = Ranking("the soup was", ["good ."] * 3, [2, 0, 1])  # nothing to learn from
+    scores = reward_scores(model, tok, [with_copy.prompt] * 4, texts)
+    ranked = scores[[0, 2, 1, 3]]
+    real_pairs = [(0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]  # ranked positions; (0, 1) are copies
+    expected = torch.stack([-F.logsigmoid(ranked[w] - ranked[lo]) for w, lo in real_pairs]).mean()
+    loss = ranking_batch_loss(model, tok, [with_copy, copies])
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert abs(expected.item() - math.log(2)) > 0.05  # far from what a copy pair adds
+    alone = ranking_batch_loss(model, tok, [copies])
+    alone.backward()  # a batch of only copies: loss 0, and no error
+    assert alone.item() == 0.0
+    assert with_copy.identical_pairs == 1 and copies.identical_pairs == 3
+
+
+def test_reward_model_counts_the_identical_pairs_it_leaves_out(tiny_lm_dir, tmp_path) -> None:
+    train = [ranked(p, ["great .", "bad .", "great ."]) for p in TRAIN_PROMPTS]  # 1 copy pair
+    train += [ranked(p, ["good .", "awful ."]) for p in TRAIN_PROMPTS]
+    held = [ranked(HELDOUT_PROMPT, ["good .", "good .", "good .", "bad ."])]  # 3 copy pairs
+    result = train_reward_model(
+        config(tmp_path, epochs=1), train, tiny_lm_dir, heldout=held, true_score_fn=word_score
+    )
+    assert (result.n_train_pairs, result.n_train_identical_pairs) == (3 * 2 + 3, 3)
+    assert (result.n_heldout_pairs, result.n_heldout_identical_pairs) == (3, 3)
+    assert result.as_dict()["n_train_identical_pairs"] == 3
 
 
 def test_pairwise_loss_shape_mismatch() -> None:

@@ -13,7 +13,6 @@ from here; the token env's reference state (:mod:`lmgym.envs.ref_cache`) is the 
 
 from __future__ import annotations
 
-import functools
 import inspect
 
 import torch
@@ -23,10 +22,7 @@ from transformers.cache_utils import DynamicLayer
 __all__ = ["cache_argument", "cache_from_layers", "forward_with_cache", "kv_layers"]
 
 
-@functools.cache
-def _cache_argument_of(forward_type: type) -> str:
-    parameters = inspect.signature(forward_type.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
+_CACHE_ARGUMENT: dict[type[torch.nn.Module], str] = {}  # decided once per model class
 
 
 def cache_argument(model: PreTrainedModel) -> str:
@@ -37,7 +33,11 @@ def cache_argument(model: PreTrainedModel) -> str:
         >>> cache_argument(load_default_model()[0]) in ("cache", "past_key_values")
         True
     """
-    return _cache_argument_of(type(model))
+    model_type = type(model)
+    if model_type not in _CACHE_ARGUMENT:
+        parameters = inspect.signature(model_type.forward).parameters
+        _CACHE_ARGUMENT[model_type] = "cache" if "cache" in parameters else "past_key_values"
+    return _CACHE_ARGUMENT[model_type]
 
 
 def forward_with_cache(

@@ -22,6 +22,7 @@ from lmgym.dependencies import check_dependency_versions
 check_dependency_versions()
 
 from lmgym.envs import register_envs  # noqa: E402
+from lmgym.torch_threads import install_fork_hook  # noqa: E402
 
 if TYPE_CHECKING:
     from lmgym.models.loading import load_default_model, load_model
@@ -45,4 +46,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'lmgym' has no attribute {name!r}")
 
 
+install_fork_hook()  # Gymnasium's async vector env forks workers; see lmgym.torch_threads
 register_envs()

@@ -6,11 +6,15 @@ distribution over completions (it samples with a KV cache through the shared
 :func:`~lmgym.models.scoring.score_completions`); :class:`CompletionDistribution` is the SB3
 :class:`~stable_baselines3.common.distributions.Distribution` around it. SB3's
 ``MultiCategoricalDistribution`` would treat positions as independent (DESIGN section 8).
+
+The distribution is π_θ itself: :meth:`~AutoregressiveCompletion.sample` draws at temperature 1
+with no top-k / top-p, because ``log_prob`` scores under π_θ and PPO's ratio, A2C's gradient and
+the env's KL all need the sample to come from the distribution they score. Other decoding
+settings are for evaluation only (:meth:`AutoregressiveCompletion.decode`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -42,7 +46,7 @@ class AutoregressiveCompletion(TorchDistribution):
         model: The causal LM (π_θ).
         prompt_ids: (B, P) prompt ids, padded on either side.
         prompt_mask: (B, P) 1 for real prompt tokens.
-        decoding: How :meth:`sample` draws completions; ``max_new_tokens`` is T.
+        max_new_tokens: T, the length of a completion.
         eos_token_id: Ends a completion; tokens after the first EOS do not count.
         pad_token_id: Fills padding.
     """
@@ -54,20 +58,20 @@ class AutoregressiveCompletion(TorchDistribution):
         model: PreTrainedModel,
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
-        decoding: DecodingConfig,
+        max_new_tokens: int,
         *,
         eos_token_id: int,
         pad_token_id: int,
     ) -> None:
         super().__init__(
             batch_shape=prompt_ids.shape[:1],
-            event_shape=torch.Size([decoding.max_new_tokens]),
+            event_shape=torch.Size([max_new_tokens]),
             validate_args=False,
         )
         self.model = model
         self.prompt_ids = prompt_ids
         self.prompt_mask = prompt_mask
-        self.decoding = decoding
+        self.max_new_tokens = max_new_tokens
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.grad_enabled = torch.is_grad_enabled()
@@ -78,19 +82,30 @@ class AutoregressiveCompletion(TorchDistribution):
     def sample(
         self, sample_shape: torch.Size | list[int] | tuple[int, ...] = _NO_SHAPE
     ) -> torch.Tensor:
-        """Draw one completion per prompt (B, T) with the decoding settings (KV cache)."""
+        """Draw one completion per prompt (B, T) from π_θ itself (KV cache)."""
         if len(sample_shape) != 0:
             raise ValueError(
                 f"sample_shape={tuple(sample_shape)} is not supported; expected () (one "
                 "completion per prompt). Repeat the prompts to draw several."
             )
-        return self._generate(self.decoding)
+        return self.decode(DecodingConfig(max_new_tokens=self.max_new_tokens))
 
     def greedy(self) -> torch.Tensor:
         """Greedy decoding (B, T): the deterministic action."""
-        return self._generate(dataclasses.replace(self.decoding, do_sample=False))
+        return self.decode(DecodingConfig(max_new_tokens=self.max_new_tokens, do_sample=False))
 
-    def _generate(self, decoding: DecodingConfig) -> torch.Tensor:
+    def decode(self, decoding: DecodingConfig) -> torch.Tensor:
+        """Completions (B, T) drawn with other decoding settings: for evaluation only.
+
+        With a temperature other than 1, or top-k / top-p, the draw does not come from this
+        distribution, so :meth:`log_prob` is not its log-probability: never train on it.
+        """
+        if decoding.max_new_tokens != self.max_new_tokens:
+            raise ValueError(
+                f"decoding.max_new_tokens={decoding.max_new_tokens} differs from the "
+                f"completion length {self.max_new_tokens}; expected max_new_tokens="
+                f"{self.max_new_tokens}."
+            )
         self.generation = generate(
             self.model,
             self.prompt_ids,
@@ -177,20 +192,19 @@ def _kl_completions(p: AutoregressiveCompletion, q: AutoregressiveCompletion) ->
 class CompletionDistribution(Distribution):
     """SB3 action distribution over whole completions (see :class:`AutoregressiveCompletion`).
 
-    ``sample()`` uses the shared ``generate`` (KV cache), ``log_prob(actions)`` one
+    ``sample()`` draws from π_θ with the shared ``generate`` (KV cache), ``log_prob(actions)`` one
     teacher-forced forward summed over the counted tokens, ``entropy()`` the per-position
     entropies summed along the completion, ``mode()`` greedy decoding.
 
     Args:
-        decoding: Decoding settings of ``sample()``. The default (temperature 1, no top-k /
-            top-p) samples from π_θ itself, which the PPO ratio assumes.
+        max_new_tokens: T, the length of a completion (the action space's).
         eos_token_id: Ends a completion.
         pad_token_id: Fills padding.
 
     Example:
         >>> from lmgym.models.loading import load_default_model
         >>> lm, tok = load_default_model()
-        >>> dist = CompletionDistribution(DecodingConfig(max_new_tokens=4),
+        >>> dist = CompletionDistribution(4,
         ...     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         >>> ids = torch.tensor([tok.encode("the food was")])
         >>> actions = dist.proba_distribution(lm, ids, torch.ones_like(ids)).sample()
@@ -200,9 +214,9 @@ class CompletionDistribution(Distribution):
 
     distribution: AutoregressiveCompletion  # type: ignore[assignment]
 
-    def __init__(self, decoding: DecodingConfig, *, eos_token_id: int, pad_token_id: int) -> None:
+    def __init__(self, max_new_tokens: int, *, eos_token_id: int, pad_token_id: int) -> None:
         super().__init__()
-        self.decoding = decoding
+        self.max_new_tokens = max_new_tokens
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
 
@@ -221,7 +235,7 @@ class CompletionDistribution(Distribution):
             model,
             prompt_ids,
             prompt_mask,
-            self.decoding,
+            self.max_new_tokens,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
         )

@@ -53,6 +53,7 @@ from lmgym.agents.lm_policy_setup import (
     _LogProbCache,
     _resolve_decoding,
     _transformer_blocks,
+    parameter_version,
 )
 from lmgym.agents.lora import (
     AdapterDisabledReference,
@@ -62,7 +63,6 @@ from lmgym.agents.lora import (
     merged_copy,
 )
 from lmgym.agents.token_head import (
-    NextTokenCache,
     NextTokenOutputs,
     next_token_outputs,
     trunk_last_hidden,
@@ -189,8 +189,7 @@ class LMPolicyMixin(_PolicyBase):
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
         )
-        self._cache: _LogProbCache | None = None
-        self._token_cache: NextTokenCache | None = None
+        self._logprob_cache: _LogProbCache | None = None
         self.logprob_cache_hits = 0
         self.logprob_cache_misses = 0
         super().__init__(
@@ -215,7 +214,9 @@ class LMPolicyMixin(_PolicyBase):
         else:
             assert self.decoding is not None
             self.action_dist = CompletionDistribution(
-                self.decoding, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id
+                self.decoding.max_new_tokens,
+                eos_token_id=self.eos_token_id,
+                pad_token_id=self.pad_token_id,
             )
         if self.value_trunk_kind == "separate":
             # "value" in the name: TRPO skips parameters so named when it takes the actor's.
@@ -250,8 +251,9 @@ class LMPolicyMixin(_PolicyBase):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample actions: ``(actions, values (B, 1), log_prob (B,))``.
 
-        Bandit: whole completions (B, T). Token env: next tokens (B,). The log-probs are
-        remembered for the env's KL term (see :meth:`attach_to`).
+        What SB3 calls to collect rollouts. Bandit: whole completions (B, T), drawn from π_θ
+        itself whatever ``decoding`` says (see :class:`LMActorCriticPolicy`). Token env: next
+        tokens (B,). The log-probs are remembered for the env's KL term (see :meth:`attach_to`).
         """
         if self.token_level:
             return self._token_forward(obs, deterministic, None)
@@ -261,8 +263,23 @@ class LMPolicyMixin(_PolicyBase):
         generation = distribution.distribution.generation
         assert generation is not None, "get_actions() generates"
         values = self._prompt_values(prompt_ids)
-        self._cache = _LogProbCache.build(prompt_ids, actions, generation.logprobs)
+        self._logprob_cache = _LogProbCache.build(
+            torch.cat([prompt_ids, actions.long()], dim=1), generation.logprobs, self._lm_version()
+        )
         return actions, values, generation.logprobs.sum(-1)
+
+    def _predict(  # type: ignore[override]
+        self, observation: PyTorchObs, deterministic: bool = False, **kwargs: Any
+    ) -> torch.Tensor:
+        """Actions for ``predict()``: on the bandit, sampled with ``decoding`` (evaluation)."""
+        if self.token_level:
+            return super()._predict(observation, deterministic, **kwargs)
+        assert isinstance(observation, torch.Tensor)
+        assert self.decoding is not None
+        distribution = self._distribution(*self._prompts(observation))
+        if deterministic:
+            return distribution.mode()
+        return distribution.distribution.decode(self.decoding)
 
     def evaluate_actions(  # type: ignore[override]
         self, obs: PyTorchObs, actions: torch.Tensor
@@ -314,7 +331,8 @@ class LMPolicyMixin(_PolicyBase):
 
         ``env`` may be a Gymnasium env, lmgym's vector env, or SB3's ``DummyVecEnv`` /
         :class:`~lmgym.agents.SB3VecEnv` around them. What the policy just acted on is served
-        from a cache of the log-probs its forward pass computed; anything else gets one forward.
+        from a cache of the log-probs its forward pass computed, as long as the LM's parameters
+        have not changed since; anything else gets one forward.
         On ``LMBandit-v0``, ``full_distribution=True`` returns the (B, T, V) log-distributions
         that ``kl_estimator="full"`` needs (always a forward pass); on ``LMToken-v0`` the (B, V)
         next-token log-distribution is always returned, so every estimator works.
@@ -342,12 +360,13 @@ class LMPolicyMixin(_PolicyBase):
         forward pass (no gradients). These are the LM's own (unmasked) log-probs, also under
         ``MaskablePPO``: the KL penalty measures how far the LM itself moved from π_ref.
         """
-        cached = None if self._token_cache is None else self._token_cache.lookup(observations)
+        observations = np.asarray(observations)
+        cached = self._cached_logprobs(observations)
         if cached is not None:
             self.logprob_cache_hits += 1
             return cached
         self.logprob_cache_misses += 1
-        obs = torch.as_tensor(np.asarray(observations), device=self.device)
+        obs = torch.as_tensor(observations, device=self.device)
         with torch.inference_mode():
             logits = self._next_token(obs.reshape(-1, obs.shape[-1])).logits
         return torch.log_softmax(logits.float(), dim=-1).cpu()
@@ -358,12 +377,25 @@ class LMPolicyMixin(_PolicyBase):
         For ``LMBandit-v0``. Rows that :meth:`forward` just sampled come from its cache;
         otherwise one teacher-forced forward pass (no gradients).
         """
-        cached = None if self._cache is None else self._cache.lookup(observations, actions)
+        obs, acts = np.asarray(observations), np.asarray(actions)
+        rows = np.concatenate(
+            [obs.reshape(-1, obs.shape[-1]), acts.reshape(-1, acts.shape[-1])], axis=1
+        )  # (B, P + T): how forward() keyed them
+        cached = self._cached_logprobs(rows)
         if cached is not None:
             self.logprob_cache_hits += 1
             return cached
         self.logprob_cache_misses += 1
-        return self._score_numpy(observations, actions, full=False)
+        return self._score_numpy(obs, acts, full=False)
+
+    def _lm_version(self) -> tuple[int, ...]:
+        # What the cached log-probs depend on: the LM's parameters (not the value head).
+        return parameter_version(self.lm)
+
+    def _cached_logprobs(self, rows: np.ndarray) -> torch.Tensor | None:
+        if self._logprob_cache is None:
+            return None
+        return self._logprob_cache.lookup(rows, self._lm_version())
 
     def full_logprobs(self, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
         """Full next-token log-distributions (B, T, V) along the completions (a forward pass)."""
@@ -439,7 +471,11 @@ class LMPolicyMixin(_PolicyBase):
         self, obs: torch.Tensor, deterministic: bool, action_masks: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self._next_token(obs)
-        self._token_cache = NextTokenCache.build(obs, torch.log_softmax(out.logits.float(), -1))
+        self._logprob_cache = _LogProbCache.build(
+            obs.long().reshape(obs.shape[0], -1),
+            torch.log_softmax(out.logits.float(), -1),
+            self._lm_version(),
+        )
         distribution = self._token_dist(out.logits, action_masks)
         actions = distribution.get_actions(deterministic=deterministic)
         return actions, self._token_values(obs, out), distribution.log_prob(actions)
@@ -522,7 +558,8 @@ class LMActorCriticPolicy(LMPolicyMixin, ActorCriticPolicy):
     ``pad_token_id`` / ``eos_token_id`` override them.
 
     Attach the policy as π_θ of the env's KL penalty with :meth:`attach_to`; the log-probs of
-    the actions it just took are then served from a cache (no second forward pass).
+    the actions it just took are then served from a cache (no second forward pass), which any
+    write to the LM's parameters invalidates.
 
     Args:
         observation_space: 1-D integer ``Box`` of token ids: padded prompt ids (P,) as
@@ -535,9 +572,15 @@ class LMActorCriticPolicy(LMPolicyMixin, ActorCriticPolicy):
             directory. Needed by :meth:`save_pretrained`.
         pad_token_id: Padding id of the observations; ``None``: the tokenizer's.
         eos_token_id: Ends a completion; ``None``: the tokenizer's.
-        decoding: Bandit only. Sampling settings; ``max_new_tokens`` is always taken from the
-            action space. The default samples from π_θ itself (temperature 1, no top-k/top-p),
-            which the PPO ratio and the A2C gradient assume.
+        decoding: Bandit only. How ``predict(obs, deterministic=False)`` samples completions
+            (temperature / top-k / top-p), for evaluation; ``max_new_tokens`` is always taken
+            from the action space. Rollouts (:meth:`forward`, what ``learn`` calls) ignore it
+            and sample from π_θ itself at temperature 1: PPO's ratio, A2C's gradient, TRPO's
+            KL and the env's KL penalty all score a completion under π_θ, so it must be drawn
+            from π_θ. Scoring rollouts under the tempered distribution instead would have to
+            be repeated, identically, in every one of those places (and top-k / top-p make its
+            support depend on θ). An audit measured the tempered and the raw log-probs of a
+            completion up to 4.1 nats apart (issue 13).
         value_trunk: ``"shared"`` (default): the value head reads the policy LM's hidden state
             and its loss also trains the LM (one forward pass serves both). ``"detached"``: same
             features, but no value gradient reaches the LM. ``"separate"``: a deep copy of the

@@ -20,34 +20,64 @@ from lmgym.models.generation import DecodingConfig
 from lmgym.models.loading import DEFAULT_MODEL_DIR, disable_dropout, load_model
 
 
+def parameter_version(module: nn.Module) -> tuple[int, ...]:
+    """A snapshot of ``module``'s parameters that changes whenever any of them is modified.
+
+    Every in-place write to a tensor (an optimizer step, ``load_state_dict``, TRPO's line
+    search, an edit under ``torch.no_grad()``) bumps torch's per-tensor version counter, so two
+    equal snapshots mean the parameters were not written in between. This catches updates that
+    go around SB3's ``set_training_mode`` / ``optimizer.step()`` hooks as well.
+
+    Example:
+        >>> layer = nn.Linear(2, 2)
+        >>> before = parameter_version(layer)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.mul_(2)
+        >>> parameter_version(layer) == before
+        False
+    """
+    return tuple(p._version for p in module.parameters())
+
+
 @dataclasses.dataclass
 class _LogProbCache:
-    """Per-token log-probs of the last sampled batch, looked up by (prompt, completion) row."""
+    """Log-probs the policy computed while acting, looked up by the rows it acted on.
+
+    SB3 calls the policy's ``forward``, then steps the env, whose KL term asks for the log-probs
+    of what the policy just did: they are served from here instead of a second forward pass.
+    A row is the prompt and completion (``LMBandit-v0``) or the observation (``LMToken-v0``).
+    The entries are valid for one :func:`parameter_version` only: after an update, a lookup
+    misses and the caller recomputes (issue 13: a stale cache used to outlive the update).
+    """
 
     rows: dict[bytes, int]
-    logprobs: torch.Tensor  # (B, T), on the CPU
+    logprobs: torch.Tensor  # (B, T) per-token or (B, V) next-token log-probs, on the CPU
+    version: tuple[int, ...]
 
     @classmethod
     def build(
-        cls, prompt_ids: torch.Tensor, actions: torch.Tensor, logprobs: torch.Tensor
+        cls, rows: torch.Tensor, logprobs: torch.Tensor, version: tuple[int, ...]
     ) -> _LogProbCache:
-        keys = _row_keys(prompt_ids.cpu().numpy(), actions.cpu().numpy())
-        return cls({key: i for i, key in enumerate(keys)}, logprobs.detach().cpu().clone())
+        """Remember ``logprobs`` (B, ...) of ``rows`` (B, L), computed at ``version``."""
+        keys = _row_keys(rows.detach().cpu().numpy())
+        return cls(
+            {key: i for i, key in enumerate(keys)},
+            logprobs.detach().float().cpu().clone(),
+            version,
+        )
 
-    def lookup(self, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor | None:
-        """The cached (b, T) log-probs of these rows, or None if any row was not sampled."""
-        obs = np.asarray(observations)
-        acts = np.asarray(actions)
-        keys = _row_keys(obs.reshape(-1, obs.shape[-1]), acts.reshape(-1, acts.shape[-1]))
-        index = [self.rows.get(key) for key in keys]
+    def lookup(self, rows: np.ndarray, version: tuple[int, ...]) -> torch.Tensor | None:
+        """The cached log-probs of ``rows`` (b, L), or None if any is missing or stale."""
+        if version != self.version:
+            return None
+        index = [self.rows.get(key) for key in _row_keys(np.asarray(rows))]
         if any(i is None for i in index):
             return None
         return self.logprobs[index].clone()
 
 
-def _row_keys(prompts: np.ndarray, actions: np.ndarray) -> list[bytes]:
-    both = np.concatenate([prompts.astype(np.int64), actions.astype(np.int64)], axis=1)
-    return [row.tobytes() for row in both]
+def _row_keys(rows: np.ndarray) -> list[bytes]:
+    return [row.tobytes() for row in rows.reshape(-1, rows.shape[-1]).astype(np.int64)]
 
 
 def lm_policy_kwargs(env: Any, **overrides: Any) -> dict[str, Any]:

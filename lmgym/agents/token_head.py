@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -84,34 +83,3 @@ def trunk_last_hidden(trunk: nn.Module, obs: torch.Tensor, *, pad_token_id: int)
         use_cache=False,
     )
     return out.last_hidden_state[:, -1]
-
-
-@dataclasses.dataclass
-class NextTokenCache:
-    """Next-token log-probs of the last observations the policy acted on, looked up by row.
-
-    SB3 calls the policy's ``forward`` on the observations, then steps the env, whose KL term
-    asks for ``log π_θ(· | observation)`` of those same observations: they are served from here
-    instead of a second forward pass.
-    """
-
-    rows: dict[bytes, int]
-    logprobs: torch.Tensor  # (B, n), on the CPU
-
-    @classmethod
-    def build(cls, obs: torch.Tensor, logprobs: torch.Tensor) -> NextTokenCache:
-        """Remember ``logprobs`` (B, n) of observations ``obs`` (B, L)."""
-        keys = _keys(obs.detach().cpu().numpy())
-        return cls({key: i for i, key in enumerate(keys)}, logprobs.detach().float().cpu())
-
-    def lookup(self, observations: np.ndarray) -> torch.Tensor | None:
-        """The cached (b, n) log-probs of these rows, or None if any row is not cached."""
-        index = [self.rows.get(key) for key in _keys(np.asarray(observations))]
-        if any(i is None for i in index):
-            return None
-        return self.logprobs[index].clone()
-
-
-def _keys(obs: np.ndarray) -> list[bytes]:
-    rows = obs.reshape(-1, obs.shape[-1]).astype(np.int64)
-    return [row.tobytes() for row in rows]

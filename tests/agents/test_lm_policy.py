@@ -320,3 +320,67 @@ def test_bad_arguments_raise(tiny_lm_dir: Path, tmp_path: Path) -> None:
         LMActorCriticPolicy(env.observation_space, spaces.Discrete(4), ConstantSchedule(1e-3))
     with pytest.raises(TypeError, match="not an lmgym LM env"):
         lm_policy_kwargs(gym.make("CatGrid-v0"))
+
+
+TEMPERED = DecodingConfig(temperature=0.3, top_k=3)
+
+
+def test_decoding_leaves_rollouts_sampling_from_the_policy(tiny_lm_dir: Path) -> None:
+    # Issue 13, item 6: PPO's ratio and the KL score rollouts under π_θ, so rollouts must be
+    # sampled from π_θ itself; a tempered decoding= used to leak into them.
+    env = make_env(tiny_lm_dir)
+    plain = make_policy(env, model=tiny_lm_dir)
+    tempered = make_policy(env, model=tiny_lm_dir, decoding=TEMPERED)
+    obs = torch.as_tensor(np.stack([env.reset(seed=s)[0] for s in range(8)]))
+    rollouts = []
+    for policy in (plain, tempered):
+        set_seed(0)
+        with torch.no_grad():
+            actions, _, log_prob = policy(obs)
+        generation = policy.action_dist.distribution.generation
+        assert generation is not None
+        # The log-prob PPO stores is that of the distribution that drew the sample.
+        torch.testing.assert_close(log_prob, generation.sampling_logprobs.sum(-1))
+        rollouts.append((actions, log_prob))
+    torch.testing.assert_close(rollouts[1], rollouts[0], atol=0, rtol=0)
+
+
+def test_decoding_applies_to_predict(tiny_lm_dir: Path) -> None:
+    env = make_env(tiny_lm_dir)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(8)])
+    greedy_only = make_policy(env, model=tiny_lm_dir, decoding=dict(top_k=1))
+    plain = make_policy(env, model=tiny_lm_dir)
+    greedy, _ = plain.predict(obs, deterministic=True)
+    set_seed(0)
+    top_1, _ = greedy_only.predict(obs, deterministic=False)
+    set_seed(0)
+    sampled, _ = plain.predict(obs, deterministic=False)
+    np.testing.assert_array_equal(top_1, greedy)  # top-k 1 sampling is greedy decoding
+    assert not np.array_equal(sampled, greedy)
+
+
+@pytest.mark.parametrize("change", ["optimizer_step", "load_state_dict"])
+def test_logprob_cache_is_dropped_when_parameters_change(tiny_lm_dir: Path, change: str) -> None:
+    # Issue 13, item 11: log-probs cached by a rollout are stale once the parameters move.
+    env = make_env(tiny_lm_dir)
+    policy = make_policy(env, model=tiny_lm_dir)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(4)])
+    set_seed(0)
+    with torch.no_grad():
+        actions, _, _ = policy(torch.as_tensor(obs))
+    acts = actions.numpy()
+    before = policy.token_logprobs(obs, acts)
+    assert policy.logprob_cache_hits == 1
+    if change == "optimizer_step":
+        _, log_prob, _ = policy.evaluate_actions(torch.as_tensor(obs), actions)
+        (-log_prob.sum()).backward()
+        policy.optimizer.step()
+    else:  # what PPO.load / set_parameters do
+        state = {
+            k: v * 1.5 if k.endswith("c_attn.weight") else v for k, v in policy.state_dict().items()
+        }
+        policy.load_state_dict(state)
+    after = policy.token_logprobs(obs, acts)
+    torch.testing.assert_close(after, policy._score_numpy(obs, acts, full=False))
+    assert policy.logprob_cache_misses == 1
+    assert (after - before).abs().max() > 1e-3  # the parameters did move the log-probs

@@ -227,3 +227,32 @@ def test_bad_arguments_raise(tiny_lm_dir: Path) -> None:
         make_policy(bandit, MaskableLMActorCriticPolicy, model=tiny_lm_dir)
     with pytest.raises(ValueError, match="Policy must subclass MaskableActorCriticPolicy"):
         MaskablePPO(LMActorCriticPolicy, env, policy_kwargs=dict(model=tiny_lm_dir))
+
+
+@pytest.mark.parametrize("change", ["optimizer_step", "load_state_dict"])
+def test_logprob_cache_is_dropped_when_parameters_change(tiny_lm_dir: Path, change: str) -> None:
+    # Issue 13, item 11: log-probs cached by a rollout are stale once the parameters move.
+    vec = make_vec(tiny_lm_dir)
+    policy = make_policy(vec, model=tiny_lm_dir)
+    vec.seed(0)
+    obs = vec.reset()
+    set_seed(0)
+    with torch.no_grad():
+        actions, _, _ = policy(torch.as_tensor(obs))
+    before = policy.next_token_logprobs(obs)
+    assert policy.logprob_cache_hits == 1
+    if change == "optimizer_step":
+        _, log_prob, _ = policy.evaluate_actions(torch.as_tensor(obs), actions)
+        (-log_prob.sum()).backward()
+        policy.optimizer.step()
+    else:  # what PPO.load / set_parameters do
+        state = {
+            k: v * 1.5 if k.endswith("c_attn.weight") else v for k, v in policy.state_dict().items()
+        }
+        policy.load_state_dict(state)
+    after = policy.next_token_logprobs(obs)
+    with torch.no_grad():
+        fresh = torch.log_softmax(policy._next_token(torch.as_tensor(obs)).logits.float(), -1)
+    torch.testing.assert_close(after, fresh)
+    assert policy.logprob_cache_misses == 1
+    assert (after - before).abs().max() > 1e-3  # the parameters did move the log-probs

@@ -16,7 +16,8 @@ class RewardHistory:
         timesteps: Env steps taken when the episode ended.
         reward: Total reward of the episode.
         reward_model: Reward-model part (LM envs only; NaN otherwise).
-        kl: Summed KL of the episode (LM envs only; NaN otherwise).
+        kl: KL term summed over the episode, Σ_t k_t (LM envs only; NaN otherwise): the
+            bandit's ``info["kl"]``, the token env's ``info["episode_kl"]`` on its last step.
         kl_coef: β at the end of the episode (LM envs only; NaN otherwise).
     """
 
@@ -41,9 +42,11 @@ class RewardHistory:
 class RewardPartsCallback(BaseCallback):
     """Record reward parts of every finished episode and log their means under ``lmgym/``.
 
-    It reads ``info["reward_model"]``, ``info["kl"]`` and ``info["kl_coef"]`` from the infos SB3
-    passes to callbacks, and the episode return from SB3's ``Monitor`` (``info["episode"]``) or,
-    for one-step episodes, from the step reward.
+    It reads ``info["reward_model"]``, the episode's KL and ``info["kl_coef"]`` from the infos
+    SB3 passes to callbacks, on the step that ends each episode, and sums the step rewards into
+    the episode return. The episode's KL is ``info["episode_kl"]`` where the env gives one
+    (``LMToken-v0``, whose ``info["kl"]`` is the last token's k_t only), else ``info["kl"]``
+    (``LMBandit-v0``: one step, the whole completion's KL).
 
     Example:
         >>> import gymnasium as gym, lmgym
@@ -73,7 +76,8 @@ class RewardPartsCallback(BaseCallback):
             h.timesteps.append(self.num_timesteps)
             h.reward.append(float(self._returns[i]))
             h.reward_model.append(float(info.get("reward_model", np.nan)))
-            h.kl.append(float(info.get("kl", np.nan)))
+            # LMToken-v0's "kl" is the last token's k_t; the episode paid Σ_t k_t.
+            h.kl.append(float(info.get("episode_kl", info.get("kl", np.nan))))
             h.kl_coef.append(float(info.get("kl_coef", np.nan)))
             self._returns[i] = 0.0
         return True

@@ -21,7 +21,7 @@ def lm_observation_space(max_prompt_tokens: int, vocab_size: int) -> spaces.Box:
     """Right-padded prompt ids as an int64 ``Box``: SB3's ``MlpPolicy`` reads it directly.
 
     ``Discrete``/``MultiDiscrete`` would make SB3 one-hot encode every position (prompt length ×
-    vocab inputs), and ``Sequence``/``Text`` spaces are not supported by SB3 (DESIGN section 8).
+    vocab inputs), and ``Sequence``/``Text`` spaces are not supported by SB3.
     """
     return spaces.Box(low=0, high=vocab_size - 1, shape=(max_prompt_tokens,), dtype=np.int64)
 
@@ -35,8 +35,10 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
     the reward model's score minus a KL penalty to a frozen reference LM.
 
     ## Action Space
-    ``MultiDiscrete([vocab_size] * max_new_tokens)``: the completion's token ids. Tokens after the
-    first EOS are ignored (a completion with no EOS is cut at the length limit).
+    ``MultiDiscrete([vocab_size] * max_new_tokens)``: the completion's token ids. The text ends
+    at the first EOS or pad id (the pad id is no text token; it counts as the last token, as in
+    ``LMToken-v0``), and the tokens after it are ignored. A completion with neither is cut at
+    the length limit (``info["length_limited"]``).
 
     ## Observation Space
     ``Box(0, vocab_size - 1, (max_prompt_tokens,), int64)``: the prompt's token ids, right-padded
@@ -44,15 +46,18 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Reward
     ``R = r_φ(x, y) − β · Σ_t k_t``, with k_t one of Schulman's estimators of the per-token KL
-    between the attached policy and the reference (DESIGN section 4). With no policy attached,
-    k_t = −log π_ref(y_t) (``info["kl_form"] == "reference_only"``).
+    between the attached policy and the reference (:mod:`lmgym.rewards.kl`), both normalised
+    over the tokenizer's tokens (a model's embedding may have more rows). With no policy
+    attached, k_t = −log π_ref(y_t), a cross-entropy, not a KL
+    (``info["kl_form"] == "cross_entropy"``).
 
     ## Episode End
     ``terminated=True`` after the single step; there is no truncation.
 
     ## Information
     ``reset`` gives ``prompt``. ``step`` gives ``prompt``, ``completion`` (text),
-    ``reward_model``, ``kl``, ``kl_coef``, ``kl_form``, ``completion_length`` and ``eos``, with
+    ``reward_model``, ``kl``, ``kl_coef``, ``kl_form``, ``completion_length``, ``eos`` (the text
+    ends with EOS) and ``length_limited`` (it was cut at ``max_new_tokens``), with
     ``reward == reward_model - kl_coef * kl``.
 
     ## Arguments
@@ -62,7 +67,10 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
     - ``prompts``: list of texts, or ``f(np_random) -> str`` (default: the review prompts).
     - ``reward_fn``: a reward function (default: lexicon sentiment, "write a positive review").
     - ``kl_coef`` (β), ``kl_estimator`` (``k1|k2|k3|full``), ``kl_target`` and ``kl_horizon``
-      (adaptive β; the target is the KL summed over a completion).
+      (adaptive β; the target is the KL summed over a completion), ``kl_batch_size``
+      (completions per adaptive-β update, from their mean KL; default 64, capped at
+      ``kl_horizon``, and ``num_envs`` in the vector env). An adaptive β needs π_θ attached
+      (:meth:`attach_policy`): a step in the cross-entropy form raises ``ValueError``.
     - ``max_prompt_tokens``, ``max_new_tokens``, ``truncate_prompts``, ``render_mode``
       (``ansi`` or ``human``), ``trust_remote_code``.
 
@@ -91,6 +99,7 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
         kl_estimator: str = "k1",
         kl_target: float | None = None,
         kl_horizon: int = 10_000,
+        kl_batch_size: int | None = None,
         max_prompt_tokens: int = 16,
         max_new_tokens: int = 16,
         truncate_prompts: bool = False,
@@ -107,6 +116,7 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
             kl_estimator=kl_estimator,
             kl_target=kl_target,
             kl_horizon=kl_horizon,
+            kl_batch_size=kl_batch_size,
             max_prompt_tokens=max_prompt_tokens,
             max_new_tokens=max_new_tokens,
             truncate_prompts=truncate_prompts,
@@ -127,7 +137,7 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
         self._last: tuple[str, SequenceRewardBatch] | None = None
 
     def attach_policy(self, policy: PolicyLogProbFn | None) -> None:
-        """Use ``policy`` as π_θ in the KL term (``None`` detaches: reference-only form).
+        """Use ``policy`` as π_θ in the KL term (``None`` detaches: the cross-entropy form).
 
         See :data:`lmgym.envs.sequence_reward.PolicyLogProbFn` for what it must return, and
         :func:`lmgym.agents.attach_sb3` for the one-line way to attach an SB3 model.

@@ -54,6 +54,7 @@ def build_lm_env_parts(
     kl_estimator: str,
     kl_target: float | None,
     kl_horizon: int,
+    kl_batch_size: int | None,
     max_prompt_tokens: int,
     max_new_tokens: int,
     truncate_prompts: bool,
@@ -81,6 +82,7 @@ def build_lm_env_parts(
         kl_estimator=kl_estimator,
         kl_target=kl_target,
         kl_horizon=kl_horizon,
+        kl_batch_size=kl_batch_size,
     )
     prompt_source = PromptSource(
         default_prompts("train") if prompts is None else prompts,

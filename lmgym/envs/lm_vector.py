@@ -24,6 +24,7 @@ class LMVectorEnv(VectorEnv):
         num_envs: Envs stepped as one batch.
         render_mode: ``"ansi"`` or ``None``.
         **env_kwargs: Keyword arguments of the single env (``single_env_class``).
+            ``kl_batch_size`` defaults to ``num_envs`` here (capped at ``kl_horizon``).
     """
 
     metadata = {
@@ -41,6 +42,10 @@ class LMVectorEnv(VectorEnv):
             )
         template: Any = self.single_env_class(**env_kwargs)
         self._template = template
+        if env_kwargs.get("kl_batch_size") is None:
+            # One adaptive-β update per num_envs finished episodes: a whole step's batch in the
+            # bandit env, about one episode per env in the token env.
+            template.rewarder.use_default_kl_batch_size(num_envs)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.lm = template.lm

@@ -2,7 +2,7 @@
 
 ``LMToken-v0`` needs log π_ref(y_t | x, y_<t) after every token. Re-encoding the whole prefix at
 every step costs O(t) per step (O(T²) per episode); keeping the reference model's KV cache makes
-each step one forward over one new token per row (DESIGN section 3).
+each step one forward over one new token per row.
 
 Layout: one row per env, one shared cache length C for the whole batch (a batched forward needs
 it). Each row is right-aligned: its last token sits in the last column, and the columns before its

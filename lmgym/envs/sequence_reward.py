@@ -1,8 +1,13 @@
 """The reward of a whole completion: reward model minus the KL penalty, for a batch at once.
 
-``R = r_φ(x, y) − β · Σ_t k_t`` (DESIGN section 4). One teacher-forced forward of the reference
-model and one reward-function call serve the whole batch, which is what lets the vector env run
-them once per batch instead of once per env.
+``R = r_φ(x, y) − β · Σ_t k_t`` (see :mod:`lmgym.rewards.kl`). One teacher-forced forward of the
+reference model and one reward-function call serve the whole batch, which is what lets the vector
+env run them once per batch instead of once per env.
+
+A completion's text ends at its first EOS **or pad id** (the pad id is no text token; the token
+env ends an episode on either, and both envs must count the same tokens). Both distributions of
+the KL are normalised over the tokenizer's tokens, whatever the width of the models' embedding
+tables (:func:`lmgym.rewards.kl.vocab_log_softmax`).
 """
 
 from __future__ import annotations
@@ -26,15 +31,27 @@ from lmgym.rewards.kl import (
     kl_per_token,
     reference_only_kl,
     sequence_kl,
+    vocab_log_softmax,
 )
 
 PolicyLogProbFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]
 """``f(observations, actions) -> log π_θ`` for a batch, where observations are (B, P) prompt ids
-and actions are (B, T) completion ids. Return (B, T) log-probs of the chosen tokens, or (B, T, V)
-full log-distributions (which the ``full`` estimator needs). Attach one with
+and actions are (B, T) completion ids. Return (B, T) log-probs of the chosen tokens, normalised
+over the tokenizer's tokens ``[0, len(tokenizer))``, or (B, T, V) full log-distributions (which
+the ``full`` estimator needs; columns past ``len(tokenizer)``, from an embedding padded past the
+tokenizer, are dropped and the rest renormalised). Attach one with
 ``env.unwrapped.attach_policy(f)`` or :func:`lmgym.agents.attach_sb3`."""
 
-KLForm = Literal["policy", "reference_only"]
+KLForm = Literal["policy", "cross_entropy"]
+"""``info["kl_form"]``: ``"policy"`` when π_θ is attached and ``kl`` estimates KL(π_θ ‖ π_ref);
+``"cross_entropy"`` when nothing is attached and ``kl`` is −log π_ref(y), a cross-entropy that
+exceeds the KL by the policy's entropy (:func:`lmgym.rewards.kl.reference_only_kl`)."""
+
+SINGLE_ENV_KL_BATCH = 64
+"""Finished episodes per adaptive-β update in a single env (a vector env uses ``num_envs``).
+
+Enough that the batch's mean, not the ±0.2 clip of one episode's error, decides each update.
+Either default is capped at ``kl_horizon`` (see :func:`default_kl_batch_size`)."""
 
 
 @dataclass
@@ -47,11 +64,14 @@ class SequenceRewardBatch:
         kl: Σ_t k_t over the completion's counted tokens (see ``kl_form``).
         kl_coef: β used for this batch (before the adaptive controller's update).
         kl_form: ``"policy"`` when a policy is attached (k_t from log π_θ − log π_ref), else
-            ``"reference_only"`` (k_t = −log π_ref; the entropy half of the KL then comes from
-            the agent's entropy bonus).
-        completions: Decoded completion texts (special tokens and tokens after EOS removed).
-        completion_lengths: Counted tokens per completion (up to and including the first EOS).
-        terminated_by_eos: Whether each completion contains an EOS.
+            ``"cross_entropy"`` (k_t = −log π_ref: a cross-entropy, not a KL; see
+            :data:`KLForm`).
+        completions: Decoded completion texts (special tokens and tokens after the end removed).
+        completion_lengths: Counted tokens per completion (up to and including the first EOS or
+            pad id).
+        terminated_by_eos: Whether each completion's text ends with an EOS.
+        length_limited: Whether each completion was cut at ``max_new_tokens`` (no EOS or pad id
+            among its tokens).
         reward_parts: For a :class:`~lmgym.rewards.WeightedSum` reward, each part's unweighted
             scores by name; empty otherwise.
     """
@@ -64,6 +84,7 @@ class SequenceRewardBatch:
     completions: list[str]
     completion_lengths: np.ndarray
     terminated_by_eos: np.ndarray
+    length_limited: np.ndarray
     reward_parts: dict[str, np.ndarray]
 
     def batched_info(self, prompts: list[str]) -> dict[str, Any]:
@@ -82,6 +103,7 @@ class SequenceRewardBatch:
             "kl_form": object_array([self.kl_form] * n),
             "completion_length": self.completion_lengths.astype(np.int64),
             "eos": self.terminated_by_eos.astype(np.bool_),
+            "length_limited": self.length_limited.astype(np.bool_),
         }
         if self.reward_parts:
             parts: dict[str, Any] = {k: v.astype(np.float64) for k, v in self.reward_parts.items()}
@@ -101,6 +123,7 @@ class SequenceRewardBatch:
             "kl_form": self.kl_form,
             "completion_length": int(self.completion_lengths[index]),
             "eos": bool(self.terminated_by_eos[index]),
+            "length_limited": bool(self.length_limited[index]),
         }
         if self.reward_parts:
             info["reward_parts"] = {k: float(v[index]) for k, v in self.reward_parts.items()}
@@ -128,6 +151,45 @@ def make_kl_controller(
     return AdaptiveKLController(kl_coef, kl_target, kl_horizon)
 
 
+def default_kl_batch_size(episodes: int, kl_horizon: float) -> int:
+    """``episodes`` per adaptive-β update, capped at the horizon so one update moves β ≤ 20 %.
+
+    Example:
+        >>> default_kl_batch_size(64, kl_horizon=10_000), default_kl_batch_size(64, kl_horizon=16)
+        (64, 16)
+    """
+    return max(1, min(int(episodes), int(kl_horizon)))
+
+
+def check_kl_batch_size(kl_batch_size: Any, kl_target: float | None, kl_horizon: int) -> int:
+    """Return ``kl_batch_size`` (episodes per adaptive-β update) if valid, else raise naming it.
+
+    With an adaptive β the batch must stay below ``5 × kl_horizon``: one update multiplies β by
+    ``1 + e · n / horizon``, which could reach 0 for larger n.
+
+    Example:
+        >>> check_kl_batch_size(8, kl_target=6.0, kl_horizon=10_000)
+        8
+    """
+    if isinstance(kl_batch_size, bool) or not isinstance(kl_batch_size, (int, np.integer)):
+        raise ValueError(
+            f"kl_batch_size={kl_batch_size!r} must be an int >= 1: the number of finished "
+            "episodes per adaptive-β update, e.g. kl_batch_size=64."
+        )
+    if kl_batch_size < 1:
+        raise ValueError(
+            f"kl_batch_size={kl_batch_size!r} must be an int >= 1: the number of finished "
+            "episodes per adaptive-β update, e.g. kl_batch_size=64."
+        )
+    if kl_target is not None and kl_batch_size >= 5 * kl_horizon:
+        raise ValueError(
+            f"kl_batch_size={kl_batch_size} reaches 5 × kl_horizon={kl_horizon}; expected fewer "
+            "episodes per update, else one update (β · (1 + e · n / horizon)) can make β zero "
+            "or negative. Lower kl_batch_size or raise kl_horizon."
+        )
+    return int(kl_batch_size)
+
+
 def check_kl_estimator(kl_estimator: str) -> KLEstimator:
     """Return ``kl_estimator`` if it is a known estimator name, else raise naming the choices."""
     if kl_estimator not in KL_ESTIMATORS:
@@ -149,6 +211,13 @@ class SequenceRewarder:
         kl_target: Target of the adaptive controller, as KL summed over a completion; ``None``
             keeps β fixed.
         kl_horizon: Horizon (in completions) of the adaptive controller.
+        kl_batch_size: Finished episodes per adaptive-β update (``None``:
+            :data:`SINGLE_ENV_KL_BATCH`, or ``num_envs`` in a vector env, capped at
+            ``kl_horizon``).
+
+    The adaptive controller is updated once per ``kl_batch_size`` finished episodes, with their
+    mean sequence KL (Ziegler et al. 2019, TRL): see :meth:`record_episode_kls`. It never runs
+    on the cross-entropy form (no policy attached): :meth:`check_kl_form` refuses that.
     """
 
     def __init__(
@@ -160,17 +229,61 @@ class SequenceRewarder:
         kl_estimator: str,
         kl_target: float | None,
         kl_horizon: int,
+        kl_batch_size: int | None = None,
     ) -> None:
         self.setup = setup
         self.kl_estimator = check_kl_estimator(kl_estimator)
         self._controller_args = (kl_coef, kl_target, kl_horizon)
         self.controller = make_kl_controller(*self._controller_args)
+        self.kl_target = kl_target
+        self.kl_horizon = kl_horizon
+        if kl_batch_size is None:
+            kl_batch_size = default_kl_batch_size(SINGLE_ENV_KL_BATCH, kl_horizon)
+        self.kl_batch_size = check_kl_batch_size(kl_batch_size, kl_target, kl_horizon)
+        self.pending_kls: list[float] = []  # finished episodes not yet fed to the controller
         self.reward_fn = as_reward_fn(reward_fn)
         self.policy: PolicyLogProbFn | None = None
+
+    def use_default_kl_batch_size(self, episodes: int) -> None:
+        """Update β once per ``episodes`` (capped at the horizon): a vector env's ``num_envs``."""
+        self.kl_batch_size = default_kl_batch_size(episodes, self.kl_horizon)
 
     def reset_controller(self) -> None:
         """Put β back to its initial value (a seeded ``reset`` restarts the env's whole state)."""
         self.controller = make_kl_controller(*self._controller_args)
+        self.pending_kls = []
+
+    def check_kl_form(self, kl_form: KLForm) -> None:
+        """Refuse to feed an adaptive controller a cross-entropy (no policy attached).
+
+        Called before anything changes, on every step that would count towards β, so a
+        policy attached after construction (the usual flow: build the env, then the agent,
+        then attach it) is fine.
+        """
+        if kl_form == "cross_entropy" and self.kl_target is not None:
+            raise ValueError(
+                f"kl_target={self.kl_target!r} sets an adaptive β, but no policy is attached to "
+                "the env, so its KL term is the cross-entropy −log π_ref(y) (info['kl_form'] == "
+                "'cross_entropy'), not a KL: the controller would chase the policy's entropy. "
+                "Expected π_θ attached before stepping: model.policy.attach_to(env) for "
+                "lmgym's LM policy, lmgym.agents.attach_sb3(model, env) for another SB3 "
+                "policy, or env.unwrapped.attach_policy(f). Or keep β fixed: kl_target=None."
+            )
+
+    def record_episode_kls(self, kls: np.ndarray) -> None:
+        """Queue finished episodes' sequence KLs; update β once per ``kl_batch_size`` of them.
+
+        One update from the batch's mean KL, not one per episode: the controller clips its
+        error, so averaging per-episode clipped errors biases β whenever the KLs are spread
+        out (Ziegler et al. and TRL update once per batch, from its mean).
+        """
+        if self.kl_target is None:  # a fixed β: nothing to update
+            return
+        self.pending_kls.extend(float(kl) for kl in kls)
+        n = self.kl_batch_size
+        while len(self.pending_kls) >= n:
+            batch, self.pending_kls = self.pending_kls[:n], self.pending_kls[n:]
+            self.controller.update(float(np.mean(batch)), n)
 
     def __call__(
         self,
@@ -182,15 +295,22 @@ class SequenceRewarder:
     ) -> SequenceRewardBatch:
         """Score a batch: ``observations`` (B, P) padded prompt ids, ``actions`` (B, T) ids.
 
-        ``update_controller=False`` leaves an adaptive β where it is (for evaluation).
+        ``update_controller=False`` leaves an adaptive β where it is (for evaluation); it
+        also allows the cross-entropy form with an adaptive β, since nothing is fed to it.
         """
         setup = self.setup
+        kl_form: KLForm = "cross_entropy" if self.policy is None else "policy"
+        if update_controller:
+            self.check_kl_form(kl_form)
         prompt_ids = torch.from_numpy(np.ascontiguousarray(observations, dtype=np.int64))
         prompt_mask = (prompt_ids != setup.pad_token_id).long()
         completion_ids = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))
-        completion_mask = completion_mask_from_ids(completion_ids, setup.eos_token_id)
+        # The text ends at the first EOS or pad id, as in the token env: the pad id is no text
+        # token, and counting it (and what follows) would make the two envs disagree.
+        ends = torch.where(completion_ids == setup.pad_token_id, setup.eos_token_id, completion_ids)
+        completion_mask = completion_mask_from_ids(ends, setup.eos_token_id)
+        ended = ((ends == setup.eos_token_id) & completion_mask.bool()).any(1)
 
-        kl_form: KLForm = "reference_only" if self.policy is None else "policy"
         with torch.inference_mode():
             ref = score_completions(
                 setup.ref_model,
@@ -199,9 +319,16 @@ class SequenceRewarder:
                 completion_ids,
                 completion_mask,
                 pad_token_id=setup.pad_token_id,
-                keep_logits=self.kl_estimator == "full" and self.policy is not None,
+                keep_logits=True,  # a view of the forward's output: no copy
             )
-            per_token = self._kl_per_token(ref.logprobs, ref.logits, observations, actions)
+            assert ref.logits is not None
+            ref_logits = ref.logits[..., : setup.vocab_size]  # (B, T, V): the tokenizer's tokens
+            ref_logprobs = ref.logprobs
+            if ref.logits.shape[-1] != setup.vocab_size:  # embedding padded past the tokenizer
+                support = vocab_log_softmax(ref.logits.float(), setup.vocab_size)  # (B, T, V)
+                ref_logprobs = support.gather(2, completion_ids[..., None])[..., 0]
+                ref_logprobs = ref_logprobs * completion_mask
+            per_token = self._kl_per_token(ref_logprobs, ref_logits, observations, actions)
             kl = sequence_kl(per_token, completion_mask).double().numpy()
 
         lengths = completion_mask.sum(1)
@@ -215,8 +342,8 @@ class SequenceRewarder:
         kl_coef = float(self.controller.value)
         reward = reward_model - kl_coef * kl
         if update_controller:
-            self.controller.update(float(kl.mean()), len(prompts))
-        has_eos = (completion_ids == setup.eos_token_id).any(1).numpy()
+            self.record_episode_kls(kl)
+        has_eos = ((completion_ids == setup.eos_token_id) & completion_mask.bool()).any(1)
         return SequenceRewardBatch(
             reward=reward,
             reward_model=reward_model,
@@ -225,7 +352,8 @@ class SequenceRewarder:
             kl_form=kl_form,
             completions=completions,
             completion_lengths=lengths.numpy(),
-            terminated_by_eos=has_eos,
+            terminated_by_eos=has_eos.numpy(),
+            length_limited=(~ended).numpy(),
             reward_parts=parts,
         )
 
@@ -240,7 +368,7 @@ class SequenceRewarder:
         Args:
             prompts: Prompt texts (B).
             prompt_ids: Unpadded prompt ids, one list per pair.
-            completion_ids: Counted completion ids (up to and including the first EOS).
+            completion_ids: Counted completion ids (up to and including the first EOS or pad).
 
         Returns:
             ``(completions, reward_model, reward_parts)``: the decoded texts (special tokens
@@ -261,7 +389,7 @@ class SequenceRewarder:
     def _kl_per_token(
         self,
         ref_logprobs: torch.Tensor,
-        ref_logits: torch.Tensor | None,
+        ref_logits: torch.Tensor,
         observations: np.ndarray,
         actions: np.ndarray,
     ) -> torch.Tensor:
@@ -275,6 +403,7 @@ class SequenceRewarder:
             ref_logprobs,
             ref_logits,
             chosen,
+            vocab_size=self.setup.vocab_size,
             what="(batch, max_new_tokens)",
         )
 
@@ -283,25 +412,41 @@ def policy_kl_per_token(
     estimator: KLEstimator,
     policy_out: torch.Tensor,
     ref_logprobs: torch.Tensor,
-    ref_logits: torch.Tensor | None,
+    ref_logits: torch.Tensor,
     actions: torch.Tensor,
     *,
+    vocab_size: int,
     what: str,
 ) -> torch.Tensor:
     """k_t (B, T) from an attached policy's output and the reference's log-probs.
 
+    Both distributions live on the tokenizer's tokens ``[0, vocab_size)``: a (B, T, V') policy
+    output with V' > vocab_size (an embedding padded past the tokenizer) is cut to them and
+    renormalised, like the reference.
+
     Args:
         estimator: ``"k1" | "k2" | "k3" | "full"``.
-        policy_out: (B, T) log π_θ of the chosen tokens, or (B, T, V) log-distributions.
-        ref_logprobs: (B, T) log π_ref of the chosen tokens.
-        ref_logits: (B, T, V) reference logits; needed by ``full`` only.
+        policy_out: (B, T) log π_θ of the chosen tokens, or (B, T, V') log-distributions.
+        ref_logprobs: (B, T) log π_ref of the chosen tokens, normalised over the tokenizer's
+            tokens.
+        ref_logits: (B, T, V) reference logits over the tokenizer's tokens (``full`` uses them).
         actions: (B, T) chosen token ids.
+        vocab_size: V, the number of tokens of the tokenizer.
         what: How the error messages name the expected (B, T) shape.
     """
-    if policy_out.ndim == 3:  # (B, T, V) full log-distributions
+    if policy_out.ndim == 3:  # (B, T, V') full log-distributions
+        if policy_out.shape[-1] < vocab_size:
+            raise ValueError(
+                f"the attached policy returned log-distributions of shape "
+                f"{tuple(policy_out.shape)}; expected {vocab_size} columns or more (one per "
+                f"token of the tokenizer) on {what}."
+            )
+        policy_logp = vocab_log_softmax(policy_out, vocab_size)  # (B, T, V)
         if estimator == "full":
-            return kl_per_token("full", logits=policy_out, ref_logits=ref_logits)
-        logp = torch.gather(policy_out, 2, actions.unsqueeze(-1)).squeeze(-1)
+            return kl_per_token(
+                "full", logits=policy_logp, ref_logits=ref_logits, vocab_size=vocab_size
+            )
+        logp = torch.gather(policy_logp, 2, actions.unsqueeze(-1)).squeeze(-1)
         return kl_per_token(estimator, logp, ref_logprobs)
     if estimator == "full":
         raise ValueError(

@@ -134,7 +134,8 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
     ## Action Space
     ``Discrete(vocab_size)``: the next token id. Every id is accepted. The pad id is not a text
     token: emitting it ends the text like EOS (so it can never be mistaken for padding in the
-    observation) and costs its KL term, which under the reference is large. ``action_masks()``
+    observation; ``LMBandit-v0`` ends a completion there too) and costs its KL term, which
+    under the reference is large. ``action_masks()``
     (used by sb3-contrib's ``MaskablePPO``) forbids pad and BOS by default, intersected with the
     ``action_mask`` argument; masks advise the agent, ``step`` does not enforce them.
 
@@ -147,26 +148,31 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
     ## Reward
     ``R_t = −β · k_t``, plus ``r_φ(x, y)`` on the step that ends the episode. k_t is one of
     Schulman's estimators of the KL between the attached policy's and the reference's next-token
-    distributions at that step (DESIGN section 4); with no policy attached, k_t = −log π_ref(y_t)
-    (``info["kl_form"] == "reference_only"``). With a fixed β an episode's rewards sum to the
+    distributions at that step (:mod:`lmgym.rewards.kl`), both normalised over the tokenizer's
+    tokens. With no policy attached, k_t = −log π_ref(y_t), a cross-entropy, not a KL
+    (``info["kl_form"] == "cross_entropy"``). With a fixed β an episode's rewards sum to the
     bandit env's reward for the same prompt and completion.
 
     ## Episode End
-    ``terminated=True`` when the action is EOS (or the pad id); ``truncated=True`` when
-    ``max_new_tokens`` tokens were generated without ending the text, so a value function should
-    bootstrap from the final observation.
+    ``terminated=True`` when the action is EOS (or the pad id), and also after
+    ``max_new_tokens`` tokens: the completion is scored there and nothing follows, so no value
+    may be bootstrapped past it (TRL uses a next value of 0 there too).
+    ``info["length_limited"]`` says which ending it was. The env never sets ``truncated``; it
+    is left for cuts outside the task, such as a ``TimeLimit`` wrapper.
 
     ## Information
     ``reset`` gives ``prompt``. Every ``step`` gives ``prompt``, ``completion`` (the text so far),
     ``reward_model`` (r_φ on the final step, 0.0 before), ``kl`` (this step's k_t), ``kl_coef``
     (β of this step), ``kl_form``, ``episode_kl`` (Σ k_t so far; on the final step the bandit's
-    ``kl``), ``completion_length`` (tokens so far) and ``eos`` (this token is EOS), with
+    ``kl``), ``completion_length`` (tokens so far), ``eos`` (this token is EOS) and
+    ``length_limited`` (the episode ended at ``max_new_tokens`` without ending the text), with
     ``reward == reward_model - kl_coef * kl`` at every step. The final step of an episode whose
     reward is a ``WeightedSum`` also gives ``reward_parts``.
 
     ## Arguments
     The bandit's (``model``, ``tokenizer``, ``ref_model``, ``prompts``, ``reward_fn``, ``kl_coef``,
-    ``kl_estimator``, ``kl_target``, ``kl_horizon``, ``max_prompt_tokens``, ``max_new_tokens``,
+    ``kl_estimator``, ``kl_target``, ``kl_horizon``, ``kl_batch_size``, ``max_prompt_tokens``,
+    ``max_new_tokens``,
     ``truncate_prompts``, ``render_mode``, ``trust_remote_code``; see
     :class:`~lmgym.envs.bandit.LMBanditEnv`), plus:
 
@@ -175,7 +181,9 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
     - ``reference_cache``: keep the reference model's KV cache across steps (default ``True``);
       ``False`` re-encodes the whole prefix every step (same results; to measure the cache).
 
-    Adaptive β (``kl_target``) is updated once per finished episode with its summed KL.
+    Adaptive β (``kl_target``) is updated once per ``kl_batch_size`` finished episodes (default
+    64, capped at ``kl_horizon``; ``num_envs`` in the vector env), from their mean summed KL.
+    It needs π_θ attached: a step in the cross-entropy form raises ``ValueError``.
 
     ## Version History
     - v0: initial version.
@@ -186,8 +194,8 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
         >>> obs, info = env.reset(seed=0)
         >>> mask = env.unwrapped.action_masks()
         >>> obs, reward, terminated, truncated, info = env.step(int(mask.nonzero()[0][0]))
-        >>> info["kl_form"], info["completion_length"]
-        ('reference_only', 1)
+        >>> info["kl_form"], info["completion_length"], info["length_limited"]
+        ('cross_entropy', 1, False)
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
@@ -203,6 +211,7 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
         kl_estimator: str = "k1",
         kl_target: float | None = None,
         kl_horizon: int = 10_000,
+        kl_batch_size: int | None = None,
         max_prompt_tokens: int = 16,
         max_new_tokens: int = 16,
         truncate_prompts: bool = False,
@@ -221,6 +230,7 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
             kl_estimator=kl_estimator,
             kl_target=kl_target,
             kl_horizon=kl_horizon,
+            kl_batch_size=kl_batch_size,
             max_prompt_tokens=max_prompt_tokens,
             max_new_tokens=max_new_tokens,
             truncate_prompts=truncate_prompts,
@@ -258,7 +268,7 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
         self._last: TokenStepBatch | None = None
 
     def attach_policy(self, policy: TokenPolicyLogProbFn | None) -> None:
-        """Use ``policy`` as π_θ in the KL term (``None`` detaches: reference-only form).
+        """Use ``policy`` as π_θ in the KL term (``None`` detaches: the cross-entropy form).
 
         See :data:`lmgym.envs.token_batch.TokenPolicyLogProbFn` for what it must return, and
         :func:`lmgym.agents.attach_sb3` for the one-line way to attach an SB3 model.

@@ -5,6 +5,12 @@ the vector env (:class:`~lmgym.envs.token_vector.LMTokenVectorEnv`) N rows, so b
 same numbers by construction. A step runs the attached policy's log-prob function once, the
 reference model once (:mod:`lmgym.envs.ref_cache`) and the reward function once over the rows
 whose episode ended.
+
+An episode ends when its text ends (EOS, or the pad id, which is no text token) or at the length
+limit ``max_new_tokens``. Both are ``terminated``: at the limit the completion is scored and
+nothing follows, so no value may be bootstrapped past it (a next value of 0, as in TRL); the
+step's ``length_limited`` says which ending it was. ``truncated`` is left for cuts outside the
+task (a wrapper's time limit).
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from lmgym.envs.sequence_reward import (
     object_array,
     policy_kl_per_token,
 )
+from lmgym.rewards.kl import vocab_log_softmax
 
 TokenPolicyLogProbFn = Callable[[np.ndarray], torch.Tensor]
 """``f(observations) -> log π_θ(· | observation)`` for a batch: observations are (B, L) token-env
 observations (the state each action was taken in), and the result is (B, V) next-token
-log-probabilities over the vocabulary. Attach one with ``env.unwrapped.attach_policy(f)`` or
-:func:`lmgym.agents.attach_sb3`."""
+log-probabilities over the tokenizer's tokens (wider outputs, from an embedding padded past the
+tokenizer, are cut to those V columns and renormalised). Attach one with
+``env.unwrapped.attach_policy(f)`` or :func:`lmgym.agents.attach_sb3`."""
 
 
 @dataclass
@@ -43,14 +51,18 @@ class TokenStepBatch:
         reward_model: r_φ(x, y) for rows whose episode ended at this step, 0 elsewhere.
         kl: This step's k_t.
         kl_coef: β used for this step.
-        kl_form: ``"policy"`` or ``"reference_only"``.
+        kl_form: ``"policy"`` or ``"cross_entropy"`` (see
+            :data:`~lmgym.envs.sequence_reward.KLForm`).
         episode_kl: Σ k_t over the episode so far (this step included).
         prompts: Prompt texts of the episodes stepped.
         completions: Completion texts so far (special tokens removed).
         completion_lengths: Tokens generated so far.
         eos: Whether this step's token is EOS.
-        terminated: The token ended the text (EOS, or the pad id, which is not a text token).
-        truncated: ``max_new_tokens`` reached without ending the text.
+        terminated: The episode ended: the token ended the text (EOS, or the pad id, which is
+            not a text token), or ``max_new_tokens`` tokens were written.
+        truncated: Always False here (the length limit is part of the task); kept for the
+            Gymnasium step API.
+        length_limited: The episode ended at ``max_new_tokens`` without ending the text.
         reward_parts: Each part's score for a ``WeightedSum`` reward (NaN for rows still going).
     """
 
@@ -67,6 +79,7 @@ class TokenStepBatch:
     eos: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
+    length_limited: np.ndarray
     reward_parts: dict[str, np.ndarray]
 
     @property
@@ -86,6 +99,7 @@ class TokenStepBatch:
             "episode_kl": float(self.episode_kl[index]),
             "completion_length": int(self.completion_lengths[index]),
             "eos": bool(self.eos[index]),
+            "length_limited": bool(self.length_limited[index]),
         }
         if self.reward_parts and self.done[index]:
             info["reward_parts"] = {k: float(v[index]) for k, v in self.reward_parts.items()}
@@ -107,6 +121,7 @@ class TokenStepBatch:
             "episode_kl": self.episode_kl.copy(),
             "completion_length": self.completion_lengths.copy(),
             "eos": self.eos.copy(),
+            "length_limited": self.length_limited.copy(),
         }
         with_parts = rows & self.done
         if self.reward_parts and with_parts.any():
@@ -199,16 +214,18 @@ class TokenBatch:
         Rows whose episode ends are left as they are: call :meth:`start` on them next.
         """
         setup, n_prompt = self.setup, self.max_prompt_tokens
+        kl_form: KLForm = "cross_entropy" if self.policy is None else "policy"
+        self.rewarder.check_kl_form(kl_form)  # before anything changes
         rows = np.arange(self.num_rows)
         assert self.reference.next_logits is not None, "start() every row before step()"
         tokens = torch.from_numpy(actions)
-        ref_logits = self.reference.next_logits  # (B, V_model)
-        ref_logp = torch.log_softmax(ref_logits, dim=-1).gather(1, tokens[:, None])  # (B, 1)
+        # One support for π_ref and π_θ: the tokenizer's tokens, even when the model's embedding
+        # has more rows (they are no tokens, and the policy can never pick them).
+        ref_logits = self.reference.next_logits[:, : setup.vocab_size]  # (B, V)
+        ref_logp = vocab_log_softmax(ref_logits, setup.vocab_size).gather(1, tokens[:, None])
         if self.policy is None:
-            kl_form: KLForm = "reference_only"
-            per_token = -ref_logp[:, 0]
+            per_token = -ref_logp[:, 0]  # a cross-entropy (see KLForm)
         else:
-            kl_form = "policy"
             per_token = self._policy_kl(tokens, ref_logp, ref_logits)
         kl = per_token.detach().double().numpy()
         if not np.isfinite(kl).all():
@@ -226,9 +243,13 @@ class TokenBatch:
         lengths = self.lengths + 1
         episode_kl = self.episode_kl + kl
         eos = actions == setup.eos_token_id
-        terminated = eos | (actions == setup.pad_token_id)
-        truncated = ~terminated & (lengths >= self.max_new_tokens)
-        done = terminated | truncated
+        text_ended = eos | (actions == setup.pad_token_id)
+        # The length limit ends the episode too: the completion is scored here and nothing
+        # follows, so it is terminated, not truncated (bootstrapping V(s_T) on top of r_φ would
+        # pay a cut completion twice).
+        length_limited = ~text_ended & (lengths >= self.max_new_tokens)
+        terminated = text_ended | length_limited
+        truncated = np.zeros_like(terminated)
 
         completion_ids = [
             row[n_prompt : n_prompt + n].tolist()
@@ -237,7 +258,7 @@ class TokenBatch:
         completions = setup.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         reward_model = np.zeros(self.num_rows, dtype=np.float64)
         parts: dict[str, np.ndarray] = {}
-        finished = np.flatnonzero(done)
+        finished = np.flatnonzero(terminated)
         if finished.size:
             prompt_blocks = obs[finished, :n_prompt]
             _, scores, done_parts = self.rewarder.score_texts(
@@ -265,12 +286,12 @@ class TokenBatch:
             eos=eos,
             terminated=terminated,
             truncated=truncated,
+            length_limited=length_limited,
             reward_parts=parts,
         )
-        # Ziegler et al.'s controller targets the KL summed over a sequence: one update per
-        # finished episode, with that episode's sum.
-        for i in finished.tolist():
-            self.rewarder.controller.update(float(self.episode_kl[i]), 1)
+        # Ziegler et al.'s controller targets the KL summed over a sequence; the rewarder
+        # updates it once per batch of finished episodes, from their mean.
+        self.rewarder.record_episode_kls(self.episode_kl[finished])
         if finished.size < self.num_rows:  # the rows that go on need their next logits
             self.reference.advance(tokens)
         return result
@@ -282,11 +303,15 @@ class TokenBatch:
         observations = self.obs.copy()  # the states the actions were taken in
         policy_out = torch.as_tensor(self.policy(observations)).float()
         expected = (self.num_rows, self.setup.vocab_size)
-        if policy_out.shape != expected:
+        if (
+            policy_out.ndim != 2
+            or policy_out.shape[0] != expected[0]
+            or (policy_out.shape[1] < expected[1])
+        ):
             raise ValueError(
                 f"the attached policy returned shape {tuple(policy_out.shape)}; expected "
-                f"{expected}: next-token log-probs over the vocabulary for each observation "
-                "(see lmgym.envs.token_batch.TokenPolicyLogProbFn)."
+                f"{expected}: next-token log-probs over the tokenizer's tokens for each "
+                "observation (see lmgym.envs.token_batch.TokenPolicyLogProbFn)."
             )
         return policy_kl_per_token(
             self.rewarder.kl_estimator,
@@ -294,5 +319,6 @@ class TokenBatch:
             ref_logp,
             ref_logits[:, None, :],
             tokens[:, None],
+            vocab_size=self.setup.vocab_size,
             what="(batch, 1)",
         )[:, 0]

@@ -1,8 +1,8 @@
 """The reward-function protocol: what any reward must look like, and how lmgym calls it.
 
-A reward function maps a batch of ``(prompt, completion)`` texts to one float each (DESIGN
-section 4). Users hand lmgym one of two forms, and :func:`as_reward_fn` turns either into the
-batch form once, when the env is built:
+A reward function maps a batch of ``(prompt, completion)`` texts to one float each. Users hand
+lmgym one of two forms, and :func:`as_reward_fn` turns either into the batch form once, when the
+env is built:
 
 * **batch form** (:class:`RewardFunction`): ``fn(prompts, completions, **kwargs)`` returns one
   score per pair, as a list, tuple, NumPy array or torch tensor. This is the form of every

@@ -1,4 +1,4 @@
-"""The KL penalty: per-token estimators, the sequence sum, and the β controllers (DESIGN §4).
+"""The KL penalty: per-token estimators, the sequence sum, and the β controllers.
 
 The penalty keeps the policy π_θ near the frozen reference π_ref: ``R = r_φ(x, y) − β · Σ_t k_t``.
 Only the sampled token's log-probability is usually at hand, so the KL is estimated per token
@@ -11,6 +11,15 @@ from π_θ, with ``r_t = exp(−ℓ_t) = π_ref / π_θ``. The estimators are th
 * ``k3 = (r − 1) − log r``: unbiased (E_π[r] = 1), low variance, ≥ 0 for every token;
 * ``full``: the exact KL(π_θ(·|prefix) ‖ π_ref(·|prefix)) at each position from both full
   next-token distributions, when the logits of both are available.
+
+**One support for both distributions.** Models are often stored with an embedding padded past
+the tokenizer (GPT-2 style tables rounded up to a multiple of 64 or 128). Those extra rows are no
+tokens: no action can pick them and no text contains them. Both π_θ and π_ref are therefore
+normalised over the tokenizer's ids ``[0, len(tokenizer))`` only (:func:`vocab_log_softmax`).
+Normalising one over every row and the other over the tokens would report a KL of
+``log Z_tokens − log Z_rows`` per token between a policy and itself.
+
+With no policy attached, the envs pay :func:`reference_only_kl`, a cross-entropy, not a KL.
 
 All functions here are pure torch and keep gradients, so a policy loss can use them too.
 """
@@ -31,6 +40,7 @@ __all__ = [
     "log_ratio",
     "reference_only_kl",
     "sequence_kl",
+    "vocab_log_softmax",
 ]
 
 KLEstimator = Literal["k1", "k2", "k3", "full"]
@@ -55,6 +65,30 @@ def log_ratio(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return logp - ref_logp
 
 
+def vocab_log_softmax(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Log-probabilities over the ids ``[0, vocab_size)`` only, renormalised: shape (..., V).
+
+    The support every KL in lmgym is computed on: the tokenizer's tokens. A model whose
+    embedding is padded past the tokenizer gives logits for rows that are no tokens; they are
+    dropped before normalising. Log-probabilities are valid input too (renormalising them over
+    all their columns changes nothing).
+
+    Raises:
+        ValueError: ``logits`` has fewer than ``vocab_size`` columns.
+
+    Example:
+        >>> vocab_log_softmax(torch.tensor([[0.0, 0.0, 9.0]]), 2).exp()
+        tensor([[0.5000, 0.5000]])
+    """
+    if logits.shape[-1] < vocab_size:
+        raise ValueError(
+            f"vocab_size={vocab_size} but logits has {logits.shape[-1]} columns; expected at "
+            "least one column per token of the tokenizer (a model's embedding may be padded "
+            "past the tokenizer, never smaller). Pass vocab_size=len(tokenizer)."
+        )
+    return torch.log_softmax(logits[..., :vocab_size], dim=-1)
+
+
 def kl_per_token(
     estimator: KLEstimator,
     logp: torch.Tensor | None = None,
@@ -62,6 +96,7 @@ def kl_per_token(
     *,
     logits: torch.Tensor | None = None,
     ref_logits: torch.Tensor | None = None,
+    vocab_size: int | None = None,
 ) -> torch.Tensor:
     """Per-token KL(π_θ ‖ π_ref) estimate k_t, shape (B, T).
 
@@ -73,6 +108,10 @@ def kl_per_token(
         ref_logp: log π_ref of the same tokens (B, T).
         logits: Policy next-token logits (or log-probs) at each position (B, T, V).
         ref_logits: Reference next-token logits (or log-probs) at each position (B, T, V).
+        vocab_size: ``full`` only: normalise both distributions over the ids
+            ``[0, vocab_size)`` (the tokenizer's tokens), dropping the columns of embedding
+            rows past them, so two models with differently padded tables compare on one
+            support. ``None`` takes both as they are, which then must have the same width.
 
     Returns:
         k_t for every position, padding included: mask it with :func:`sequence_kl`.
@@ -104,6 +143,15 @@ def kl_per_token(
                 "and the reference; pass both, or use estimator='k1', 'k2' or 'k3' with "
                 "logp and ref_logp."
             )
+        if vocab_size is not None:
+            for name, tensor in (("logits", logits), ("ref_logits", ref_logits)):
+                if tensor.shape[-1] < vocab_size:
+                    raise ValueError(
+                        f"vocab_size={vocab_size} but {name} has {tensor.shape[-1]} columns; "
+                        "expected both to cover every token id below vocab_size. Pass "
+                        "vocab_size=len(tokenizer)."
+                    )
+            logits, ref_logits = logits[..., :vocab_size], ref_logits[..., :vocab_size]
         return _full_kl(logits, ref_logits)
     if logp is None or ref_logp is None:
         raise ValueError(
@@ -129,7 +177,8 @@ def _full_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"logits has shape {tuple(logits.shape)} and ref_logits {tuple(ref_logits.shape)}; "
             "expected both (B, T, V) over the same vocabulary. If one model's embedding is "
-            "padded past the tokenizer, slice both to len(tokenizer)."
+            "padded past the tokenizer, pass vocab_size=len(tokenizer): both are then "
+            "normalised over the tokenizer's tokens."
         )
     dtype = torch.promote_types(logits.dtype, torch.float32)  # never sum a vocab in fp16
     logq_policy = torch.log_softmax(logits.to(dtype), dim=-1)  # (B, T, V)
@@ -144,10 +193,18 @@ def _full_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
 def reference_only_kl(ref_logp: torch.Tensor) -> torch.Tensor:
     """Per-token penalty when no policy is attached: ``−log π_ref(y_t)``, shape (B, T).
 
-    KL(π_θ ‖ π_ref) = E_π[log π_θ − log π_ref] = −H(π_θ) + CE(π_θ, π_ref). Without π_θ's
-    log-probs only the cross-entropy half can be estimated, by ``−log π_ref`` of the sampled
-    token; the −H half is left to the agent's entropy bonus, which pays β·H when its
-    coefficient equals β. The env records which form it used (``info["kl_form"]``).
+    This is a **cross-entropy, not a KL**. KL(π_θ ‖ π_ref) = E_π[log π_θ − log π_ref] =
+    CE(π_θ, π_ref) − H(π_θ); without π_θ's log-probs only the cross-entropy term can be
+    estimated, by ``−log π_ref`` of the sampled token. It exceeds the KL by the policy's entropy,
+    so the envs name it (``info["kl_form"] == "cross_entropy"``) and refuse an adaptive β on
+    it: a controller would chase the entropy, not the drift from π_ref.
+
+    An entropy bonus with coefficient β (``ent_coef``) restores the objective's *value* on
+    average (CE − H = KL), not its *gradient*. The bonus enters the loss as the entropy of
+    each visited state's next-token distribution, with the visited states held fixed. In the
+    KL, the entropy term −log π_θ(y_t) is part of the reward, so its gradient also carries
+    how each token changes the states (and entropies) that follow, through the returns of
+    the tokens before them. The bonus leaves that part out. Attach the policy to get the KL.
 
     Example:
         >>> reference_only_kl(torch.tensor([[-0.5, -2.0]]))
@@ -239,6 +296,12 @@ class AdaptiveKLController:
     over the episodes of the update, as in Ziegler et al. (target 6 nats) and TRL's former
     ``PPOTrainer``. Peers differ: some frameworks feed the controller a per-token mean, whose
     targets are smaller by about the completion length, so targets do not carry over.
+
+    **Call it once per batch, with the batch's mean.** The clip is not linear: n updates of
+    one episode each average the *clipped* errors, which differs from one update with the
+    clipped error of the mean whenever the episodes' KLs are spread out (skewed KLs then
+    hold the mean KL above or below the target). The envs collect finished episodes and
+    update once per batch (see ``kl_batch_size`` of the LM envs).
 
     Args:
         init_kl_coef: Initial β, ≥ 0.

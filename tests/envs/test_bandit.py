@@ -12,10 +12,13 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import lmgym  # noqa: F401  (registers the envs)
+from lmgym.agents import lm_logprobs
 from lmgym.envs.bandit import LMBanditEnv
 from lmgym.error import ResetNeeded, RewardFunctionError
 from lmgym.models.loading import load_model
 from lmgym.models.scoring import score_completions
+from lmgym.rewards.kl import AdaptiveKLController
+from tests.conftest import build_tiny_model
 
 PROMPTS = ["the food was", "i thought the staff were", "the soup is", "the service was very"]
 
@@ -45,6 +48,8 @@ CONFIGS = {
 @pytest.mark.parametrize("kwargs", CONFIGS.values(), ids=CONFIGS.keys())
 def test_checkers_pass_without_warnings(tiny_lm_dir: Path, kwargs) -> None:
     env = make(tiny_lm_dir, **kwargs)
+    if "kl_target" in kwargs:  # an adaptive β needs π_θ attached (a KL, not a cross-entropy)
+        env.unwrapped.attach_policy(lm_logprobs(env.unwrapped.lm.model, env.unwrapped.lm))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gym_check_env(env.unwrapped, skip_render_check=True)
@@ -58,9 +63,10 @@ def test_reward_invariant_and_info_keys(tiny_lm_dir: Path) -> None:
     action = env.action_space.sample()
     obs2, reward, terminated, truncated, info = env.step(action)
     assert terminated and not truncated
-    for key in ("prompt", "completion", "reward_model", "kl", "kl_coef", "kl_form"):
+    for key in ("prompt", "completion", "reward_model", "kl", "kl_coef", "kl_form",
+                "length_limited"):  # fmt: skip
         assert key in info
-    assert info["kl_form"] == "reference_only"
+    assert info["kl_form"] == "cross_entropy"
     assert reward == pytest.approx(info["reward_model"] - info["kl_coef"] * info["kl"], abs=1e-9)
     np.testing.assert_array_equal(obs, obs2)
 
@@ -86,7 +92,7 @@ def test_reference_only_kl_is_negative_ref_logprob_sum(tiny_lm_dir: Path) -> Non
     assert info["kl"] == pytest.approx(-float(s.logprobs.sum()), rel=1e-5)
     assert info["completion"] == "great"
     assert info["reward_model"] == 1.0
-    assert info["completion_length"] == 2 and info["eos"]
+    assert info["completion_length"] == 2 and info["eos"] and not info["length_limited"]
 
 
 def test_kl_is_zero_when_policy_is_reference(tiny_lm_dir: Path) -> None:
@@ -110,6 +116,79 @@ def test_kl_is_zero_when_policy_is_reference(tiny_lm_dir: Path) -> None:
         _, _, _, _, info = env.step(env.action_space.sample())
         assert info["kl_form"] == "policy"
         assert info["kl"] == pytest.approx(0.0, abs=1e-5), estimator
+
+
+def test_length_limited_is_a_completion_without_eos(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir)
+    eos = env.unwrapped.lm.eos_token_id
+    for action, limited in (
+        ([5] * 6, True),
+        ([5] * 5 + [eos], False),
+        ([eos, 5, 5, 5, 5, 5], False),
+    ):
+        env.reset(seed=0)
+        _, _, terminated, truncated, info = env.step(np.array(action))
+        assert terminated and not truncated
+        assert info["length_limited"] is limited and info["eos"] is not limited
+
+
+def attach_other_policy(env: gym.Env) -> None:
+    """π_θ = another tiny LM: a KL that differs from episode to episode."""
+    lm = env.unwrapped.lm
+    env.unwrapped.attach_policy(lm_logprobs(build_tiny_model(lm.vocab_size, seed=1).eval(), lm))
+
+
+SKEWED_COMPLETIONS = [[5, 6, 7, 8, 9, 10], [2, 4, 4, 4, 4, 4], [11, 2, 4, 4, 4, 4]]
+
+
+def play_bandit_episodes(env: gym.Env) -> tuple[list[float], list[float]]:
+    """One episode per completion; returns each one's KL and β."""
+    env.reset(seed=0)
+    kls, betas = [], []
+    for action in SKEWED_COMPLETIONS:
+        env.reset(options={"prompt": "the soup is"})
+        info = env.step(np.array(action))[-1]
+        kls.append(info["kl"])
+        betas.append(info["kl_coef"])
+    return kls, betas
+
+
+def test_adaptive_beta_updates_once_per_batch_from_the_mean_kl(tiny_lm_dir: Path) -> None:
+    fixed = make(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1)
+    attach_other_policy(fixed)
+    kls, _ = play_bandit_episodes(fixed)
+    target = float(np.mean(kls)) / 1.1
+    n = len(SKEWED_COMPLETIONS)
+    env = make(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1, kl_target=target, kl_horizon=10,
+               kl_batch_size=n)  # fmt: skip
+    attach_other_policy(env)
+    kls_again, betas = play_bandit_episodes(env)
+    assert kls_again == pytest.approx(kls) and betas == [0.1] * n
+    from_mean = AdaptiveKLController(0.1, target=target, horizon=10)
+    from_mean.update(float(np.mean(kls)), n)
+    clipped_errors = AdaptiveKLController(0.1, target=target, horizon=10)
+    for kl in kls:
+        clipped_errors.update(kl, 1)
+    assert abs(from_mean.value - clipped_errors.value) > 0.2 * (from_mean.value - 0.1)
+    assert env.unwrapped.rewarder.controller.value == pytest.approx(from_mean.value, rel=1e-9)
+
+
+def test_adaptive_beta_without_a_policy_is_refused(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir, kl_target=3.0)
+    obs, _ = env.reset(seed=0)
+    action = np.array([5, 2, 4, 4, 4, 4])
+    with pytest.raises(ValueError, match=r"kl_target=3\.0 .*cross_entropy.*kl_target=None"):
+        env.step(action)
+    attach_other_policy(env)  # attached after construction: the usual flow
+    obs2, _, terminated, _, info = env.step(action)  # the episode was not consumed
+    assert terminated and info["kl_form"] == "policy"
+    np.testing.assert_array_equal(obs, obs2)
+    # Evaluation does not move β, so it may score in the cross-entropy form.
+    env.unwrapped.attach_policy(None)
+    batch = env.unwrapped.rewarder(
+        ["the soup is"], obs[None], action[None], update_controller=False
+    )
+    assert batch.kl_form == "cross_entropy"
 
 
 def test_same_seed_same_prompts_and_rewards(tiny_lm_dir: Path) -> None:
@@ -200,6 +279,13 @@ def test_step_after_terminated_and_before_reset(tiny_lm_dir: Path) -> None:
         ({"kl_coef": -0.1}, ValueError, r"kl_coef=-0.1"),
         ({"kl_coef": float("nan")}, ValueError, r"kl_coef=nan"),
         ({"kl_estimator": "k4"}, ValueError, r"kl_estimator='k4' is unknown.*'k1'"),
+        ({"kl_batch_size": 0}, ValueError, r"kl_batch_size=0 .*int >= 1"),
+        ({"kl_batch_size": 2.5}, ValueError, r"kl_batch_size=2.5 .*int >= 1"),
+        (
+            {"kl_target": 3.0, "kl_horizon": 10, "kl_batch_size": 50},
+            ValueError,
+            r"kl_batch_size=50 .*5 × kl_horizon=10",
+        ),  # fmt: skip
         ({"max_new_tokens": 0}, ValueError, r"max_new_tokens=0"),
         ({"max_prompt_tokens": -1}, ValueError, r"max_prompt_tokens=-1"),
         ({"render_mode": "rgb_array"}, ValueError, r"render_mode='rgb_array'"),
@@ -212,6 +298,9 @@ def test_step_after_terminated_and_before_reset(tiny_lm_dir: Path) -> None:
         "neg_beta",
         "nan_beta",
         "estimator",
+        "batch_size0",
+        "batch_size_float",
+        "batch_size_vs_horizon",
         "max_new0",
         "max_prompt_neg",
         "render",

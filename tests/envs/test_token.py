@@ -17,7 +17,7 @@ from lmgym.envs.token import LMTokenEnv
 from lmgym.error import ResetNeeded
 from lmgym.models.scoring import score_completions
 from lmgym.rewards.kl import AdaptiveKLController
-from tests.conftest import build_tiny_model
+from tests.conftest import build_tiny_model, build_tiny_tokenizer
 from tests.envs.test_bandit import PROMPTS, count_great
 
 P, T = 8, 6
@@ -69,6 +69,8 @@ CONFIGS = {
 @pytest.mark.parametrize("kwargs", CONFIGS.values(), ids=CONFIGS.keys())
 def test_checkers_pass_without_warnings(tiny_lm_dir: Path, kwargs) -> None:
     env = make(tiny_lm_dir, **kwargs)
+    if "kl_target" in kwargs:  # an adaptive β needs π_θ attached (a KL, not a cross-entropy)
+        env.unwrapped.attach_policy(lm_token_logprobs(env.unwrapped.lm.model, env.unwrapped.lm))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gym_check_env(env.unwrapped, skip_render_check=True)
@@ -93,7 +95,7 @@ def test_info_keys_and_reward_invariant_on_every_step(tiny_lm_dir: Path) -> None
     steps = run_episode(env, "the soup is", [*ids(env, "great and great"), EOS, 5, 5])
     assert len(steps) == 4
     keys = {"prompt", "completion", "reward_model", "kl", "kl_coef", "kl_form", "episode_kl",
-            "completion_length", "eos"}  # fmt: skip
+            "completion_length", "eos", "length_limited"}  # fmt: skip
     running = 0.0
     for t, (_, reward, terminated, truncated, info) in enumerate(steps):
         assert set(info) == keys
@@ -101,25 +103,50 @@ def test_info_keys_and_reward_invariant_on_every_step(tiny_lm_dir: Path) -> None
         running += info["kl"]
         assert info["episode_kl"] == pytest.approx(running)
         assert info["completion_length"] == t + 1
-        assert info["kl_form"] == "reference_only" and info["prompt"] == "the soup is"
-        assert terminated == (t == 3) and not truncated
+        assert info["kl_form"] == "cross_entropy" and info["prompt"] == "the soup is"
+        assert terminated == (t == 3) and not truncated and not info["length_limited"]
     assert [s[-1]["reward_model"] for s in steps] == [0.0, 0.0, 0.0, 2.0]
     assert steps[-1][-1]["completion"] == "great and great" and steps[-1][-1]["eos"]
     assert steps[1][-1]["completion"] == "great and"
 
 
-def test_truncation_pad_and_eos_end_episodes_differently(tiny_lm_dir: Path) -> None:
+def test_length_limit_terminates_and_is_recorded_in_info(tiny_lm_dir: Path) -> None:
     env = make(tiny_lm_dir)
     steps = run_episode(env, "the food was", [5] * T)
-    assert [s[2] for s in steps] == [False] * T  # never terminated ...
-    assert [s[3] for s in steps] == [False] * (T - 1) + [True]  # ... truncated at the limit
+    # Scored at the limit and nothing follows: terminated, so no value is bootstrapped past it.
+    assert [s[2] for s in steps] == [False] * (T - 1) + [True]
+    assert not any(s[3] for s in steps)  # truncated is for cuts outside the task
+    assert [s[-1]["length_limited"] for s in steps] == [False] * (T - 1) + [True]
+    assert steps[-1][-1]["reward_model"] == 0.0 and steps[-1][-1]["completion_length"] == T
     steps = run_episode(env, "the food was", [5, EOS])
     assert steps[-1][2] and not steps[-1][3] and steps[-1][-1]["eos"]
+    assert not steps[-1][-1]["length_limited"]
     # The pad id is not a text token: it ends the text, and the observation stays recoverable.
     steps = run_episode(env, "the food was", [5, PAD])
     assert steps[-1][2] and not steps[-1][3] and not steps[-1][-1]["eos"]
+    assert not steps[-1][-1]["length_limited"]
     obs = steps[-1][0]
     assert obs[P] == 5 and (obs[P + 1 :] == PAD).all()
+    # EOS as the T-th token ends the text: not a length-limited completion.
+    steps = run_episode(env, "the food was", [5] * (T - 1) + [EOS])
+    assert steps[-1][2] and steps[-1][-1]["eos"] and not steps[-1][-1]["length_limited"]
+
+
+def test_pad_ends_the_completion_in_both_envs(tiny_lm_dir: Path) -> None:
+    tokens = [5, PAD, 7, 8, EOS, 9]
+    token_env = make(tiny_lm_dir, kl_coef=0.2)
+    bandit = make_bandit(tiny_lm_dir, kl_coef=0.2)
+    steps = run_episode(token_env, "the soup is", tokens)
+    assert len(steps) == 2 and steps[-1][2]
+    bandit.reset(seed=0, options={"prompt": "the soup is"})
+    _, reward, *_, info = bandit.step(np.array(tokens))
+    final = steps[-1][-1]
+    assert info["completion_length"] == final["completion_length"] == 2
+    assert info["kl"] == pytest.approx(final["episode_kl"], rel=1e-5)
+    assert reward == pytest.approx(sum(s[1] for s in steps), rel=1e-5)
+    assert info["completion"] == final["completion"] == token_env.unwrapped.lm.tokenizer.decode(5)
+    assert not info["eos"] and not final["eos"]
+    assert not info["length_limited"] and not final["length_limited"]
 
 
 @pytest.mark.parametrize(
@@ -149,7 +176,8 @@ def test_episode_rewards_sum_to_bandit_reward(tiny_lm_dir: Path, estimator, poli
         assert final["episode_kl"] == pytest.approx(info["kl"], rel=1e-5, abs=1e-5), name
         assert final["reward_model"] == info["reward_model"], name
         assert final["completion"] == info["completion"], name
-        assert final["kl_form"] == info["kl_form"] == ("policy" if policy else "reference_only")
+        assert final["kl_form"] == info["kl_form"] == ("policy" if policy else "cross_entropy")
+        assert final["length_limited"] == info["length_limited"] == (name == "truncated"), name
 
 
 def test_cached_logprobs_equal_teacher_forced_scores(tiny_lm_dir: Path) -> None:
@@ -183,22 +211,73 @@ def test_kl_is_zero_when_policy_is_reference(tiny_lm_dir: Path) -> None:
             assert info["kl"] == pytest.approx(0.0, abs=1e-5), estimator
 
 
-def test_adaptive_beta_updates_once_per_episode_with_summed_kl(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir, kl_target=2.0, kl_horizon=50, kl_coef=0.1)
-    expected = AdaptiveKLController(0.1, target=2.0, horizon=50)
+def attach_other_policy(env: gym.Env) -> None:
+    """π_θ = another tiny LM: a KL that differs from episode to episode."""
+    lm = env.unwrapped.lm
+    env.unwrapped.attach_policy(
+        lm_token_logprobs(build_tiny_model(lm.vocab_size, seed=1).eval(), lm)
+    )
+
+
+SKEWED_EPISODES = [[5, 6, 7, 8, 9, 10], [EOS], [11, EOS]]  # summed KLs far apart
+
+
+def play_token_episodes(env: gym.Env) -> tuple[list[float], list[float]]:
+    """Play SKEWED_EPISODES; return each episode's summed KL and the β of every step."""
+    kls, betas = [], []
     env.reset(seed=0)
-    for episode in range(3):
-        if episode:
-            env.reset()
-        done, infos = False, []
-        while not done:
-            _, _, terminated, truncated, info = env.step(5 if len(infos) < 2 else EOS)
-            assert info["kl_coef"] == pytest.approx(expected.value)
-            infos.append(info)
-            done = terminated or truncated
-        expected.update(infos[-1]["episode_kl"], 1)
+    for tokens in SKEWED_EPISODES:
+        env.reset(options={"prompt": "the soup is"})
+        for token in tokens:
+            _, _, terminated, truncated, info = env.step(token)
+            betas.append(info["kl_coef"])
+            if terminated or truncated:
+                break
+        kls.append(info["episode_kl"])
+    return kls, betas
+
+
+def test_adaptive_beta_updates_once_per_batch_from_the_mean_kl(tiny_lm_dir: Path) -> None:
+    fixed = make(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1)
+    attach_other_policy(fixed)
+    kls, _ = play_token_episodes(fixed)
+    target = float(np.mean(kls)) / 1.1  # the batch mean is 10% over target: e = 0.1, unclipped
+    n = len(SKEWED_EPISODES)
+    env = make(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1, kl_target=target, kl_horizon=10,
+               kl_batch_size=n)  # fmt: skip
+    attach_other_policy(env)
+    kls_again, betas = play_token_episodes(env)
+    assert kls_again == pytest.approx(kls)
+    assert betas == [0.1] * len(betas)  # β only moves once the batch is complete
+    from_mean = AdaptiveKLController(0.1, target=target, horizon=10)
+    from_mean.update(float(np.mean(kls)), n)
+    clipped_errors = AdaptiveKLController(0.1, target=target, horizon=10)
+    for kl in kls:  # what a per-episode update does: the mean of clipped errors
+        clipped_errors.update(kl, 1)
+    assert abs(from_mean.value - clipped_errors.value) > 0.2 * (
+        from_mean.value - 0.1
+    )  # the skew makes them differ
+    assert env.unwrapped.rewarder.controller.value == pytest.approx(from_mean.value, rel=1e-9)
     env.reset(seed=0)  # a seeded reset restarts β
     assert env.step(5)[-1]["kl_coef"] == 0.1
+
+
+def test_adaptive_beta_without_a_policy_is_refused(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir, kl_target=3.0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"kl_target=3\.0 .*cross_entropy.*attach") as caught:
+        env.step(5)
+    assert "kl_target=None" in str(caught.value)  # the other fix: a fixed β
+    attach_other_policy(env)  # attached after construction: the usual flow
+    _, _, terminated, _, info = env.step(5)  # the refused step changed nothing
+    assert info["completion_length"] == 1 and info["kl_form"] == "policy" and not terminated
+
+
+def test_cross_entropy_form_with_a_fixed_beta_is_allowed(tiny_lm_dir: Path) -> None:
+    env = make(tiny_lm_dir, kl_coef=0.3)
+    env.reset(seed=0)
+    info = env.step(5)[-1]
+    assert info["kl_form"] == "cross_entropy" and info["kl"] > 0
 
 
 def test_same_seed_same_rollouts(tiny_lm_dir: Path) -> None:
@@ -287,7 +366,7 @@ def test_step_after_episode_end_and_before_reset(tiny_lm_dir: Path) -> None:
         env.step(5)
     env.reset(seed=0)
     env.step(5)
-    assert env.step(5)[3]  # truncated
+    assert env.step(5)[2]  # terminated at the length limit
     with pytest.raises(ResetNeeded, match="call reset"):
         env.step(5)
     env.reset()
@@ -376,3 +455,68 @@ def test_raising_reward_fn_leaves_the_step_retryable(tiny_lm_dir: Path) -> None:
     obs, reward, terminated, _, info = env.step(EOS)  # nothing was committed by the failure
     assert terminated and info["completion_length"] == 2 and info["reward_model"] == 1.0
     assert (obs[P + 2 :] == PAD).all()
+
+
+# -------------------------------------------- a model whose embedding is padded past the tokenizer
+
+
+@pytest.fixture(scope="module")
+def padded_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 with 64 embedding rows for 27 tokens (rounded up to a multiple of 64)."""
+    path = tmp_path_factory.mktemp("padded_lm")
+    tokenizer = build_tiny_tokenizer()
+    rows = -(-len(tokenizer) // 64) * 64
+    build_tiny_model(rows).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def support_logprobs(env: gym.Env, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
+    """(B, T, V) log π_ref over the tokenizer's tokens only: the support of the env's KL."""
+    lm = env.unwrapped.lm
+    prompt, completion = torch.as_tensor(observations), torch.as_tensor(actions)
+    with torch.inference_mode():
+        scores = score_completions(
+            lm.ref_model, prompt, (prompt != lm.pad_token_id).long(), completion,
+            torch.ones_like(completion), pad_token_id=lm.pad_token_id, keep_logits=True,
+        )  # fmt: skip
+    return torch.log_softmax(scores.logits[..., : lm.vocab_size], dim=-1)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3", "full"])
+def test_padded_vocabulary_gives_zero_kl_when_policy_is_reference(padded_lm_dir, estimator):
+    token_env = make(padded_lm_dir, kl_estimator=estimator)
+    lm = token_env.unwrapped.lm
+    assert lm.ref_model.get_input_embeddings().weight.shape[0] == 64 > lm.vocab_size == 27
+    token_env.unwrapped.attach_policy(lm_token_logprobs(lm.ref_model, lm))
+    tokens = [5, 9, 12, 7, EOS]
+    steps = run_episode(token_env, "the soup is", tokens)
+    assert [s[-1]["kl"] for s in steps] == pytest.approx([0.0] * len(steps), abs=1e-5)
+
+    # The bandit, with π_θ given as full (B, T, V_model) log-distributions, and (k1/k2/k3) as
+    # the chosen tokens' log-probs over the tokenizer's tokens.
+    bandit = make_bandit(padded_lm_dir, kl_estimator=estimator)
+    policies = {"full_rows": lm_logprobs(bandit.unwrapped.lm.ref_model, bandit.unwrapped.lm)}
+    if estimator != "full":
+        policies["chosen_tokens"] = lambda obs, actions: support_logprobs(
+            bandit, obs, actions
+        ).gather(2, torch.as_tensor(actions)[..., None])[..., 0]
+    for name, policy in policies.items():
+        bandit.unwrapped.attach_policy(policy)
+        bandit.reset(seed=0, options={"prompt": "the soup is"})
+        info = bandit.step(np.array([*tokens, 4]))[-1]
+        assert info["kl_form"] == "policy"
+        assert info["kl"] == pytest.approx(0.0, abs=1e-5), name
+
+
+def test_padded_vocabulary_cross_entropy_is_over_the_tokenizers_tokens(padded_lm_dir) -> None:
+    tokens = [5, 9, 12, 7, EOS]
+    token_env, bandit = make(padded_lm_dir), make_bandit(padded_lm_dir)
+    steps = run_episode(token_env, "the soup is", tokens)
+    obs, _ = bandit.reset(seed=0, options={"prompt": "the soup is"})
+    info = bandit.step(np.array([*tokens, 4]))[-1]
+    ref = support_logprobs(bandit, obs[None], np.array([tokens]))[0]  # (T, V)
+    expected = -ref.gather(1, torch.tensor(tokens)[:, None])[:, 0].numpy()
+    np.testing.assert_allclose([s[-1]["kl"] for s in steps], expected, rtol=1e-5)
+    assert info["kl"] == pytest.approx(float(expected.sum()), rel=1e-5)
+    assert info["kl_form"] == steps[-1][-1]["kl_form"] == "cross_entropy"

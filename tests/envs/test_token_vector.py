@@ -7,12 +7,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
 
 import lmgym  # noqa: F401
-from lmgym.agents import SB3VecEnv
+from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs, lm_token_logprobs
 from lmgym.envs.token_vector import LMTokenVectorEnv
 from lmgym.error import ResetNeeded
 from lmgym.models.scoring import score_completions
+from lmgym.rewards.kl import AdaptiveKLController
+from lmgym.seeding import set_seed
+from tests.conftest import build_tiny_model
 from tests.envs.test_bandit import PROMPTS, count_great
 from tests.envs.test_token import EOS, PAD, P, make
 
@@ -140,7 +145,7 @@ def test_one_reference_forward_and_one_reward_call_per_step(tiny_lm_dir: Path) -
     envs.step(np.array([EOS, EOS, EOS, 5, 5, 5, 5, 5]))
     assert calls == {"reward": 1, "forward": 4}  # + one prefill for the 3 new prompts
     envs.step(np.full(8, 5))
-    envs.step(np.full(8, 5))  # envs 3..7 truncate at 4 tokens
+    envs.step(np.full(8, 5))  # envs 3..7 reach the length limit at 4 tokens
     assert calls["reward"] == 2
 
 
@@ -183,7 +188,8 @@ def test_sb3_adapter_reports_terminal_observation(tiny_lm_dir: Path) -> None:
     assert infos[1]["TimeLimit.truncated"] is False and infos[1]["eos"]
     _, _, dones, infos = vec.step(np.array([5, 5]))
     assert dones.tolist() == [True, False]
-    assert infos[0]["TimeLimit.truncated"] is True
+    # The length limit ends the task: SB3 must not bootstrap a value past it.
+    assert infos[0]["TimeLimit.truncated"] is False and infos[0]["length_limited"]
     assert infos[0]["terminal_observation"][P:].tolist() == [5, 5]
     masks = vec.env_method("action_masks")
     assert len(masks) == 2 and masks[0].shape == (27,)
@@ -206,3 +212,101 @@ def test_bad_vector_input_leaves_env_usable(tiny_lm_dir: Path) -> None:
         make_vec(tiny_lm_dir, 0)
     _, _, _, _, infos = envs.step(np.array([5, 5]))
     assert infos["completion_length"].tolist() == [1, 1]
+
+
+class RolloutRecorder(BaseCallback):
+    """Keeps the first rollout's buffer rewards and how each step's episodes ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dones: list[np.ndarray] = []
+        self.eos: list[list[bool]] = []
+        self.lengths: list[list[int]] = []
+        self.rewards: np.ndarray | None = None
+
+    def _on_step(self) -> bool:
+        self.dones.append(np.asarray(self.locals["dones"], dtype=bool).copy())
+        self.eos.append([bool(info["eos"]) for info in self.locals["infos"]])
+        self.lengths.append([int(info["completion_length"]) for info in self.locals["infos"]])
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.rewards is None:
+            self.rewards = self.model.rollout_buffer.rewards.copy()  # (n_steps, n_envs)
+
+
+def test_ppo_stores_the_reward_model_score_for_both_endings() -> None:
+    """A length-limited completion is scored once: no γ·V(s_T) added on top (TRL: next value 0).
+
+    With a constant reward of 1, β = 0 and a value head that says 5 everywhere, the buffer must
+    hold 1.0 at every episode end, whether it ended with EOS or at the length limit.
+    """
+    set_seed(0)
+    vec = SB3VecEnv(
+        gym.make_vec(
+            "LMToken-v0", num_envs=8, max_new_tokens=4, kl_coef=0.0, reward_fn=lambda text: 1.0
+        )  # fmt: skip
+    )
+    vec.seed(0)
+    model = PPO(LMActorCriticPolicy, vec, n_steps=8, batch_size=64, n_epochs=1, seed=0,
+                policy_kwargs=lm_policy_kwargs(vec))  # fmt: skip
+    with torch.no_grad():
+        model.policy.value_net.weight.zero_()
+        model.policy.value_net.bias.fill_(5.0)
+    recorder = RolloutRecorder()
+    model.learn(64, callback=recorder)
+    assert recorder.rewards is not None
+    dones = np.stack(recorder.dones[:8])  # (n_steps, n_envs)
+    eos = np.array(recorder.eos[:8])
+    limited = dones & ~eos & (np.array(recorder.lengths[:8]) == 4)
+    assert limited.sum() >= 3 and (dones & eos).sum() >= 3  # both endings occurred
+    np.testing.assert_allclose(recorder.rewards[dones & eos], 1.0)
+    np.testing.assert_allclose(recorder.rewards[limited], 1.0)  # was 1 + γ·5 = 5.95
+    np.testing.assert_allclose(recorder.rewards[~dones], 0.0)
+
+
+def play_vector_episodes(envs: LMTokenVectorEnv) -> tuple[list[float], list[float]]:
+    """Three envs whose episodes end at steps 1, 2 and 4; returns the KLs and each step's β."""
+    envs.reset(seed=0)
+    kls, betas = [], []
+    for actions in ([EOS, 5, 5], [5, EOS, 5], [5, 5, 5], [5, 5, 5]):
+        _, _, terminated, truncated, infos = envs.step(np.array(actions))
+        done = terminated | truncated
+        final = infos.get("final_info", {})
+        for i in range(3):
+            betas.append(final["kl_coef"][i] if done[i] else infos["kl_coef"][i])
+            if done[i]:
+                kls.append(final["episode_kl"][i])
+    return kls[:3], betas
+
+
+def test_vector_adaptive_beta_updates_once_per_batch_of_episodes(tiny_lm_dir: Path) -> None:
+    other = build_tiny_model(27, seed=1).eval()  # no dropout: the same KLs twice
+    fixed = make_vec(tiny_lm_dir, 3, kl_estimator="k3", kl_coef=0.1)
+    fixed.attach_policy(lm_token_logprobs(other, fixed.lm))
+    kls, _ = play_vector_episodes(fixed)
+    target = float(np.mean(kls)) / 1.1
+    envs = make_vec(tiny_lm_dir, 3, kl_estimator="k3", kl_coef=0.1, kl_target=target,
+                    kl_horizon=10)  # fmt: skip
+    envs.attach_policy(lm_token_logprobs(other, envs.lm))
+    kls_again, betas = play_vector_episodes(envs)
+    assert kls_again == pytest.approx(kls)
+    # The three episodes end at different steps; β moves once, after the third (num_envs).
+    assert betas == [0.1] * len(betas)
+    from_mean = AdaptiveKLController(0.1, target=target, horizon=10)
+    from_mean.update(float(np.mean(kls)), 3)
+    clipped_errors = AdaptiveKLController(0.1, target=target, horizon=10)
+    for kl in kls:
+        clipped_errors.update(kl, 1)
+    assert abs(from_mean.value - clipped_errors.value) > 0.2 * (from_mean.value - 0.1)
+    assert envs.rewarder.controller.value == pytest.approx(from_mean.value, rel=1e-9)
+
+
+def test_vector_adaptive_beta_without_a_policy_is_refused(tiny_lm_dir: Path) -> None:
+    envs = make_vec(tiny_lm_dir, 2, kl_target=3.0)
+    envs.reset(seed=0)
+    with pytest.raises(ValueError, match=r"kl_target=3\.0 .*cross_entropy"):
+        envs.step(np.array([5, EOS]))
+    envs.attach_policy(lm_token_logprobs(envs.lm.model, envs.lm))
+    _, _, terminated, _, infos = envs.step(np.array([5, EOS]))
+    assert terminated.tolist() == [False, True] and infos["completion_length"][0] == 1

@@ -16,6 +16,7 @@ from lmgym.rewards.kl import (
     kl_per_token,
     reference_only_kl,
     sequence_kl,
+    vocab_log_softmax,
 )
 
 N_SAMPLES = 200_000
@@ -171,14 +172,48 @@ def test_estimators_keep_gradients():
                 "logits": torch.zeros(1, 2, 5),
                 "ref_logits": torch.zeros(1, 2, 6),
             },
-            r"expected both \(B, T, V\) over the same vocabulary",
+            r"expected both \(B, T, V\) over the same vocabulary.*vocab_size=len\(tokenizer\)",
+        ),
+        (
+            {
+                "estimator": "full",
+                "logits": torch.zeros(1, 2, 5),
+                "ref_logits": torch.zeros(1, 2, 6),
+                "vocab_size": 7,
+            },
+            r"vocab_size=7 .*logits has 5 columns",
         ),
     ],
-    ids=["unknown", "missing-logp", "missing-logits", "shape", "vocab"],
+    ids=["unknown", "missing-logp", "missing-logits", "shape", "vocab", "vocab_size_too_big"],
 )
 def test_kl_per_token_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         kl_per_token(**kwargs)
+
+
+# --- padded vocabularies: one support for both distributions ----------------------------------
+
+
+def test_vocab_log_softmax_renormalises_over_the_first_ids():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 5.0, 5.0]])  # the last two: embedding padding rows
+    logp = vocab_log_softmax(logits, 3)
+    assert logp.shape == (1, 3)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(1))
+    torch.testing.assert_close(logp, torch.log_softmax(logits[:, :3], -1))
+
+
+def test_full_kl_over_the_tokenizers_tokens_when_one_model_is_padded():
+    g = torch.Generator().manual_seed(0)
+    policy = torch.randn(2, 3, 5, generator=g)  # (B, T, V): the tokenizer's 5 tokens
+    reference = torch.cat([policy, torch.randn(2, 3, 59, generator=g)], -1)  # 64 rows
+    zero = kl_per_token("full", logits=policy, ref_logits=reference, vocab_size=5)
+    torch.testing.assert_close(zero, torch.zeros(2, 3))
+    # Normalising the reference over all 64 rows would report a KL that is not there.
+    same = kl_per_token("full", logits=policy, ref_logits=reference[..., :5])
+    torch.testing.assert_close(same, zero)
+    over_all_rows = torch.log_softmax(reference, -1)[..., :5]
+    biased = (policy.softmax(-1) * (policy.log_softmax(-1) - over_all_rows)).sum(-1)
+    assert (biased > 0.1).all()
 
 
 # --- sequence sum ------------------------------------------------------------------------------

@@ -310,6 +310,9 @@ def test_bad_arguments_raise(tiny_lm_dir: Path, tmp_path: Path) -> None:
         make_policy(env, model=tiny_lm_dir, value_trunk="both")
     with pytest.raises(TypeError, match="decoding"):
         make_policy(env, model=tiny_lm_dir, decoding=0.7)
+    completions = make_policy(env, model=tiny_lm_dir).get_distribution(torch.full((1, 8), 5))
+    with pytest.raises(ValueError, match="max_new_tokens=3 differs"):
+        completions.distribution.decode(DecodingConfig(max_new_tokens=3))
     with pytest.raises(ValueError, match="ortho_init"):
         make_policy(env, model=tiny_lm_dir, ortho_init=True)
     with pytest.raises(ValueError, match="pad_token_id"):

@@ -5,20 +5,32 @@ pair of policies on every prompt (a "game"). The ratings are the Bradley-Terry m
 fit of all games on the Elo scale, ``P(i beats j) = 1 / (1 + 10^((R_j - R_i) / 400))``, as the
 Chatbot Arena leaderboard computes them (Chiang et al. 2024), rather than Elo's sequential
 updates, whose result depends on the order the games are played in. A weak Gaussian prior around
-1000 (``prior_sd`` Elo points) keeps a player that wins every game at a finite rating. The 95%
-interval is the percentile bootstrap: resample the games with replacement, refit, take the
-2.5% and 97.5% quantiles of each player's rating (Efron & Tibshirani 1993).
+1000 (``prior_sd`` Elo points) keeps a player that wins every game at a finite rating.
+
+The 95% interval is the percentile bootstrap (Efron & Tibshirani 1993): resample, refit, take the
+2.5% and 97.5% quantiles of each player's rating. What is resampled matters. The games are not
+independent: on one prompt every completion plays every other player's completion of it, so a
+completion that happens to be good (or a prompt that suits one policy) lifts all of that
+player's games on it together. Resampling single games treats them as independent and gave 95%
+intervals that covered the true ratings only 80% of the time in a simulation of the pipeline's
+design. So the bootstrap resamples *prompts*, each with all of its games (a cluster bootstrap;
+Davison & Hinkley 1997, section 3.8); the prompt is the unit that holds every game sharing a
+completion, and also the several samples drawn for it (tests/rlhf/test_elo.py measures the
+coverage).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
 __all__ = [
+    "MIN_CLUSTERS",
     "EloConfig",
     "EloRating",
     "Game",
@@ -32,6 +44,8 @@ ELO_SCALE = 400.0 / math.log(10.0)
 """Elo points per natural-log unit of the Bradley-Terry strength θ: ``R = 1000 + ELO_SCALE · θ``."""
 ELO_CENTER = 1000.0
 """The rating of the prior's mean (and of a player with no games)."""
+MIN_CLUSTERS = 10
+"""Fewer prompts than this make a bootstrap over prompts unreliable (a warning says so)."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,8 @@ class Game:
         player_a: Name of the first player.
         player_b: Name of the second player.
         score_a: 1.0 if ``player_a`` won, 0.0 if ``player_b`` won, 0.5 for a draw.
-        prompt: The prompt both completions answer (for the record; the fit ignores it).
+        prompt: The prompt both completions answer. The fit ignores it; the bootstrap
+            resamples prompts with all their games (:class:`EloConfig`'s ``resample``).
     """
 
     player_a: str
@@ -67,29 +82,41 @@ class EloConfig:
     """How the ratings and their interval are computed.
 
     Attributes:
-        n_bootstrap: Resamples of the games for the confidence interval (0: no interval).
+        n_bootstrap: Resamples for the confidence interval (0: no interval). Percentile
+            intervals need about 1000 (Efron & Tibshirani 1993, section 19.3); all resamples are
+            fitted in one batch, so they cost milliseconds.
         confidence: Coverage of the interval, in (0, 1).
         prior_sd: Standard deviation, in Elo points, of the Gaussian prior around 1000 that
             keeps an unbeaten player's rating finite; larger trusts the games more.
         seed: Seed of the bootstrap's resampling.
+        resample: What the bootstrap draws with replacement: ``"prompt"`` draws prompts, each
+            with all of its games (games on one prompt share completions, so they are not
+            independent); ``"game"`` draws single games, right only for games that are
+            independent of each other (each completion in one game).
     """
 
-    n_bootstrap: int = 200
+    n_bootstrap: int = 1000
     confidence: float = 0.95
     prior_sd: float = 400.0
     seed: int = 0
+    resample: Literal["prompt", "game"] = "prompt"
 
     def __post_init__(self) -> None:
         if isinstance(self.n_bootstrap, bool) or not isinstance(self.n_bootstrap, int):
-            raise TypeError(f"n_bootstrap={self.n_bootstrap!r} is not an int; pass e.g. 200.")
+            raise TypeError(f"n_bootstrap={self.n_bootstrap!r} is not an int; pass e.g. 1000.")
         if self.n_bootstrap < 0:
-            raise ValueError(f"n_bootstrap={self.n_bootstrap} must be >= 0, e.g. 200.")
+            raise ValueError(f"n_bootstrap={self.n_bootstrap} must be >= 0, e.g. 1000.")
         if not 0.0 < self.confidence < 1.0:
             raise ValueError(f"confidence={self.confidence!r} must lie in (0, 1), e.g. 0.95.")
         if not (math.isfinite(self.prior_sd) and self.prior_sd > 0):
             raise ValueError(f"prior_sd={self.prior_sd!r} must be a finite number > 0, e.g. 400.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} is not a non-negative int; pass e.g. seed=0.")
+        if self.resample not in ("prompt", "game"):
+            raise ValueError(
+                f"resample={self.resample!r} is unknown; expected 'prompt' (games sharing a "
+                "prompt's completions, as play_games makes them) or 'game' (independent games)."
+            )
 
 
 @dataclass
@@ -119,11 +146,20 @@ class EloRating:
 
 def _wins_matrix(games: Sequence[Game], index: Mapping[str, int]) -> np.ndarray:
     """``W[i, j]``: points player i took from player j (a draw gives each 0.5)."""
-    wins = np.zeros((len(index), len(index)))
-    for game in games:
-        a, b = index[game.player_a], index[game.player_b]
-        wins[a, b] += game.score_a
-        wins[b, a] += 1.0 - game.score_a
+    return _cluster_wins(games, index, np.zeros(len(games), dtype=np.int64), 1)[0]
+
+
+def _cluster_wins(
+    games: Sequence[Game], index: Mapping[str, int], cluster: np.ndarray, n_clusters: int
+) -> np.ndarray:
+    """``W[c, i, j]``: points player i took from player j in the games of cluster c."""
+    n = len(index)
+    a = np.array([index[g.player_a] for g in games], dtype=np.int64)  # (G,)
+    b = np.array([index[g.player_b] for g in games], dtype=np.int64)  # (G,)
+    score = np.array([g.score_a for g in games], dtype=float)  # (G,)
+    wins = np.zeros((n_clusters, n, n))
+    np.add.at(wins, (cluster, a, b), score)
+    np.add.at(wins, (cluster, b, a), 1.0 - score)
     return wins
 
 
@@ -133,18 +169,22 @@ def _fit_strengths(
     """Newton's method on the penalised Bradley-Terry log-likelihood; returns θ (natural units).
 
     ``L(θ) = Σ_ij W_ij log σ(θ_i − θ_j) − λ/2 Σ_i θ_i²`` is strictly concave for λ > 0, so
-    Newton converges from anywhere, in a handful of steps for a few players.
+    Newton converges from anywhere, in a handful of steps for a few players. ``wins`` may carry
+    leading batch dimensions, ``(..., n, n)``: every matrix is fitted at once (the bootstrap's
+    resamples), and θ has shape ``(..., n)``.
     """
-    n = wins.shape[0]
-    played = wins + wins.T  # N_ij: games between i and j
-    theta = np.zeros(n) if start is None else start.copy()
+    n = wins.shape[-1]
+    played = wins + np.swapaxes(wins, -1, -2)  # N_ij: games between i and j
+    theta = np.zeros(wins.shape[:-1]) if start is None else np.broadcast_to(start, wins.shape[:-1])
+    theta = theta.copy()
+    eye = np.eye(n)
     for _ in range(100):
-        diff = theta[:, None] - theta[None, :]  # (n, n) θ_i − θ_j
+        diff = theta[..., :, None] - theta[..., None, :]  # (..., n, n) θ_i − θ_j
         p = 0.5 * (1.0 + np.tanh(0.5 * diff))  # σ(θ_i − θ_j), overflow-free
-        gradient = (wins - played * p).sum(1) - prior_precision * theta
-        curvature = played * p * (1.0 - p)
-        hessian = curvature - np.diag(curvature.sum(1)) - prior_precision * np.eye(n)
-        step = np.linalg.solve(hessian, gradient)
+        gradient = (wins - played * p).sum(-1) - prior_precision * theta  # (..., n)
+        curvature = played * p * (1.0 - p)  # (..., n, n)
+        hessian = curvature - eye * curvature.sum(-1)[..., None, :] - prior_precision * eye
+        step = np.linalg.solve(hessian, gradient[..., None])[..., 0]  # (..., n)
         theta = theta - step
         if np.max(np.abs(step)) < 1e-10:
             break
@@ -205,16 +245,22 @@ def elo_table(
 ) -> list[EloRating]:
     """Ratings with a bootstrap confidence interval, best player first.
 
-    The bootstrap resamples whole games with replacement ``config.n_bootstrap`` times, refits
-    the ratings, and takes the ``(1 ± confidence) / 2`` quantiles of each player's rating.
+    The bootstrap draws ``config.n_bootstrap`` resamples with replacement (by default of the
+    prompts, each with all its games; see the module docstring), refits the ratings, and takes
+    the ``(1 ± confidence) / 2`` quantiles of each player's rating.
 
     Args:
         games: The comparisons (at least one).
         config: Bootstrap and prior settings; ``None``: :class:`EloConfig` defaults.
         players: As in :func:`fit_elo`.
 
+    Raises:
+        ValueError: No games, or a bootstrap over prompts with fewer than 2 distinct prompts in
+            the games (the interval would be a point).
+
     Example:
-        >>> games = [Game("ppo", "base", 1.0)] * 8 + [Game("ppo", "base", 0.0)] * 2
+        >>> prompts = [f"prompt {n}" for n in range(10)]
+        >>> games = [Game("ppo", "base", float(n % 5 != 0), p) for n, p in enumerate(prompts * 2)]
         >>> table = elo_table(games, EloConfig(n_bootstrap=50, seed=0))
         >>> [row.player for row in table]
         ['ppo', 'base']
@@ -227,21 +273,40 @@ def elo_table(
     names = _players(games, players)
     index = {name: i for i, name in enumerate(names)}
     precision = (ELO_SCALE / config.prior_sd) ** 2
-    wins = _wins_matrix(games, index)
+    if config.resample == "prompt":
+        _, cluster = np.unique([g.prompt for g in games], return_inverse=True)
+    else:
+        cluster = np.arange(len(games))
+    n_clusters = int(cluster.max()) + 1
+    cluster_wins = _cluster_wins(games, index, cluster.astype(np.int64), n_clusters)  # (C, n, n)
+    wins = cluster_wins.sum(0)
     theta = _fit_strengths(wins, precision)
     point = ELO_CENTER + ELO_SCALE * theta
     low, high = point.copy(), point.copy()
     if config.n_bootstrap > 0:
+        if n_clusters < 2:
+            fix = (
+                "games on at least 2 prompts (play_games records each game's prompt), or "
+                "EloConfig(resample='game') if the games are independent of each other"
+                if config.resample == "prompt"
+                else "at least 2 games"
+            )
+            raise ValueError(
+                f"resample={config.resample!r} with 1 {config.resample} to resample: the "
+                f"interval would be a point; expected {fix}, or n_bootstrap=0."
+            )
+        if n_clusters < MIN_CLUSTERS:
+            warnings.warn(
+                f"the bootstrap resamples {n_clusters} {config.resample}s (fewer than "
+                f"{MIN_CLUSTERS}): its interval is unreliable. Rate on more prompts.",
+                stacklevel=2,
+            )
         rng = np.random.default_rng(config.seed)
-        pairs = np.array([(index[g.player_a], index[g.player_b]) for g in games])  # (G, 2)
-        scores = np.array([g.score_a for g in games])  # (G,)
-        samples = np.empty((config.n_bootstrap, len(names)))
-        for b in range(config.n_bootstrap):
-            pick = rng.integers(len(games), size=len(games))
-            resampled = np.zeros_like(wins)
-            np.add.at(resampled, (pairs[pick, 0], pairs[pick, 1]), scores[pick])
-            np.add.at(resampled, (pairs[pick, 1], pairs[pick, 0]), 1.0 - scores[pick])
-            samples[b] = ELO_CENTER + ELO_SCALE * _fit_strengths(resampled, precision, theta)
+        pick = rng.integers(n_clusters, size=(config.n_bootstrap, n_clusters))  # (B, C)
+        flat = (np.arange(config.n_bootstrap)[:, None] * n_clusters + pick).ravel()
+        counts = np.bincount(flat, minlength=config.n_bootstrap * n_clusters).reshape(pick.shape)
+        resampled = np.einsum("bc,cij->bij", counts, cluster_wins)  # (B, n, n)
+        samples = ELO_CENTER + ELO_SCALE * _fit_strengths(resampled, precision, theta)
         tail = (1.0 - config.confidence) / 2.0
         low, high = np.quantile(samples, [tail, 1.0 - tail], axis=0)
     played = wins + wins.T

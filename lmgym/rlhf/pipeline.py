@@ -72,7 +72,7 @@ _SIZES: dict[str, tuple[int, int]] = {  # name: (default, quick)
     "ppo_steps": (2048, 128),
     "dpo_epochs": (2, 1),
     "eval_samples": (4, 1),
-    "elo_bootstrap": (200, 20),
+    "elo_bootstrap": (1000, 100),
 }
 
 
@@ -107,7 +107,7 @@ class RLHFConfig:
         dpo_epochs: DPO: epochs over the preference pairs (None: 2, or 1 with --quick).
         eval_samples: Completions per held-out prompt in the evaluation and the Elo games
             (None: 4, or 1 with --quick).
-        elo_bootstrap: Bootstrap resamples of the Elo intervals (None: 200, or 20 with --quick).
+        elo_bootstrap: Bootstrap resamples of the Elo intervals (None: 1000, or 100 with --quick).
     """
 
     out: Path = Path("rlhf-output")

@@ -204,7 +204,8 @@ def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
         "",
         f"{results['elo_games']} head-to-head games judged by a noisy labeler "
         f"(T={results['config']['labeler_temperature']}); ratings are the Bradley-Terry "
-        "maximum-likelihood fit on the Elo scale, intervals by bootstrap over games.",
+        "maximum-likelihood fit on the Elo scale, intervals by bootstrap over prompts (each "
+        "with all its games: games on one prompt share completions).",
         "",
         format_elo_table([EloRating(**row) for row in results["elo"]]),
         "",

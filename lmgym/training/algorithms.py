@@ -14,7 +14,8 @@ Fit rules, from the spaces (DESIGN section 3) and what each algorithm needs:
   policies (``MlpLstmPolicy``, a Q-network), so they take ``--policy mlp`` only.
 - RecurrentPPO's and DQN's policies cannot serve log π_θ(a | s) for the KL penalty (RecurrentPPO
   needs its LSTM state, DQN has no stochastic policy), so on LM envs they train with the env's
-  reference-only KL form (``info["kl_form"] == "reference"``, DESIGN section 4).
+  cross-entropy form of the penalty, −log π_ref(y) (``info["kl_form"] == "cross_entropy"``),
+  which is no KL and takes no adaptive β.
 """
 
 from __future__ import annotations

@@ -4,11 +4,15 @@ LM envs run batched (``gym.make_vec`` under :class:`~lmgym.agents.SB3VecEnv`: th
 reward models run once per batch); ``CatGrid-v0`` runs as SB3's ``DummyVecEnv``. The LM policy
 gets the env's model *directory* (``model=None`` is the embedded default), not the env's model
 object: the policy loads its own copy, and a saved checkpoint pickles a path, not a model.
+
+An LM run trains on the corpus's ``train`` prompts and is evaluated on its held-out ``test``
+prompts, whose nouns no training prompt uses (:func:`lmgym.models.corpus.prompts`): a score on
+prompts the agent trained on would reward memorising them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -17,21 +21,39 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import LMActorCriticPolicy, MaskableLMActorCriticPolicy, SB3VecEnv, attach_sb3
+from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.training.algorithms import ALGORITHMS, env_spec, hyperparameters
 
 if TYPE_CHECKING:
     from lmgym.training.train import TrainConfig
 
+TRAIN_PROMPTS: Literal["train"] = "train"
+"""The corpus prompt split an LM run trains on."""
+EVAL_PROMPTS: Literal["test"] = "test"
+"""The corpus prompt split an LM run is evaluated on: held out, disjoint from the training one."""
+
+
+def eval_prompt_split(env_id: str) -> str | None:
+    """The prompt split ``env_id``'s runs are evaluated on (None: the env has no prompts).
+
+    Example:
+        >>> eval_prompt_split("LMBandit-v0"), eval_prompt_split("CatGrid-v0")
+        ('test', None)
+    """
+    return EVAL_PROMPTS if env_spec(env_id).lm else None
+
 
 def env_kwargs(config: TrainConfig, *, evaluation: bool = False) -> dict[str, Any]:
-    """``gym.make`` keyword arguments of the run's env (LM envs: model and KL settings).
+    """``gym.make`` keyword arguments of the run's env (LM envs: prompts, model, KL settings).
 
-    The evaluation env keeps β fixed at ``kl_coef`` (no adaptive controller), so the rewards
-    before and after training are measured with the same penalty.
+    The training env draws the ``train`` prompts, the evaluation env the held-out ``test``
+    ones. The evaluation env keeps β fixed at ``kl_coef`` (no adaptive controller), so the
+    rewards before and after training are measured with the same penalty.
     """
     if not env_spec(config.env).lm:
         return {}
-    kwargs: dict[str, Any] = {"kl_coef": config.kl_coef}
+    split = EVAL_PROMPTS if evaluation else TRAIN_PROMPTS
+    kwargs: dict[str, Any] = {"kl_coef": config.kl_coef, "prompts": corpus_prompts(split)}
     if config.model is not None:
         kwargs["model"] = str(config.model)
     if not evaluation:
@@ -88,14 +110,15 @@ def build_model(config: TrainConfig, env: VecEnv) -> BaseAlgorithm:
 def attach_policy(model: BaseAlgorithm, env: VecEnv, config: TrainConfig) -> str:
     """Make ``model``'s policy π_θ of ``env``'s KL penalty; returns the KL form it gets.
 
-    ``"policy"``: the agent's own log-probs. ``"reference"``: the env's reference-only form, for
-    algorithms whose policy cannot serve log-probs (RecurrentPPO, DQN). ``"none"``: no KL
+    ``"policy"``: the agent's own log-probs. ``"cross_entropy"``: the env's form with no policy
+    attached (−log π_ref, not a KL), for algorithms whose policy cannot serve log-probs
+    (RecurrentPPO, DQN). The same names as the env's ``info["kl_form"]``. ``"none"``: no KL
     (CatGrid-v0).
     """
     if not env_spec(config.env).lm:
         return "none"
     if not ALGORITHMS[config.algo].serves_logprobs:
-        return "reference"
+        return "cross_entropy"
     if isinstance(model.policy, LMActorCriticPolicy | MaskableLMActorCriticPolicy):
         model.policy.attach_to(env)  # serves the log-probs it sampled with: no 2nd forward
     else:

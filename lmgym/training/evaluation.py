@@ -29,7 +29,7 @@ class EpisodeStats:
         kl: KL summed over the episode (LM envs), None for envs without a KL penalty.
         reward_model: Reward-model part of the return (LM envs), None otherwise.
         episodes: Number of episodes.
-        kl_form: ``info["kl_form"]`` of the LM env (``policy`` or ``reference``), else None.
+        kl_form: ``info["kl_form"]`` of the LM env (``policy`` or ``cross_entropy``), else None.
     """
 
     reward: float

@@ -75,7 +75,7 @@ def test_every_fitting_combination_trains(tmp_path, tiny_lm_dir, env, algo, poli
     lm_env = env != "CatGrid-v0"
     assert (metrics["eval_kl_after"] is not None) == lm_env
     expected_form = "none" if not lm_env else (
-        "reference" if algo in ("recurrent_ppo", "dqn") else "policy")  # fmt: skip
+        "cross_entropy" if algo in ("recurrent_ppo", "dqn") else "policy")  # fmt: skip
     assert metrics["kl_form"] == expected_form
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import torch
@@ -38,9 +39,10 @@ class _OldStyleLM(torch.nn.Module):
         self.calls.append("past_key_values")
         out = self.inner(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            cache=past_key_values, use_cache=use_cache,
+            use_cache=use_cache, **{cache_argument(self.inner): past_key_values},
         )  # fmt: skip
-        return _OldStyleOutput(logits=out.logits, past_key_values=out["cache"])
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return _OldStyleOutput(logits=out.logits, past_key_values=cache)
 
 
 def _prompt():
@@ -49,9 +51,11 @@ def _prompt():
     return model, ids, torch.ones_like(ids), torch.arange(ids.shape[1]).unsqueeze(0)
 
 
-def test_current_api_emits_no_deprecation_and_matches_full_forward() -> None:
+def test_installed_api_emits_no_deprecation_and_matches_full_forward() -> None:
     model, ids, mask, pos = _prompt()
-    assert cache_argument(model) == "cache"
+    # transformers >= 5.24 takes `cache=`; the older supported releases only `past_key_values=`.
+    has_new_name = "cache" in inspect.signature(type(model).forward).parameters
+    assert cache_argument(model) == ("cache" if has_new_name else "past_key_values")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, cache = forward_with_cache(model, ids[:, :-1], mask[:, :-1], pos[:, :-1])

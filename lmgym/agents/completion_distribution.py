@@ -5,7 +5,7 @@ distribution over completions (it samples with a KV cache through the shared
 :func:`~lmgym.models.generation.generate` and scores with one teacher-forced forward through
 :func:`~lmgym.models.scoring.score_completions`); :class:`CompletionDistribution` is the SB3
 :class:`~stable_baselines3.common.distributions.Distribution` around it. SB3's
-``MultiCategoricalDistribution`` would treat positions as independent (DESIGN section 8).
+``MultiCategoricalDistribution`` would treat positions as independent.
 
 The distribution is π_θ itself: :meth:`~AutoregressiveCompletion.sample` draws at temperature 1
 with no top-k / top-p, because ``log_prob`` scores under π_θ and PPO's ratio, A2C's gradient and

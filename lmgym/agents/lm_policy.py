@@ -15,7 +15,7 @@ over the LM's next-token logits at the observation's last real token
 (:mod:`lmgym.agents.token_head`), with the critic reading the hidden state at that token.
 :class:`MaskableLMActorCriticPolicy` is the same policy for sb3-contrib's ``MaskablePPO``.
 
-Pitfalls handled here (DESIGN section 8): attributes are set before ``super().__init__`` (which
+Pitfalls handled here: attributes are set before ``super().__init__`` (which
 calls ``_build``) and ``_build`` is replaced; observations are read as ``.long()`` token ids,
 bypassing SB3's ``preprocess_obs`` (which would cast them to float) and the features extractor;
 every dropout is 0, because SB3 switches to train mode for updates; ``ortho_init`` is off so the

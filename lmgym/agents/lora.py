@@ -38,7 +38,7 @@ def apply_lora(lm: PreTrainedModel, lora: dict[str, Any]) -> nn.Module:
         lora: :class:`peft.LoraConfig` fields, e.g. ``dict(r=8, lora_alpha=16,
             target_modules=["c_attn"])``. ``task_type`` defaults to ``"CAUSAL_LM"`` and
             ``lora_dropout`` to 0 (dropout would shift log-probs between rollout and update and
-            break the PPO ratio; DESIGN section 8). ``target_modules`` defaults to peft's choice
+            break the PPO ratio). ``target_modules`` defaults to peft's choice
             for the architecture.
 
     Returns:
@@ -61,7 +61,7 @@ def apply_lora(lm: PreTrainedModel, lora: dict[str, Any]) -> nn.Module:
     if fields["lora_dropout"] != 0:
         raise ValueError(
             f"lora_dropout={fields['lora_dropout']!r}; expected 0. Dropout makes the log-probs "
-            "of the update differ from the rollout's and breaks the PPO ratio (DESIGN section 8)."
+            "of the update differ from the rollout's and breaks the PPO ratio."
         )
     try:
         config = peft.LoraConfig(**fields)

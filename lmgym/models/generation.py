@@ -1,7 +1,7 @@
 """Sampling completions from a causal LM: the one generation utility everything shares.
 
 It wraps Hugging Face ``generate`` (which keeps a KV cache; a hand-written cached loop was
-measured no faster, DESIGN section 8) and returns what RL needs besides the tokens: the per-token
+measured no faster) and returns what RL needs besides the tokens: the per-token
 log-probs and a mask of the tokens that count.
 """
 
@@ -17,7 +17,7 @@ from lmgym.models.padding import completion_mask_from_ids, right_to_left_padding
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    """How completions are sampled (the "drunk cat" knobs of DESIGN section 1).
+    """How completions are sampled (temperature, top-k, top-p).
 
     Attributes:
         max_new_tokens: Length limit of a completion, in tokens (> 0).

@@ -2,12 +2,13 @@
 
 Each (algo, seed) pair is one ``lmgym train`` run in ``--out/runs/<algo>/seed<k>``, executed by
 a pool of worker processes (``--jobs``; started with "spawn", each with one torch thread:
-parallel seeds are faster as processes than as threads, DESIGN section 8). Then ``--out``
+parallel seeds are faster as processes than as threads on small models). Then ``--out``
 receives:
 
 - ``results.json``: every run's metrics and, per algorithm, the aggregates over seeds;
 - ``results.md``: final eval reward mean ± 95% CI (Student t), steps to reach ``--threshold``,
-  KL after training and wall time, per algorithm;
+  KL after training and wall time, per algorithm, and which prompts were evaluated (on the LM
+  envs, the held-out ``test`` prompts);
 - ``curves.png``: the mean training curve and its 95% band per algorithm against env steps.
 
 ``--resume`` continues an interrupted benchmark: finished runs are reused, interrupted ones
@@ -34,6 +35,7 @@ from lmgym.training.algorithms import (
     default_policy,
     env_spec,
 )
+from lmgym.training.build import eval_prompt_split
 from lmgym.training.checkpoint import atomic_write_bytes, atomic_write_json
 from lmgym.training.report import plot_curves, results_markdown
 from lmgym.training.rundir import MARKER, prepare_out_dir
@@ -175,6 +177,7 @@ class BenchConfig:
         identity = {k: getattr(self, k) for k in keys}
         identity["model"] = None if self.model is None else str(self.model)
         identity["eval_episodes"] = self.eval_episodes
+        identity["eval_prompts"] = eval_prompt_split(self.env)
         return identity
 
 
@@ -294,6 +297,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         "seeds": config.seed_list,
         "threshold": config.threshold,
         "eval_episodes": config.eval_episodes,
+        "eval_prompts": eval_prompt_split(config.env),
         "curve": {"points": CURVE_POINTS, "window_episodes": CURVE_WINDOW},
         "jobs": jobs,
         "cpu_count": os.cpu_count(),

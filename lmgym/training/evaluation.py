@@ -2,9 +2,11 @@
 
 Each of the eval env's ``n`` copies plays a fixed share of the episodes (as SB3's
 ``evaluate_policy`` does), and the env is reset with the same seed every time, so the episodes
-before and after training start from the same prompts (cells). The agent acts stochastically
-(it samples, as it does in training) from a torch generator seeded from the same seed, and the
-caller's random state is restored afterwards, so evaluating never changes the training run.
+before and after training start from the same prompts (cells); on the LM envs those are the
+held-out test prompts (:mod:`lmgym.training.build`), and the result lists the ones played. The
+agent acts stochastically (it samples, as it does in training) from a torch generator seeded
+from the same seed, and the caller's random state is restored afterwards, so evaluating never
+changes the training run.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class EpisodeStats:
         reward_model: Reward-model part of the return (LM envs), None otherwise.
         episodes: Number of episodes.
         kl_form: ``info["kl_form"]`` of the LM env (``policy`` or ``cross_entropy``), else None.
+        prompts: The distinct prompts of the episodes, sorted (LM envs), else None: which
+            prompts the figures are about.
     """
 
     reward: float
@@ -37,6 +41,7 @@ class EpisodeStats:
     reward_model: float | None
     episodes: int
     kl_form: str | None
+    prompts: list[str] | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready copy."""
@@ -59,8 +64,8 @@ def evaluate_episodes(
         >>> from stable_baselines3.common.env_util import make_vec_env
         >>> env = make_vec_env("CatGrid-v0", n_envs=2)
         >>> stats = evaluate_episodes(PPO("MlpPolicy", env), env, 4, seed=0)
-        >>> stats.episodes, stats.kl
-        (4, None)
+        >>> stats.episodes, stats.kl, stats.prompts
+        (4, None, None)
     """
     if episodes < 1:
         raise ValueError(f"episodes={episodes} must be >= 1.")
@@ -73,6 +78,7 @@ def evaluate_episodes(
     out_reward: list[float] = []
     out_kl: list[float] = []
     out_rm: list[float] = []
+    prompts: set[str] = set()
     kl_form: str | None = None
     np_state, py_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=[]):
@@ -100,6 +106,8 @@ def evaluate_episodes(
                         out_reward.append(float(returns[i]))
                         out_kl.append(float(kls[i]))
                         out_rm.append(float(rms[i]))
+                        if "prompt" in info:
+                            prompts.add(str(info["prompt"]))
                     done_count[i] += 1
                     returns[i] = kls[i] = rms[i] = 0.0
             starts = np.asarray(dones, dtype=bool)
@@ -111,4 +119,5 @@ def evaluate_episodes(
         reward_model=_mean_or_none(out_rm),
         episodes=len(out_reward),
         kl_form=kl_form,
+        prompts=sorted(prompts) if prompts else None,
     )

@@ -67,6 +67,22 @@ def table_row(algo: str, agg: dict[str, Any]) -> str:
     )
 
 
+def eval_prompts_text(split: str | None) -> str:
+    """Which prompts the evaluation played, in words, from ``results.json``'s ``eval_prompts``.
+
+    Example:
+        >>> eval_prompts_text("test")
+        'the held-out test prompts (none of them a training prompt)'
+        >>> eval_prompts_text(None)
+        'no prompts (not an LM env)'
+    """
+    if split is None:
+        return "no prompts (not an LM env)"
+    if split == "test":
+        return "the held-out test prompts (none of them a training prompt)"
+    return f"the {split} prompts"
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """The ``results.md`` text of a ``results.json`` object."""
     lines = [
@@ -74,7 +90,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         f"{len(results['seeds'])} seeds ({', '.join(map(str, results['seeds']))}), "
         f"{results['steps']} env steps per run, {results['jobs']} parallel processes; "
-        f"bench wall time {results['wall_s']:.0f} s.",
+        f"bench wall time {results['wall_s']:.0f} s. Evaluated on "
+        f"{eval_prompts_text(results['eval_prompts'])}.",
         "",
         TABLE_HEADER,
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -82,8 +99,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         f"- eval reward: mean return of {results['eval_episodes']} episodes of a separate env "
         "seeded from each run's seed, the same episodes before and after training "
-        "(LM envs: r_φ − β·KL with β fixed at kl_coef); ± is the Student-t 95% interval over "
-        "seeds.",
+        "(LM envs: r_φ − β·KL with β fixed at kl_coef, on the held-out test prompts); ± is the "
+        "Student-t 95% interval over seeds.",
         "- steps to threshold: first env step at which the training curve (mean reward of the "
         f"last {results['curve']['window_episodes']} training episodes, at "
         f"{results['curve']['points']} evenly spaced steps) reached {results['threshold']:g}; "

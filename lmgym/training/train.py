@@ -3,10 +3,11 @@
 Any of ``ppo a2c trpo maskable_ppo recurrent_ppo dqn`` that fits the env, with SB3's
 ``MlpPolicy`` or (on the LM envs) lmgym's LM policy, which fine-tunes the language model itself.
 The agent is evaluated before and after training on the same episodes of a separate env seeded
-from the run's seed (its β fixed at ``--kl-coef``). ``--out DIR`` receives:
+from the run's seed (its β fixed at ``--kl-coef``); on the LM envs that env draws the held-out
+``test`` prompts of the corpus, none of which is a training prompt. ``--out DIR`` receives:
 
-- ``metrics.json``: eval reward / KL before and after, steps, wall time, config, the learning
-  curve as (steps, reward) points;
+- ``metrics.json``: eval reward / KL before and after, the evaluation's prompt split
+  (``eval_prompts``), steps, wall time, config, the learning curve as (steps, reward) points;
 - ``curve.png``: the learning curve (reward and, on LM envs, its reward-model and KL parts);
 - ``tb/``: SB3's TensorBoard logs (``tensorboard --logdir DIR/tb``);
 - ``checkpoint.zip``: written atomically every ``--checkpoint-every`` steps and at the end;
@@ -45,7 +46,13 @@ from lmgym.training.algorithms import (
     default_policy,
     env_spec,
 )
-from lmgym.training.build import attach_policy, build_model, lm_rewarder, make_env
+from lmgym.training.build import (
+    attach_policy,
+    build_model,
+    eval_prompt_split,
+    lm_rewarder,
+    make_env,
+)
 from lmgym.training.evaluation import evaluate_episodes
 from lmgym.training.rundir import prepare_out_dir, read_marker
 from lmgym.training.stats import trailing_curve
@@ -154,6 +161,8 @@ class TrainConfig:
         defaults = {f.name: _jsonable(f.default) for f in fields(self)}
         conflicts = []
         for name, saved in marker["identity"].items():
+            if name not in defaults:
+                continue  # not a setting (eval_prompts): prepare_out_dir compares it
             given = _jsonable(getattr(self, name))
             if given != defaults[name] and given != saved:
                 conflicts.append(f"{name}: {saved!r} in the run, {given!r} given")
@@ -171,12 +180,18 @@ class TrainConfig:
             self.steps = marker["details"].get("steps")
 
     def identity(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the run it continues (JSON-ready)."""
-        return {
+        """The settings a resumed run must share with the run it continues (JSON-ready).
+
+        Besides the fields, the evaluation's prompt split: a run begun by a version of lmgym
+        that evaluated on other prompts cannot be continued (its "before" would not compare).
+        """
+        identity = {
             f.name: _jsonable(getattr(self, f.name))
             for f in fields(self)
             if f.name not in _NOT_IDENTITY
         }
+        identity["eval_prompts"] = eval_prompt_split(self.env)
+        return identity
 
 
 def _jsonable(value: Any) -> Any:
@@ -336,11 +351,17 @@ def run_train(config: TrainConfig) -> dict[str, Any]:
         "eval_kl_after": after.kl,
         "eval_reward_model_before": run.eval_before["reward_model"],
         "eval_reward_model_after": after.reward_model,
+        "eval_prompts": eval_prompt_split(config.env),
         "eval": {
             "method": (
                 f"{config.eval_episodes} episodes of a separate {config.env} env reset with seed "
                 f"{eval_seed} (the same episodes before and after), stochastic actions"
-                + (f"; fixed beta = {config.kl_coef}" if env_spec(config.env).lm else "")
+                + (
+                    f"; the held-out test prompts (none of them a training prompt); fixed beta "
+                    f"= {config.kl_coef}"
+                    if env_spec(config.env).lm
+                    else ""
+                )
             ),
             "before": run.eval_before,
             "after": after.as_dict(),

@@ -57,6 +57,7 @@ def test_table_numbers_match_the_json(bench) -> None:
     out, results = bench
     markdown = (out / "results.md").read_text()
     assert f"{results['wall_s']:.0f} s" in markdown
+    assert results["eval_prompts"] is None and "Evaluated on no prompts" in markdown
     for algo, agg in results["algos"].items():
         row = cells(markdown, algo)
         assert row[0] == algo and int(row[1]) == agg["runs"]

@@ -9,6 +9,7 @@ import pytest
 
 from lmgym.cli import build_parser, main
 from lmgym.config_cli import dataclass_from_args
+from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.training.bench import BenchConfig
 from lmgym.training.train import TrainConfig
 from tests.helpers import run_cli
@@ -112,5 +113,8 @@ def test_bench_quick_lm_bandit_with_the_lm_policy(tmp_path: Path) -> None:
                      "--no-progress")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     results = check_bench(tmp_path, "LMBandit-v0", lm=True)
-    assert results["policy"] == "lm"
+    assert results["policy"] == "lm" and results["eval_prompts"] == "test"
+    assert "Evaluated on the held-out test prompts" in (tmp_path / "results.md").read_text()
+    held_out = set(corpus_prompts("test"))
+    assert all(set(r["eval"]["after"]["prompts"]) <= held_out for r in results["runs"])
     assert all(r["hyperparameters"]["policy"] == "LMActorCriticPolicy" for r in results["runs"])

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.training import train as train_module
 from lmgym.training.algorithms import ENV_IDS, valid_algos
+from lmgym.training.build import make_env
 from lmgym.training.checkpoint import load_checkpoint
 from lmgym.training.train import TrainConfig, run_train
 
@@ -56,6 +58,32 @@ def test_same_seed_same_curve_lm_policy(tmp_path: Path, tiny_lm_dir: Path) -> No
     assert a["kl_form"] == "policy"
 
 
+def test_lm_runs_train_on_train_prompts_and_are_evaluated_on_held_out_ones(
+    tmp_path: Path, tiny_lm_dir: Path
+) -> None:
+    config = lm_config(tmp_path, tiny_lm_dir, steps=16, eval_episodes=32)
+    assert make_env(config, 2).venv.prompt_source.texts == corpus_prompts("train")
+    metrics = run_train(config)
+    held_out, training = set(corpus_prompts("test")), set(corpus_prompts("train"))
+    assert held_out.isdisjoint(training)
+    for when in ("before", "after"):
+        played = set(metrics["eval"][when]["prompts"])
+        assert len(played) > 10 and played <= held_out, when  # 32 draws of 36 prompts
+        assert not played & training, when
+    assert metrics["eval"]["before"]["prompts"] == metrics["eval"]["after"]["prompts"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["eval_prompts"] == "test" and "held-out test prompts" in saved["eval"]["method"]
+
+
+def test_a_run_evaluated_on_other_prompts_is_not_resumed(tmp_path, tiny_lm_dir) -> None:
+    run_train(lm_config(tmp_path, tiny_lm_dir, steps=16))
+    marker = json.loads((tmp_path / "run.json").read_text())
+    del marker["identity"]["eval_prompts"]  # as an older lmgym wrote it
+    (tmp_path / "run.json").write_text(json.dumps(marker))
+    with pytest.raises(ValueError, match="eval_prompts: None in the run, 'test' now"):
+        run_train(TrainConfig(resume=tmp_path, steps=32, progress=False))
+
+
 COMBOS = [
     (env, algo, policy)
     for env in ENV_IDS
@@ -77,6 +105,9 @@ def test_every_fitting_combination_trains(tmp_path, tiny_lm_dir, env, algo, poli
     expected_form = "none" if not lm_env else (
         "cross_entropy" if algo in ("recurrent_ppo", "dqn") else "policy")  # fmt: skip
     assert metrics["kl_form"] == expected_form
+    assert metrics["eval_prompts"] == ("test" if lm_env else None)
+    if lm_env:
+        assert set(metrics["eval"]["after"]["prompts"]) <= set(corpus_prompts("test"))
 
 
 def test_interrupted_run_resumes_to_a_valid_metrics_json(tmp_path: Path, monkeypatch) -> None:

@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -37,6 +37,9 @@ from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.models.generation import DecodingConfig
 from lmgym.plots import plot_learning_curve
 from lmgym.seeding import set_seed
+from lmgym.training.build import check_kl_horizon
+
+ENV_ID = "LMBandit-v0"
 
 
 @dataclass
@@ -49,6 +52,8 @@ class DemoConfig:
         n_envs: Envs stepped as one batch by the vector env.
         kl_coef: β of the KL penalty (its initial value when kl_target is set).
         kl_target: Target of Ziegler's adaptive β, as KL summed over a completion; None: fixed β.
+        kl_horizon: Horizon of the adaptive β in completions: β changes by at most 20% per this
+            many; None: 1/16 of steps, filled in when kl_target is set.
         kl_estimator: KL estimator of the penalty.
         learning_rate: PPO's Adam learning rate; None: 1e-4 for ``lm``, 1e-3 for ``mlp``.
         seed: Seeds the env, the agent and torch.
@@ -63,6 +68,7 @@ class DemoConfig:
     n_envs: int = 16
     kl_coef: float = 0.02
     kl_target: float | None = None
+    kl_horizon: int | None = None
     kl_estimator: Literal["k1", "k2", "k3", "full"] = "k1"
     learning_rate: float | None = None
     seed: int = 0
@@ -81,6 +87,7 @@ class DemoConfig:
             raise ValueError(f"policy={self.policy!r} is unknown; expected 'lm' or 'mlp'.")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0, e.g. 1e-3.")
+        self.kl_horizon = check_kl_horizon(self.kl_horizon, self.kl_target, ENV_ID, self.steps)
 
 
 def _policy_act(model: PPO):
@@ -105,14 +112,17 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
     torch.set_num_threads(config.threads)
     config.out.mkdir(parents=True, exist_ok=True)
 
+    adaptive: dict[str, Any] = {}
+    if config.kl_target is not None:
+        adaptive["kl_horizon"] = config.kl_horizon
     vec_env = SB3VecEnv(
         gym.make_vec(
-            "LMBandit-v0",
+            ENV_ID,
             num_envs=config.n_envs,
             kl_coef=config.kl_coef,
             kl_estimator=config.kl_estimator,
             kl_target=config.kl_target,
-            kl_horizon=config.steps,
+            **adaptive,
         )
     )
     env = vec_env.venv

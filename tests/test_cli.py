@@ -39,8 +39,13 @@ def test_demo_smoke_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "fragment"),
-    [(["--steps", "0"], "steps=0"), (["--learning-rate", "-1"], "learning_rate=-1")],
-    ids=["steps0", "lr_neg"],
+    [
+        (["--steps", "0"], "steps=0"),
+        (["--learning-rate", "-1"], "learning_rate=-1"),
+        (["--kl-target", "6", "--kl-horizon", "0"], "kl_horizon=0 must be an int >= 1"),
+        (["--kl-horizon", "100"], "kl_horizon=100 without kl_target"),
+    ],
+    ids=["steps0", "lr_neg", "kl_horizon0", "kl_horizon_fixed_beta"],
 )
 def test_demo_rejects_bad_config(args, fragment) -> None:
     from lmgym.config_cli import dataclass_from_args
@@ -48,6 +53,15 @@ def test_demo_rejects_bad_config(args, fragment) -> None:
     namespace = build_parser().parse_args(["demo", *args])
     with pytest.raises(ValueError, match=fragment):
         dataclass_from_args(DemoConfig, namespace)
+
+
+def test_demo_adaptive_beta_horizon_is_a_sixteenth_of_the_run() -> None:
+    namespace = build_parser().parse_args(["demo", "--steps", "2048", "--kl-target", "6"])
+    from lmgym.config_cli import dataclass_from_args
+
+    assert dataclass_from_args(DemoConfig, namespace).kl_horizon == 128  # not 2048: β can adapt
+    assert DemoConfig(kl_target=6.0, kl_horizon=500).kl_horizon == 500
+    assert DemoConfig().kl_horizon is None  # a fixed β
 
 
 def test_bad_config_value_is_a_usage_error_not_a_traceback() -> None:

@@ -5,7 +5,7 @@ maps them to classes, says which combinations fit (so a wrong one fails before a
 built, with the valid choices listed), and holds the default hyper-parameters of each
 (env, algo, policy) triple, so a plain ``lmgym train --env ID --algo NAME`` trains sensibly.
 
-Fit rules, from the spaces (DESIGN section 3) and what each algorithm needs:
+Fit rules, from the spaces and what each algorithm needs:
 
 - ``LMBandit-v0`` has a ``MultiDiscrete`` action (a whole completion), ``LMToken-v0`` and
   ``CatGrid-v0`` a ``Discrete`` one; DQN needs ``Discrete``.
@@ -51,6 +51,10 @@ class EnvSpec:
         quick_steps: Env steps of ``lmgym bench --quick``.
         default_n_envs: Envs stepped side by side.
         threshold: Default training reward that counts as "solved" in ``lmgym bench``.
+        completion_steps: The most env steps one completion takes: 1 on the bandit (a whole
+            completion per step), the env's default ``max_new_tokens`` on the token env (one
+            token per step); 1 where there are no completions. A run of S steps has at least
+            S / completion_steps completions (the adaptive β's default horizon counts them).
     """
 
     action: Literal["Discrete", "MultiDiscrete"]
@@ -60,6 +64,7 @@ class EnvSpec:
     quick_steps: int
     default_n_envs: int
     threshold: float
+    completion_steps: int = 1
 
 
 ENVS: dict[str, EnvSpec] = {
@@ -68,7 +73,7 @@ ENVS: dict[str, EnvSpec] = {
     # 0; fluent text tops out near 0.5, docs/lm-policy.md): 0.2 is most of the way there.
     "LMBandit-v0": EnvSpec("MultiDiscrete", True, False, 4096, 256, 16, 0.2),
     # Same reward scale as the bandit; its budget and threshold are not calibrated yet.
-    "LMToken-v0": EnvSpec("Discrete", True, True, 8192, 512, 16, 0.2),
+    "LMToken-v0": EnvSpec("Discrete", True, True, 8192, 512, 16, 0.2, completion_steps=16),
     # The optimum returns 99 (one broom, then the meat); a random walk about 13 (catgrid.py).
     "CatGrid-v0": EnvSpec("Discrete", False, False, 30_000, 2048, 4, 90.0),
 }
@@ -199,7 +204,7 @@ def check_choice(env_id: str, algo: str, policy: str) -> None:
 
 _ADAM = {"optimizer_class": torch.optim.Adam}
 # TRPO differentiates twice: eager attention (SDPA has no double backward on CPU) and a value
-# head on a detached trunk, so TRPO's separate value step leaves the actor alone (DESIGN 8).
+# head on a detached trunk, so TRPO's separate value step leaves the actor alone.
 _LM_TRPO = {"attn_implementation": "eager", "value_trunk": "detached"}
 
 # Keyed by (env kind, algo, policy). On LM envs gamma is 1: a completion is one episode and its

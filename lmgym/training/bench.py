@@ -73,6 +73,8 @@ class BenchConfig:
         n_envs: Envs per run stepped side by side; None: the env's default.
         kl_coef: β of the KL penalty (LM envs).
         kl_target: Target summed KL of the adaptive β; None: fixed β.
+        kl_horizon: Horizon of the adaptive β in completions (β moves at most 20% per this
+            many); None: 1/16 of each run's completions.
         learning_rate: Learning rate of every algorithm; None: each one's default.
         model: Local Hugging Face model directory (LM envs); None: the embedded default.
         eval_episodes: Evaluation episodes per run; None: 64 (16 with --quick).
@@ -94,6 +96,7 @@ class BenchConfig:
     n_envs: int | None = None
     kl_coef: float = 0.02
     kl_target: float | None = None
+    kl_horizon: int | None = None
     learning_rate: float | None = None
     model: Path | None = None
     eval_episodes: int | None = None
@@ -159,6 +162,7 @@ class BenchConfig:
                 n_envs=self.n_envs,
                 kl_coef=self.kl_coef,
                 kl_target=self.kl_target,
+                kl_horizon=self.kl_horizon,
                 learning_rate=self.learning_rate,
                 model=self.model,
                 eval_episodes=self.eval_episodes,
@@ -173,7 +177,8 @@ class BenchConfig:
 
     def identity(self) -> dict[str, Any]:
         """What a resumed benchmark must share with the one it continues."""
-        keys = ("env", "policy", "steps", "n_envs", "kl_coef", "kl_target", "learning_rate")
+        keys = ("env", "policy", "steps", "n_envs", "kl_coef", "kl_target", "kl_horizon",
+                "learning_rate")  # fmt: skip
         identity = {k: getattr(self, k) for k in keys}
         identity["model"] = None if self.model is None else str(self.model)
         identity["eval_episodes"] = self.eval_episodes

@@ -43,6 +43,62 @@ def eval_prompt_split(env_id: str) -> str | None:
     return EVAL_PROMPTS if env_spec(env_id).lm else None
 
 
+KL_HORIZON_FRACTION = 16
+"""The adaptive β's default horizon is the run's completions divided by this."""
+
+
+def default_kl_horizon(env_id: str, steps: int) -> int:
+    """Horizon H (in completions) of the adaptive β for a run of ``steps`` env steps.
+
+    Ziegler et al.'s controller (:class:`~lmgym.rewards.kl.AdaptiveKLController`) moves β by at
+    most 20 % per H completions, e^(0.2·N/H) over N. A horizon as long as the run (N/H = 1)
+    lets β move ×0.82 to ×1.22 at most: it cannot adapt. The default is 1/16 of the run's
+    completions, so β can move up to e^3.2 ≈ ×24 either way: from 5× off it can reach the
+    value that holds the KL at its target in about half the run and settle there
+    (tests/training/test_build.py simulates it; in that simulation 1/8 left too little of the
+    run to get there, and 1/32 overshot when the policy's KL lagged by a quarter of the run).
+    On ``LMToken-v0`` a completion takes up to ``max_new_tokens`` steps; the rule counts the
+    fewest completions the run can have, so β can move at least that far.
+
+    Example:
+        >>> default_kl_horizon("LMBandit-v0", 4096), default_kl_horizon("LMToken-v0", 8192)
+        (256, 32)
+    """
+    completions = steps // env_spec(env_id).completion_steps
+    return max(1, completions // KL_HORIZON_FRACTION)
+
+
+def check_kl_horizon(
+    kl_horizon: int | None, kl_target: float | None, env: str, steps: int
+) -> int | None:
+    """``kl_horizon`` if valid, its default for the run when None and kl_target is set.
+
+    Raises:
+        ValueError: ``kl_horizon`` is not an int >= 1, or is given without ``kl_target``.
+
+    Example:
+        >>> check_kl_horizon(None, 6.0, "LMBandit-v0", 4096)
+        256
+        >>> check_kl_horizon(None, None, "LMBandit-v0", 4096) is None  # a fixed β: no horizon
+        True
+    """
+    default = default_kl_horizon(env, steps)
+    if kl_horizon is None:
+        return None if kl_target is None else default
+    if isinstance(kl_horizon, bool) or not isinstance(kl_horizon, int) or kl_horizon < 1:
+        raise ValueError(
+            f"kl_horizon={kl_horizon!r} must be an int >= 1: the completions over which the "
+            f"adaptive β may change by up to 20%, e.g. {default} (1/16 of this run's "
+            "completions), or None for that default."
+        )
+    if kl_target is None:
+        raise ValueError(
+            f"kl_horizon={kl_horizon} without kl_target: the horizon belongs to the adaptive β, "
+            "and β is fixed; expected kl_target set (e.g. 6.0) or kl_horizon=None."
+        )
+    return kl_horizon
+
+
 def env_kwargs(config: TrainConfig, *, evaluation: bool = False) -> dict[str, Any]:
     """``gym.make`` keyword arguments of the run's env (LM envs: prompts, model, KL settings).
 
@@ -56,8 +112,8 @@ def env_kwargs(config: TrainConfig, *, evaluation: bool = False) -> dict[str, An
     kwargs: dict[str, Any] = {"kl_coef": config.kl_coef, "prompts": corpus_prompts(split)}
     if config.model is not None:
         kwargs["model"] = str(config.model)
-    if not evaluation:
-        kwargs.update(kl_target=config.kl_target, kl_horizon=config.steps)
+    if not evaluation and config.kl_target is not None:
+        kwargs.update(kl_target=config.kl_target, kl_horizon=config.kl_horizon)
     return kwargs
 
 

@@ -49,6 +49,7 @@ from lmgym.training.algorithms import (
 from lmgym.training.build import (
     attach_policy,
     build_model,
+    check_kl_horizon,
     eval_prompt_split,
     lm_rewarder,
     make_env,
@@ -80,6 +81,10 @@ class TrainConfig:
         n_envs: Envs stepped side by side; None: 16 on LM envs, 4 on CatGrid-v0.
         kl_coef: β of the KL penalty (LM envs; its initial value when kl_target is set).
         kl_target: Target summed KL per completion of Ziegler's adaptive β; None: fixed β.
+        kl_horizon: Horizon of the adaptive β, in completions: β changes by at most 20% per
+            this many (e^(0.2·N/H) over N completions), so it must be well below the run's
+            completions for β to adapt; None: 1/16 of them (steps, or steps / 16 on
+            LMToken-v0), filled in when kl_target is set.
         learning_rate: The optimizer's learning rate; None: the default of the (env, algo,
             policy) triple.
         model: Local Hugging Face model directory for the LM envs and the LM policy; None: the
@@ -102,6 +107,7 @@ class TrainConfig:
     n_envs: int | None = None
     kl_coef: float = 0.02
     kl_target: float | None = None
+    kl_horizon: int | None = None
     learning_rate: float | None = None
     model: Path | None = None
     eval_episodes: int = 64
@@ -147,6 +153,13 @@ class TrainConfig:
                 f"kl_target={self.kl_target} with env={self.env!r}, which has no KL penalty; "
                 "expected kl_target=None."
             )
+        if self.kl_target is not None and not ALGORITHMS[self.algo].serves_logprobs:
+            raise ValueError(
+                f"kl_target={self.kl_target} with algo={self.algo!r}, whose policy cannot give "
+                "log π_θ: the env then pays a cross-entropy, not a KL, and takes no adaptive "
+                "β; expected kl_target=None (a fixed β), or an algo such as 'ppo'."
+            )
+        self.kl_horizon = check_kl_horizon(self.kl_horizon, self.kl_target, self.env, self.steps)
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0, e.g. 1e-4.")
         if self.model is not None and not spec.lm:

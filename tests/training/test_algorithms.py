@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
+from lmgym.envs.bandit import LMBanditEnv
+from lmgym.envs.token import LMTokenEnv
 from lmgym.training.algorithms import (
     ALGO_NAMES,
     ENV_IDS,
     check_choice,
+    env_spec,
     fits,
     hyperparameters,
     valid_algos,
@@ -17,6 +22,14 @@ from lmgym.training.algorithms import (
 def test_every_env_has_algorithms_for_mlp() -> None:
     for env in ENV_IDS:
         assert {"ppo", "a2c"} <= set(valid_algos(env, "mlp"))
+
+
+def test_completion_steps_match_the_envs_length_limits() -> None:
+    # The adaptive β's default horizon counts completions from steps with these.
+    limit = inspect.signature(LMTokenEnv.__init__).parameters["max_new_tokens"].default
+    assert env_spec("LMToken-v0").completion_steps == limit
+    assert "max_new_tokens" in inspect.signature(LMBanditEnv.__init__).parameters
+    assert env_spec("LMBandit-v0").completion_steps == 1  # one step writes a whole completion
 
 
 def test_fit_rules() -> None:

@@ -106,6 +106,14 @@ def test_bad_config_raises(kwargs, fragment, tmp_path) -> None:
         bench_config(tmp_path, **kwargs)
 
 
+def test_runs_get_the_adaptive_beta_horizon() -> None:
+    default = BenchConfig(kl_target=6.0, seeds=1)
+    assert {c.kl_horizon for c in default.run_configs(existing=False)} == {4096 // 16}
+    given = BenchConfig(kl_target=6.0, kl_horizon=300, seeds=1)
+    assert {c.kl_horizon for c in given.run_configs(existing=False)} == {300}
+    assert given.identity()["kl_horizon"] == 300
+
+
 def test_quick_defaults() -> None:
     quick = BenchConfig(env="CatGrid-v0", quick=True)
     assert (quick.seeds, quick.steps, quick.eval_episodes) == (2, 2048, 16)

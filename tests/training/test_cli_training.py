@@ -19,9 +19,9 @@ from tests.helpers import run_cli
     ("command", "options"),
     [
         ("train", ["--env", "--algo", "--policy", "--steps", "--seed", "--out", "--kl-coef",
-                   "--n-envs", "--resume", "--overwrite", "--checkpoint-every"]),
+                   "--n-envs", "--resume", "--overwrite", "--checkpoint-every", "--kl-horizon"]),
         ("bench", ["--env", "--algos", "--seeds", "--steps", "--out", "--quick", "--jobs",
-                   "--threshold", "--resume", "--overwrite"]),
+                   "--threshold", "--resume", "--overwrite", "--kl-horizon"]),
     ],
 )  # fmt: skip
 def test_help_documents_the_options(capsys, command, options) -> None:

@@ -183,6 +183,13 @@ def test_out_dir_rules(tmp_path: Path) -> None:
         (dict(learning_rate=0.0), "learning_rate=0.0"),
         (dict(kl_coef=-1.0), "kl_coef=-1.0"),
         (dict(kl_target=4.0), "has no KL penalty"),
+        (dict(env="LMBandit-v0", kl_target=4.0, kl_horizon=0), "kl_horizon=0 must be an int"),
+        (dict(env="LMBandit-v0", kl_target=4.0, kl_horizon=2.5), "kl_horizon=2.5 must be"),
+        (dict(env="LMBandit-v0", kl_horizon=100), "kl_horizon=100 without kl_target"),
+        (
+            dict(env="LMToken-v0", algo="dqn", policy="mlp", kl_target=4.0),
+            "algo='dqn', whose policy cannot give log π_θ",
+        ),
         (dict(model=Path("m")), "has no language model"),
         (dict(resume=Path("r"), overwrite=True), "one of the two"),
         (dict(env="Pong-v5"), "env='Pong-v5' is unknown"),

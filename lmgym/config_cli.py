@@ -1,4 +1,4 @@
-"""Build argparse options from a config dataclass, so no option is described twice (STYLE 4).
+"""Build argparse options from a config dataclass, so no option is described twice.
 
 Each field becomes ``--field-name``; its help text is the field's ``Attributes:`` entry in the
 dataclass docstring, and its type and default come from the field itself.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -268,6 +269,30 @@ def test_adaptive_controller_moves_toward_target():
     capped = AdaptiveKLController(0.1, target=6.0, horizon=1000)
     capped.update(1e9, 1000)
     assert capped.value == pytest.approx(0.12)
+
+
+def settled_mean_kl(batch: int, episodes: int = 60_000) -> float:
+    """Mean KL over the second half of a run of a toy policy whose KL follows β.
+
+    An episode's summed KL is (0.6 / β) · X with X ~ Exponential(1): skewed, and β = 0.1 holds
+    its mean at the target 6. The controller is updated once per ``batch`` episodes.
+    """
+    x = np.random.default_rng(0).exponential(1.0, episodes)
+    controller = AdaptiveKLController(0.05, target=6.0, horizon=500)
+    means = []
+    for start in range(0, episodes, batch):
+        kls = 0.6 / controller.value * x[start : start + batch]
+        controller.update(float(kls.mean()), batch)
+        if start >= episodes // 2:
+            means.append(kls.mean())
+    return float(np.mean(means))
+
+
+def test_one_update_per_batch_holds_skewed_kls_at_the_target():
+    # One update per episode averages clipped errors: with skewed KLs the many small ones
+    # (clipped at -0.2) outweigh the few large ones, and the mean KL settles far above target.
+    assert settled_mean_kl(batch=1) > 8.0  # measured: 8.68
+    assert settled_mean_kl(batch=64) == pytest.approx(6.0, rel=0.03)  # measured: 6.02
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,15 @@ from lmgym.envs.sequence_reward import PolicyLogProbFn
 from lmgym.envs.token_batch import TokenPolicyLogProbFn
 from lmgym.models.scoring import completion_logprobs
 
+__all__ = [
+    "attach_logprobs",
+    "attach_sb3",
+    "lm_logprobs",
+    "lm_token_logprobs",
+    "sb3_policy_logprobs",
+    "sb3_token_logprobs",
+]
+
 
 def sb3_policy_logprobs(model: BaseAlgorithm) -> PolicyLogProbFn:
     """Build ``f(observations, actions) -> log π_θ`` from an SB3 model's policy.
@@ -170,18 +179,29 @@ def attach_sb3(model: BaseAlgorithm, env: Any = None) -> PolicyLogProbFn | Token
         raise ValueError(
             "attach_sb3(model) found no env on the model; pass the env: attach_sb3(model, env)."
         )
-    _attach(target, fn)
+    attach_logprobs(target, fn)
     return fn
 
 
-def _attach(env: Any, fn: PolicyLogProbFn | TokenPolicyLogProbFn) -> None:
+def attach_logprobs(env: Any, fn: PolicyLogProbFn | TokenPolicyLogProbFn) -> None:
+    """Attach ``fn`` as π_θ of the KL penalty of every env inside ``env``.
+
+    ``env`` is a Gymnasium env, lmgym's vector env, or SB3's ``DummyVecEnv`` /
+    :class:`~lmgym.agents.SB3VecEnv` around them (what :func:`attach_sb3` and the LM policy's
+    ``attach_to`` accept).
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> env = gym.make("LMBandit-v0")
+        >>> attach_logprobs(env, lm_logprobs(env.unwrapped.lm.model, env.unwrapped.lm))
+    """
     while isinstance(env, VecEnvWrapper):
         env = env.venv
     if isinstance(env, SB3VecEnv):
         env = env.venv
     if isinstance(env, DummyVecEnv):
         for sub_env in env.envs:
-            _attach(sub_env, fn)
+            attach_logprobs(sub_env, fn)
     elif isinstance(env, VecEnv):
         raise TypeError(
             f"{type(env).__name__} is not supported by attach_sb3: its envs run in other "

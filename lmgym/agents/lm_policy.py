@@ -5,7 +5,9 @@
 stable-baselines3, only its extension points (a policy subclass and a
 :class:`~stable_baselines3.common.distributions.Distribution`).
 
-The action of the bandit env is a whole completion, so the action distribution is autoregressive,
+What depends on the action space is the policy's head, chosen once at construction as SB3's
+``make_proba_distribution`` chooses a distribution (:mod:`lmgym.agents.heads`). The action of the
+bandit env is a whole completion, so the action distribution is autoregressive,
 ``π_θ(y | x) = Π_t π_θ(y_t | x, y_<t)``: it samples with a KV cache (the shared
 :func:`~lmgym.models.generation.generate`) and scores completions with one teacher-forced forward
 (:func:`~lmgym.models.scoring.score_completions`). SB3's PPO ratio and A2C gradient are then
@@ -32,45 +34,38 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 import numpy as np
 import torch
 from gymnasium import spaces
-from sb3_contrib.common.maskable.distributions import (
-    MaskableCategoricalDistribution,
-    MaskableDistribution,
-)
+from sb3_contrib.common.maskable.distributions import MaskableDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-from stable_baselines3.common.distributions import CategoricalDistribution, Distribution
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgym.agents.attach import _attach
-from lmgym.agents.completion_distribution import CompletionDistribution
+from lmgym.agents.attach import attach_logprobs
+from lmgym.agents.heads import ActionMasks, LMHead, make_head
 from lmgym.agents.lm_policy_setup import (
-    _check_spaces,
-    _check_vocab,
-    _freeze_bottom,
-    _load_lm,
-    _LogProbCache,
-    _resolve_decoding,
-    _transformer_blocks,
+    LogProbCache,
+    check_spaces,
+    check_vocab,
+    freeze_bottom,
+    load_lm,
     parameter_version,
+    resolve_decoding,
+    transformer_blocks,
 )
-from lmgym.agents.lora import (
-    AdapterDisabledReference,
-    apply_lora,
-    causal_lm,
-    is_lora,
-    merged_copy,
-)
-from lmgym.agents.token_head import (
-    NextTokenOutputs,
-    next_token_outputs,
-    trunk_last_hidden,
-)
+from lmgym.agents.lora import AdapterDisabledReference, apply_lora, causal_lm, is_lora, merged_copy
+from lmgym.agents.token_head import trunk_last_hidden
 from lmgym.envs.sequence_reward import PolicyLogProbFn
 from lmgym.envs.token_batch import TokenPolicyLogProbFn
 from lmgym.models.generation import DecodingConfig
-from lmgym.models.scoring import completion_logprobs
+
+__all__ = [
+    "LMActorCriticPolicy",
+    "LMPolicyMixin",
+    "MaskableLMActorCriticPolicy",
+    "ValueTrunk",
+]
 
 ValueTrunk = Literal["shared", "detached", "separate"]
 """Where the value head reads its features: see :class:`LMActorCriticPolicy`."""
@@ -92,6 +87,8 @@ class LMPolicyMixin(_PolicyBase):
 
     _base_kwargs: ClassVar[dict[str, Any]] = {}
     """Extra arguments of the SB3 base class's ``__init__`` (``use_sde`` exists on one only)."""
+    _maskable: ClassVar[bool] = False
+    """Whether the next-token head masks its categorical (``MaskablePPO``)."""
 
     def __init__(
         self,
@@ -113,7 +110,7 @@ class LMPolicyMixin(_PolicyBase):
         ortho_init: bool = False,
         **kwargs: Any,
     ) -> None:
-        _check_spaces(observation_space, action_space)
+        check_spaces(observation_space, action_space)
         if use_sde:
             raise ValueError(
                 f"use_sde=True is not supported by {type(self).__name__}: actions are ids."
@@ -135,18 +132,9 @@ class LMPolicyMixin(_PolicyBase):
                 f"freeze_layers={freeze_layers} with lora={lora!r}: LoRA already freezes every "
                 "base weight; expected one of the two (freeze_layers=0 with lora)."
             )
-        token_level = isinstance(action_space, spaces.Discrete)
-        if token_level:
-            if decoding is not None:
-                raise ValueError(
-                    f"decoding={decoding!r} with a Discrete action space: on LMToken-v0 SB3 "
-                    "samples each token from the policy itself; expected decoding=None."
-                )
-            resolved: DecodingConfig | None = None
-        else:
-            resolved = _resolve_decoding(decoding, action_space)
+        resolved = resolve_decoding(decoding, action_space)
 
-        lm, tok = _load_lm(model, tokenizer, attn_implementation, trust_remote_code)
+        lm, tok = load_lm(model, tokenizer, attn_implementation, trust_remote_code)
         pad, eos = pad_token_id, eos_token_id
         if tok is not None:
             pad = tok.pad_token_id if pad is None else pad
@@ -157,8 +145,8 @@ class LMPolicyMixin(_PolicyBase):
                 "and they must match the env's. Pass tokenizer=env.unwrapped.lm.tokenizer (see "
                 "lm_policy_kwargs(env)) or pad_token_id=... and eos_token_id=... ."
             )
-        _check_vocab(lm, observation_space, action_space)
-        n_layers = len(_transformer_blocks(lm))
+        check_vocab(lm, observation_space, action_space)
+        n_layers = len(transformer_blocks(lm))
         if not 0 <= freeze_layers <= n_layers:
             raise ValueError(
                 f"freeze_layers={freeze_layers} is out of range; expected 0 <= freeze_layers <= "
@@ -173,8 +161,13 @@ class LMPolicyMixin(_PolicyBase):
         self.tokenizer = tok
         self.pad_token_id = int(pad)
         self.eos_token_id = int(eos)
-        self.decoding = resolved
-        self.token_level = token_level
+        self.head: LMHead = make_head(
+            action_space,
+            decoding=resolved,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_id,
+            maskable=self._maskable,
+        )
         self.value_trunk_kind: ValueTrunk = value_trunk
         self.freeze_layers = freeze_layers
         self._lm_kwargs: dict[str, Any] = dict(
@@ -189,7 +182,7 @@ class LMPolicyMixin(_PolicyBase):
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
         )
-        self._logprob_cache: _LogProbCache | None = None
+        self._logprob_cache: LogProbCache | None = None
         self.logprob_cache_hits = 0
         self.logprob_cache_misses = 0
         super().__init__(
@@ -208,16 +201,7 @@ class LMPolicyMixin(_PolicyBase):
         assert self._pending_lm is not None, "_build runs once, from __init__"
         (self.lm,) = self._pending_lm
         self._pending_lm = None
-        if self.token_level:
-            assert isinstance(self.action_space, spaces.Discrete)
-            self.action_dist = self._token_distribution(int(self.action_space.n))
-        else:
-            assert self.decoding is not None
-            self.action_dist = CompletionDistribution(
-                self.decoding.max_new_tokens,
-                eos_token_id=self.eos_token_id,
-                pad_token_id=self.pad_token_id,
-            )
+        self.action_dist = self.head.action_dist
         if self.value_trunk_kind == "separate":
             # "value" in the name: TRPO skips parameters so named when it takes the actor's.
             self.value_trunk: nn.Module | None = copy.deepcopy(self.trunk).requires_grad_(True)
@@ -225,14 +209,11 @@ class LMPolicyMixin(_PolicyBase):
             self.value_trunk = None
         self.value_net = nn.Linear(int(causal_lm(self.lm).config.hidden_size), 1)
         if self.freeze_layers > 0:
-            _freeze_bottom(causal_lm(self.lm), self.freeze_layers)
+            freeze_bottom(causal_lm(self.lm), self.freeze_layers)
         trainable = [p for p in self.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
             trainable, lr=lr_schedule(1), **self.optimizer_kwargs
         )
-
-    def _token_distribution(self, n: int) -> Distribution:
-        return CategoricalDistribution(n)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -255,31 +236,17 @@ class LMPolicyMixin(_PolicyBase):
         itself whatever ``decoding`` says (see :class:`LMActorCriticPolicy`). Token env: next
         tokens (B,). The log-probs are remembered for the env's KL term (see :meth:`attach_to`).
         """
-        if self.token_level:
-            return self._token_forward(obs, deterministic, None)
-        prompt_ids, prompt_mask = self._prompts(obs)
-        distribution = self._distribution(prompt_ids, prompt_mask)
-        actions = distribution.get_actions(deterministic=deterministic)
-        generation = distribution.distribution.generation
-        assert generation is not None, "get_actions() generates"
-        values = self._prompt_values(prompt_ids)
-        self._logprob_cache = _LogProbCache.build(
-            torch.cat([prompt_ids, actions.long()], dim=1), generation.logprobs, self._lm_version()
-        )
-        return actions, values, generation.logprobs.sum(-1)
+        return self._act(obs, deterministic, None)
 
     def _predict(  # type: ignore[override]
-        self, observation: PyTorchObs, deterministic: bool = False, **kwargs: Any
+        self,
+        observation: PyTorchObs,
+        deterministic: bool = False,
+        action_masks: ActionMasks = None,
     ) -> torch.Tensor:
         """Actions for ``predict()``: on the bandit, sampled with ``decoding`` (evaluation)."""
-        if self.token_level:
-            return super()._predict(observation, deterministic, **kwargs)
         assert isinstance(observation, torch.Tensor)
-        assert self.decoding is not None
-        distribution = self._distribution(*self._prompts(observation))
-        if deterministic:
-            return distribution.mode()
-        return distribution.distribution.decode(self.decoding)
+        return self.head.predict(self.lm, observation, deterministic, action_masks)
 
     def evaluate_actions(  # type: ignore[override]
         self, obs: PyTorchObs, actions: torch.Tensor
@@ -290,37 +257,43 @@ class LMPolicyMixin(_PolicyBase):
         gradients flow into the LM.
         """
         assert isinstance(obs, torch.Tensor)
-        if self.token_level:
-            return self._token_evaluate(obs, actions, None)
-        prompt_ids, prompt_mask = self._prompts(obs)
-        distribution = self._distribution(prompt_ids, prompt_mask)
-        log_prob = distribution.log_prob(actions)
-        entropy = distribution.entropy()
-        if self.value_trunk is None:
-            hidden = distribution.distribution.score(actions).hidden
-            assert hidden is not None
-            # Completion position 0 is read at the last real prompt token (left padding):
-            # exactly the feature _prompt_values uses during rollouts.
-            values = self._value_from_hidden(hidden[:, 0])
-        else:
-            values = self._prompt_values(prompt_ids)
-        return values, log_prob, entropy
+        return self._evaluate(obs, actions, None)
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:  # type: ignore[override]
         """The action distribution conditioned on ``obs``."""
         assert isinstance(obs, torch.Tensor)
-        if self.token_level:
-            return self._token_dist(self._next_token(obs).logits, None)
-        return self._distribution(*self._prompts(obs))
+        return self.head.distribution(self.lm, obs)
 
     def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
         """Values (B, 1) of the observations."""
         assert isinstance(obs, torch.Tensor)
-        if self.token_level:
-            if self.value_trunk is not None:
-                return self._value_from_hidden(self._separate_hidden(obs))
-            return self._value_from_hidden(self._next_token(obs).hidden)
-        return self._prompt_values(self._prompts(obs)[0])
+        return self._values(obs, None)
+
+    def _act(
+        self, obs: torch.Tensor, deterministic: bool, action_masks: ActionMasks
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rollout = self.head.act(self.lm, obs, deterministic, action_masks)
+        self._logprob_cache = LogProbCache.build(
+            rollout.kl_rows, rollout.kl_logprobs, self._lm_version()
+        )
+        return rollout.actions, self._values(obs, rollout.hidden), rollout.log_prob
+
+    def _evaluate(
+        self, obs: torch.Tensor, actions: torch.Tensor, action_masks: ActionMasks
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        evaluation = self.head.evaluate(self.lm, obs, actions, action_masks)
+        return self._values(obs, evaluation.hidden), evaluation.log_prob, evaluation.entropy
+
+    def _values(self, obs: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
+        # ``hidden``: the LM's feature if the head's forward already computed it (None: not).
+        if self.value_trunk is not None:
+            # Padding is obs == pad; every row's last real token is read, as the head reads it.
+            hidden = trunk_last_hidden(self.value_trunk, obs, pad_token_id=self.pad_token_id)
+        elif hidden is None:
+            hidden = self.head.features(self.lm, obs)
+        if self.value_trunk_kind == "detached":
+            hidden = hidden.detach()
+        return self.value_net(hidden.float())  # (B, 1)
 
     # ----------------------------------------------------------------------------- lmgym API
 
@@ -332,10 +305,11 @@ class LMPolicyMixin(_PolicyBase):
         ``env`` may be a Gymnasium env, lmgym's vector env, or SB3's ``DummyVecEnv`` /
         :class:`~lmgym.agents.SB3VecEnv` around them. What the policy just acted on is served
         from a cache of the log-probs its forward pass computed, as long as the LM's parameters
-        have not changed since; anything else gets one forward.
-        On ``LMBandit-v0``, ``full_distribution=True`` returns the (B, T, V) log-distributions
-        that ``kl_estimator="full"`` needs (always a forward pass); on ``LMToken-v0`` the (B, V)
-        next-token log-distribution is always returned, so every estimator works.
+        have not changed since; anything else gets one forward (see :meth:`kl_logprobs`).
+        On ``LMBandit-v0``, ``full_distribution=True`` attaches :meth:`full_logprobs`, the
+        (B, T, V) log-distributions that ``kl_estimator="full"`` needs (always a forward pass);
+        on ``LMToken-v0`` the (B, V) next-token log-distribution is always returned, so every
+        estimator works.
 
         Example:
             >>> import gymnasium as gym, lmgym
@@ -345,48 +319,40 @@ class LMPolicyMixin(_PolicyBase):
             >>> model = PPO(LMActorCriticPolicy, env, policy_kwargs=lm_policy_kwargs(env))
             >>> _ = model.policy.attach_to(env)
         """
-        fn: PolicyLogProbFn | TokenPolicyLogProbFn
-        if self.token_level:
-            fn = self.next_token_logprobs
-        else:
-            fn = self.full_logprobs if full_distribution else self.token_logprobs
-        _attach(env, fn)
+        fn = self.full_logprobs if full_distribution else self.kl_logprobs
+        attach_logprobs(env, fn)
         return fn
 
-    def next_token_logprobs(self, observations: np.ndarray) -> torch.Tensor:
-        """``log π_θ(· | observation)`` (B, n) on ``LMToken-v0`` (its policy protocol).
+    def kl_logprobs(
+        self, observations: np.ndarray, actions: np.ndarray | None = None, *, full: bool = False
+    ) -> torch.Tensor:
+        """The log-probs of π_θ that the env's KL term asks for, without gradients.
 
-        Observations that :meth:`forward` just acted on come from its cache; otherwise one
-        forward pass (no gradients). These are the LM's own (unmasked) log-probs, also under
-        ``MaskablePPO``: the KL penalty measures how far the LM itself moved from π_ref.
+        ``LMBandit-v0`` passes prompts (B, P) and completions (B, T) and gets (B, T) per-token
+        log-probs, or with ``full=True`` (B, T, V) log-distributions. ``LMToken-v0`` passes
+        observations (B, L) and gets the (B, V) next-token log-distribution: the LM's own, also
+        under ``MaskablePPO`` (the KL penalty measures how far the LM itself moved from π_ref).
+        Rows that :meth:`forward` just acted on come from its cache (counted in
+        ``logprob_cache_hits``); others get one forward pass (``logprob_cache_misses``).
         """
         observations = np.asarray(observations)
-        cached = self._cached_logprobs(observations)
-        if cached is not None:
-            self.logprob_cache_hits += 1
-            return cached
-        self.logprob_cache_misses += 1
+        actions = None if actions is None else np.asarray(actions)
+        rows = self.head.kl_rows(observations, actions, full=full)
+        if rows is not None:
+            cached = self._cached_logprobs(rows)
+            if cached is not None:
+                self.logprob_cache_hits += 1
+                return cached
+            self.logprob_cache_misses += 1
         obs = torch.as_tensor(observations, device=self.device)
-        with torch.inference_mode():
-            logits = self._next_token(obs.reshape(-1, obs.shape[-1])).logits
-        return torch.log_softmax(logits.float(), dim=-1).cpu()
+        acts = None if actions is None else torch.as_tensor(actions, device=self.device)
+        return self.head.kl_logprobs(self.lm, obs, acts, full=full)
 
-    def token_logprobs(self, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
-        """``log π_θ(y_t | x, y_<t)`` (B, T) of completions ``actions`` after ``observations``.
-
-        For ``LMBandit-v0``. Rows that :meth:`forward` just sampled come from its cache;
-        otherwise one teacher-forced forward pass (no gradients).
-        """
-        obs, acts = np.asarray(observations), np.asarray(actions)
-        rows = np.concatenate(
-            [obs.reshape(-1, obs.shape[-1]), acts.reshape(-1, acts.shape[-1])], axis=1
-        )  # (B, P + T): how forward() keyed them
-        cached = self._cached_logprobs(rows)
-        if cached is not None:
-            self.logprob_cache_hits += 1
-            return cached
-        self.logprob_cache_misses += 1
-        return self._score_numpy(obs, acts, full=False)
+    def full_logprobs(
+        self, observations: np.ndarray, actions: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """:meth:`kl_logprobs` with ``full=True``: what ``kl_estimator="full"`` needs."""
+        return self.kl_logprobs(observations, actions, full=True)
 
     def _lm_version(self) -> tuple[int, ...]:
         # What the cached log-probs depend on: the LM's parameters (not the value head).
@@ -396,10 +362,6 @@ class LMPolicyMixin(_PolicyBase):
         if self._logprob_cache is None:
             return None
         return self._logprob_cache.lookup(rows, self._lm_version())
-
-    def full_logprobs(self, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
-        """Full next-token log-distributions (B, T, V) along the completions (a forward pass)."""
-        return self._score_numpy(observations, actions, full=True)
 
     def reference_model(self) -> AdapterDisabledReference:
         """π_ref as this policy's base model with its LoRA adapters off (no copy of the weights).
@@ -444,104 +406,17 @@ class LMPolicyMixin(_PolicyBase):
         merged_copy(self.lm).save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
 
-    # ----------------------------------------------------------------------------- token env
-
-    def _next_token(self, obs: torch.Tensor) -> NextTokenOutputs:
-        assert isinstance(self.action_space, spaces.Discrete)
-        return next_token_outputs(
-            self.lm, obs, pad_token_id=self.pad_token_id, n_actions=int(self.action_space.n)
-        )
-
-    def _separate_hidden(self, obs: torch.Tensor) -> torch.Tensor:
-        assert self.value_trunk is not None
-        return trunk_last_hidden(self.value_trunk, obs, pad_token_id=self.pad_token_id)
-
-    def _token_dist(self, logits: torch.Tensor, action_masks: Any) -> Distribution:
-        distribution = self.action_dist.proba_distribution(action_logits=logits)
-        if action_masks is not None:
-            distribution.apply_masking(action_masks)  # type: ignore[attr-defined]
-        return distribution
-
-    def _token_values(self, obs: torch.Tensor, out: NextTokenOutputs) -> torch.Tensor:
-        if self.value_trunk is not None:
-            return self._value_from_hidden(self._separate_hidden(obs))
-        return self._value_from_hidden(out.hidden)
-
-    def _token_forward(
-        self, obs: torch.Tensor, deterministic: bool, action_masks: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self._next_token(obs)
-        self._logprob_cache = _LogProbCache.build(
-            obs.long().reshape(obs.shape[0], -1),
-            torch.log_softmax(out.logits.float(), -1),
-            self._lm_version(),
-        )
-        distribution = self._token_dist(out.logits, action_masks)
-        actions = distribution.get_actions(deterministic=deterministic)
-        return actions, self._token_values(obs, out), distribution.log_prob(actions)
-
-    def _token_evaluate(
-        self, obs: torch.Tensor, actions: torch.Tensor, action_masks: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        out = self._next_token(obs)
-        distribution = self._token_dist(out.logits, action_masks)
-        log_prob = distribution.log_prob(actions.long().reshape(-1))
-        return self._token_values(obs, out), log_prob, distribution.entropy()
-
-    # ----------------------------------------------------------------------------- bandit env
-
-    def _prompts(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Token ids, not features: no preprocess_obs (which casts Box observations to float).
-        prompt_ids = obs.long().reshape(obs.shape[0], -1)  # (B, P)
-        return prompt_ids, (prompt_ids != self.pad_token_id).long()
-
-    def _distribution(
-        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
-    ) -> CompletionDistribution:
-        assert isinstance(self.action_dist, CompletionDistribution)
-        # self.lm may be a peft model, which is called (and generates) like the LM it wraps.
-        lm: Any = self.lm
-        return self.action_dist.proba_distribution(lm, prompt_ids, prompt_mask)
-
-    def _prompt_values(self, prompt_ids: torch.Tensor) -> torch.Tensor:
-        # Padding is prompt_ids == pad (as in _prompts); left padding puts every row's last real
-        # prompt token in the last column, where trunk_last_hidden reads it.
-        trunk = self.value_trunk if self.value_trunk is not None else self.trunk
-        hidden = trunk_last_hidden(trunk, prompt_ids, pad_token_id=self.pad_token_id)
-        return self._value_from_hidden(hidden)  # (B, 1)
-
-    def _value_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.value_trunk_kind == "detached":
-            hidden = hidden.detach()
-        return self.value_net(hidden.float())  # (B, 1)
-
-    def _score_numpy(
-        self, observations: np.ndarray, actions: np.ndarray, full: bool
-    ) -> torch.Tensor:
-        prompt_ids = torch.as_tensor(np.asarray(observations), device=self.device).long()
-        prompt_ids = prompt_ids.reshape(-1, prompt_ids.shape[-1])
-        completion_ids = torch.as_tensor(np.asarray(actions), device=self.device).long()
-        completion_ids = completion_ids.reshape(prompt_ids.shape[0], -1)
-        lm: Any = self.lm  # possibly a peft model, called like the LM it wraps
-        return completion_logprobs(
-            lm,
-            prompt_ids,
-            completion_ids,
-            pad_token_id=self.pad_token_id,
-            eos_token_id=self.eos_token_id,
-            full=full,
-        ).cpu()  # (B, T, V) if full else (B, T)
-
 
 class LMActorCriticPolicy(LMPolicyMixin, ActorCriticPolicy):
     """Actor-critic policy for ``LMBandit-v0`` and ``LMToken-v0`` built on a Hugging Face LM.
 
     The actor is the LM. On ``LMBandit-v0`` (``MultiDiscrete`` action) the whole completion is
-    one action (see :class:`CompletionDistribution`) and the critic is a linear head on the last
-    hidden state at the last real prompt token. On ``LMToken-v0`` (``Discrete(V)`` action) the
-    action is the next token, drawn from SB3's ``CategoricalDistribution`` over the LM's logits
-    at the observation's last real token, and the critic reads the hidden state there. Use it as
-    any SB3 policy::
+    one action (:class:`~lmgym.agents.heads.CompletionHead`) and the critic is a linear head on
+    the last hidden state at the last real prompt token. On ``LMToken-v0`` (``Discrete(V)``
+    action) the action is the next token, drawn from SB3's ``CategoricalDistribution`` over the
+    LM's logits at the observation's last real token, and the critic reads the hidden state
+    there (:class:`~lmgym.agents.heads.NextTokenHead`). The head is chosen once, from the
+    action space, and is the policy's ``head``. Use it as any SB3 policy::
 
         PPO(LMActorCriticPolicy, env)                                   # embedded default LM
         PPO(LMActorCriticPolicy, env, policy_kwargs=lm_policy_kwargs(env))  # the env's own LM
@@ -635,6 +510,8 @@ class MaskableLMActorCriticPolicy(LMPolicyMixin, MaskableActorCriticPolicy):  # 
         >>> _ = model.learn(8)
     """
 
+    _maskable: ClassVar[bool] = True
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -650,9 +527,6 @@ class MaskableLMActorCriticPolicy(LMPolicyMixin, MaskableActorCriticPolicy):  # 
             )
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
-    def _token_distribution(self, n: int) -> Distribution:
-        return MaskableCategoricalDistribution(n)
-
     def forward(  # type: ignore[override]
         self,
         obs: torch.Tensor,
@@ -660,7 +534,7 @@ class MaskableLMActorCriticPolicy(LMPolicyMixin, MaskableActorCriticPolicy):  # 
         action_masks: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample next tokens (B,) among the allowed ones, with values (B, 1) and log-probs."""
-        return self._token_forward(obs, deterministic, action_masks)
+        return self._act(obs, deterministic, action_masks)
 
     def evaluate_actions(  # type: ignore[override]
         self,
@@ -669,13 +543,13 @@ class MaskableLMActorCriticPolicy(LMPolicyMixin, MaskableActorCriticPolicy):  # 
         action_masks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Values, log-probs and entropies of ``actions`` under the masked distribution."""
-        return self._token_evaluate(obs, actions, action_masks)
+        return self._evaluate(obs, actions, action_masks)
 
     def get_distribution(  # type: ignore[override]
         self, obs: PyTorchObs, action_masks: np.ndarray | None = None
     ) -> MaskableDistribution:
         """The masked next-token distribution."""
         assert isinstance(obs, torch.Tensor)
-        distribution = self._token_dist(self._next_token(obs).logits, action_masks)
+        distribution = self.head.distribution(self.lm, obs, action_masks)
         assert isinstance(distribution, MaskableDistribution)
         return distribution

@@ -19,6 +19,18 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lmgym.models.generation import DecodingConfig
 from lmgym.models.loading import DEFAULT_MODEL_DIR, disable_dropout, load_model
 
+__all__ = [
+    "LogProbCache",
+    "check_spaces",
+    "check_vocab",
+    "freeze_bottom",
+    "lm_policy_kwargs",
+    "load_lm",
+    "parameter_version",
+    "resolve_decoding",
+    "transformer_blocks",
+]
+
 
 def parameter_version(module: nn.Module) -> tuple[int, ...]:
     """A snapshot of ``module``'s parameters that changes whenever any of them is modified.
@@ -40,7 +52,7 @@ def parameter_version(module: nn.Module) -> tuple[int, ...]:
 
 
 @dataclasses.dataclass
-class _LogProbCache:
+class LogProbCache:
     """Log-probs the policy computed while acting, looked up by the rows it acted on.
 
     SB3 calls the policy's ``forward``, then steps the env, whose KL term asks for the log-probs
@@ -57,7 +69,7 @@ class _LogProbCache:
     @classmethod
     def build(
         cls, rows: torch.Tensor, logprobs: torch.Tensor, version: tuple[int, ...]
-    ) -> _LogProbCache:
+    ) -> LogProbCache:
         """Remember ``logprobs`` (B, ...) of ``rows`` (B, L), computed at ``version``."""
         keys = _row_keys(rows.detach().cpu().numpy())
         return cls(
@@ -118,10 +130,11 @@ def _find_lm_setup(env: Any) -> Any:
     return target.lm
 
 
-# --------------------------------------------------------------------------------- helpers
+# ------------------------------------------------------------------------ construction
 
 
-def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """Refuse spaces other than token ids in, a completion or a next token out (``TypeError``)."""
     if not (
         isinstance(observation_space, spaces.Box)
         and len(observation_space.shape) == 1
@@ -144,10 +157,23 @@ def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -
         )
 
 
-def _resolve_decoding(
+def resolve_decoding(
     decoding: DecodingConfig | dict[str, Any] | None, action_space: spaces.Space
-) -> DecodingConfig:
-    assert isinstance(action_space, spaces.MultiDiscrete)  # _check_spaces
+) -> DecodingConfig | None:
+    """``predict()``'s decoding of a completion, its length the action's; None for a next token.
+
+    Example:
+        >>> resolve_decoding(dict(top_k=5), spaces.MultiDiscrete([10] * 4)).max_new_tokens
+        4
+    """
+    if isinstance(action_space, spaces.Discrete):
+        if decoding is not None:
+            raise ValueError(
+                f"decoding={decoding!r} with a Discrete action space: on LMToken-v0 SB3 "
+                "samples each token from the policy itself; expected decoding=None."
+            )
+        return None
+    assert isinstance(action_space, spaces.MultiDiscrete)  # check_spaces
     max_new_tokens = int(action_space.nvec.shape[0])
     if decoding is None:
         return DecodingConfig(max_new_tokens=max_new_tokens)
@@ -161,9 +187,10 @@ def _resolve_decoding(
     )
 
 
-def _check_vocab(
+def check_vocab(
     lm: PreTrainedModel, observation_space: spaces.Space, action_space: spaces.Space
 ) -> None:
+    """Refuse a model whose embedding cannot hold every token id of the spaces (``ValueError``)."""
     rows = int(lm.get_input_embeddings().weight.shape[0])  # type: ignore[index]
     assert isinstance(observation_space, spaces.Box)
     if isinstance(action_space, spaces.Discrete):
@@ -180,12 +207,16 @@ def _check_vocab(
         )
 
 
-def _load_lm(
+def load_lm(
     model: str | Path | PreTrainedModel | None,
     tokenizer: str | Path | PreTrainedTokenizerBase | None,
     attn_implementation: str | None,
     trust_remote_code: bool,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
+    """The policy's own LM (dropout 0) and tokenizer; a model object is deep-copied.
+
+    The tokenizer is None when ``model`` is an object and ``tokenizer`` is not given.
+    """
     if model is None or isinstance(model, (str, Path)):
         return load_model(
             DEFAULT_MODEL_DIR if model is None else model,
@@ -208,7 +239,8 @@ def _load_lm(
     return load_model(lm, tokenizer, trust_remote_code=trust_remote_code)
 
 
-def _transformer_blocks(lm: PreTrainedModel) -> nn.ModuleList:
+def transformer_blocks(lm: PreTrainedModel) -> nn.ModuleList:
+    """The list of ``lm``'s transformer blocks (what ``freeze_layers`` counts)."""
     n_layers = int(lm.config.num_hidden_layers)
     for module in lm.base_model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == n_layers:
@@ -219,8 +251,9 @@ def _transformer_blocks(lm: PreTrainedModel) -> nn.ModuleList:
     )
 
 
-def _freeze_bottom(lm: PreTrainedModel, n: int) -> None:
-    blocks = _transformer_blocks(lm)
+def freeze_bottom(lm: PreTrainedModel, n: int) -> None:
+    """Freeze the embeddings and the bottom ``n`` transformer blocks of ``lm``."""
+    blocks = transformer_blocks(lm)
     # The embeddings are the trunk's children registered before the blocks (wte, wpe for GPT-2).
     for child in lm.base_model.children():
         if child is blocks:

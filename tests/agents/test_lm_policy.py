@@ -20,6 +20,7 @@ from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
 from lmgym.error import ModelLoadError
 from lmgym.models.generation import DecodingConfig
 from lmgym.models.loading import load_model
+from lmgym.models.scoring import completion_logprobs
 from lmgym.seeding import set_seed
 from tests.conftest import build_tiny_model, build_tiny_tokenizer
 from tests.envs.test_bandit import PROMPTS, count_great
@@ -44,6 +45,18 @@ def make_policy(env: gym.Env, **kwargs) -> LMActorCriticPolicy:
 
 def lm_state(policy: LMActorCriticPolicy) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in policy.lm.state_dict().items()}
+
+
+def teacher_forced(policy: LMActorCriticPolicy, obs: np.ndarray, actions: np.ndarray):
+    """(B, T) log-probs of the completions from a fresh teacher-forced pass (tiny tokenizer)."""
+    return completion_logprobs(
+        policy.lm,
+        torch.as_tensor(obs),
+        torch.as_tensor(actions),
+        pad_token_id=0,
+        eos_token_id=2,
+        full=False,
+    )
 
 
 ALGOS = {
@@ -111,23 +124,22 @@ def test_logprobs_and_values_agree_between_sampling_and_scoring(tiny_lm_dir: Pat
     set_seed(0)
     with torch.no_grad():
         actions, values, log_prob = policy(obs_tensor)
-        teacher_forced = policy._score_numpy(obs, actions.numpy(), full=False)
-        cached = policy.token_logprobs(obs, actions.numpy())
+        fresh = teacher_forced(policy, obs, actions.numpy())
+        cached = policy.kl_logprobs(obs, actions.numpy())
         # The rollout buffer stores actions as floats: evaluate_actions must cope.
         values2, log_prob2, entropy = policy.evaluate_actions(obs_tensor, actions.float())
-    torch.testing.assert_close(cached, teacher_forced, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cached, fresh, atol=1e-5, rtol=0)
     torch.testing.assert_close(log_prob2, log_prob, atol=1e-5, rtol=0)
     torch.testing.assert_close(values2, values, atol=1e-5, rtol=0)
     assert values.shape == (8, 1) and log_prob.shape == (8,) and entropy.shape == (8,)
     assert bool((entropy > 0).all())
     # Rows not sampled by forward() fall back to a teacher-forced pass.
     other = np.roll(actions.numpy(), 1, axis=1)
-    torch.testing.assert_close(
-        policy.token_logprobs(obs, other), policy._score_numpy(obs, other, full=False)
-    )
+    torch.testing.assert_close(policy.kl_logprobs(obs, other), teacher_forced(policy, obs, other))
     assert policy.logprob_cache_misses == 1
     full = policy.full_logprobs(obs, actions.numpy())
     assert full.shape == (8, 6, vec.action_space.nvec[0])
+    assert policy.logprob_cache_misses == 1  # full distributions are never cached nor counted
 
 
 def test_evaluate_actions_gradient_flows(tiny_lm_dir: Path) -> None:
@@ -372,7 +384,7 @@ def test_logprob_cache_is_dropped_when_parameters_change(tiny_lm_dir: Path, chan
     with torch.no_grad():
         actions, _, _ = policy(torch.as_tensor(obs))
     acts = actions.numpy()
-    before = policy.token_logprobs(obs, acts)
+    before = policy.kl_logprobs(obs, acts)
     assert policy.logprob_cache_hits == 1
     if change == "optimizer_step":
         _, log_prob, _ = policy.evaluate_actions(torch.as_tensor(obs), actions)
@@ -383,7 +395,7 @@ def test_logprob_cache_is_dropped_when_parameters_change(tiny_lm_dir: Path, chan
             k: v * 1.5 if k.endswith("c_attn.weight") else v for k, v in policy.state_dict().items()
         }
         policy.load_state_dict(state)
-    after = policy.token_logprobs(obs, acts)
-    torch.testing.assert_close(after, policy._score_numpy(obs, acts, full=False))
+    after = policy.kl_logprobs(obs, acts)
+    torch.testing.assert_close(after, teacher_forced(policy, obs, acts))
     assert policy.logprob_cache_misses == 1
     assert (after - before).abs().max() > 1e-3  # the parameters did move the log-probs

@@ -19,6 +19,7 @@ from lmgym.agents import (
     SB3VecEnv,
     lm_policy_kwargs,
 )
+from lmgym.agents.token_head import next_token_outputs
 from lmgym.models.scoring import score_completions
 from lmgym.seeding import set_seed
 from tests.conftest import build_tiny_model, build_tiny_tokenizer
@@ -131,7 +132,7 @@ def test_logprobs_match_teacher_forcing_and_reference(tiny_lm_dir: Path) -> None
         ref_logits = env.unwrapped.batch.reference.next_logits
         ref_logp.append(torch.log_softmax(ref_logits[0], dim=-1))
         obs, *_ = env.step(token)
-    logp = policy.next_token_logprobs(np.stack(states))  # (4, V): one forward, no cache
+    logp = policy.kl_logprobs(np.stack(states))  # (4, V): one forward, no cache
     assert logp.shape == (4, env.action_space.n)
     torch.testing.assert_close(logp, torch.stack(ref_logp), atol=1e-5, rtol=0)
     prompt = torch.as_tensor(states[0][None, :8])
@@ -175,7 +176,7 @@ def test_logits_beyond_the_tokenizer_are_sliced(tiny_lm_dir: Path) -> None:
     env = gym.make("LMToken-v0", model=big, tokenizer=tokenizer, **KWARGS)
     policy = make_policy(env, **lm_policy_kwargs(env))
     obs, _ = env.reset(seed=0)
-    logp = policy.next_token_logprobs(obs[None])
+    logp = policy.kl_logprobs(obs[None])
     assert logp.shape == (1, len(tokenizer))
     assert torch.logsumexp(logp, -1).item() == pytest.approx(0.0, abs=1e-5)
     with torch.no_grad():
@@ -239,7 +240,7 @@ def test_logprob_cache_is_dropped_when_parameters_change(tiny_lm_dir: Path, chan
     set_seed(0)
     with torch.no_grad():
         actions, _, _ = policy(torch.as_tensor(obs))
-    before = policy.next_token_logprobs(obs)
+    before = policy.kl_logprobs(obs)
     assert policy.logprob_cache_hits == 1
     if change == "optimizer_step":
         _, log_prob, _ = policy.evaluate_actions(torch.as_tensor(obs), actions)
@@ -250,9 +251,12 @@ def test_logprob_cache_is_dropped_when_parameters_change(tiny_lm_dir: Path, chan
             k: v * 1.5 if k.endswith("c_attn.weight") else v for k, v in policy.state_dict().items()
         }
         policy.load_state_dict(state)
-    after = policy.next_token_logprobs(obs)
+    after = policy.kl_logprobs(obs)
     with torch.no_grad():
-        fresh = torch.log_softmax(policy._next_token(torch.as_tensor(obs)).logits.float(), -1)
+        out = next_token_outputs(
+            policy.lm, torch.as_tensor(obs), pad_token_id=0, n_actions=vec.action_space.n
+        )
+    fresh = torch.log_softmax(out.logits.float(), -1)
     torch.testing.assert_close(after, fresh)
     assert policy.logprob_cache_misses == 1
     assert (after - before).abs().max() > 1e-3  # the parameters did move the log-probs

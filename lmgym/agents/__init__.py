@@ -9,7 +9,6 @@ from lmgym.agents.attach import (
     sb3_policy_logprobs,
     sb3_token_logprobs,
 )
-from lmgym.agents.completion_distribution import CompletionDistribution
 from lmgym.agents.lm_policy import LMActorCriticPolicy, MaskableLMActorCriticPolicy
 from lmgym.agents.lm_policy_setup import lm_policy_kwargs
 from lmgym.agents.lora import AdapterDisabledReference
@@ -17,7 +16,6 @@ from lmgym.agents.vec_env import SB3VecEnv
 
 __all__ = [
     "AdapterDisabledReference",
-    "CompletionDistribution",
     "LMActorCriticPolicy",
     "MaskableLMActorCriticPolicy",
     "SB3VecEnv",

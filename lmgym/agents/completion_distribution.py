@@ -28,6 +28,11 @@ from lmgym.models.generation import DecodingConfig, Generation, generate
 from lmgym.models.padding import completion_mask_from_ids
 from lmgym.models.scoring import CompletionScores, score_completions
 
+__all__ = [
+    "AutoregressiveCompletion",
+    "CompletionDistribution",
+]
+
 _NO_SHAPE = torch.Size()
 
 

@@ -19,6 +19,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+__all__ = [
+    "AdapterDisabledReference",
+    "apply_lora",
+    "causal_lm",
+    "is_lora",
+    "merged_copy",
+]
+
 _INSTALL = 'LoRA needs the peft package: pip install "lmgym[lora]" (or pip install peft).'
 
 

@@ -1,4 +1,7 @@
-"""The LM policy's next-token head on ``LMToken-v0``: logits and features at the last real token.
+"""Forward passes of the next-token head on ``LMToken-v0``: logits and features at the last token.
+
+:class:`~lmgym.agents.heads.NextTokenHead` acts with these; :func:`~lmgym.agents.lm_token_logprobs`
+scores any LM the same way.
 
 A token-env observation is the prompt right-padded to P, then the completion so far right-padded
 to T, so its real tokens are not contiguous. :func:`next_token_outputs` left-pads them (every
@@ -15,6 +18,13 @@ import torch
 from torch import nn
 
 from lmgym.models.padding import position_ids_from_mask, right_to_left_padding
+
+__all__ = [
+    "NextTokenOutputs",
+    "left_padded",
+    "next_token_outputs",
+    "trunk_last_hidden",
+]
 
 
 @dataclasses.dataclass

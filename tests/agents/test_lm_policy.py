@@ -13,7 +13,6 @@ from gymnasium import spaces
 from sb3_contrib import TRPO
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.distributions import kl_divergence
-from stable_baselines3.common.utils import ConstantSchedule
 
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
@@ -38,9 +37,7 @@ def make_env(tiny_lm_dir: Path, **kwargs) -> gym.Env:
 
 
 def make_policy(env: gym.Env, **kwargs) -> LMActorCriticPolicy:
-    return LMActorCriticPolicy(
-        env.observation_space, env.action_space, ConstantSchedule(1e-3), **kwargs
-    )
+    return LMActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-3, **kwargs)
 
 
 def lm_state(policy: LMActorCriticPolicy) -> dict[str, torch.Tensor]:
@@ -332,7 +329,7 @@ def test_bad_arguments_raise(tiny_lm_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="embedding has 10 rows"):
         make_policy(env, model=build_tiny_model(10), pad_token_id=0, eos_token_id=2)
     with pytest.raises(TypeError, match="MultiDiscrete"):
-        LMActorCriticPolicy(env.observation_space, spaces.Discrete(4), ConstantSchedule(1e-3))
+        LMActorCriticPolicy(env.observation_space, spaces.Discrete(4), lambda _: 1e-3)
     with pytest.raises(TypeError, match="not an lmgym LM env"):
         lm_policy_kwargs(gym.make("CatGrid-v0"))
 

@@ -11,7 +11,6 @@ import torch
 from gymnasium import spaces
 from sb3_contrib.common.maskable.distributions import MaskableCategoricalDistribution
 from stable_baselines3.common.distributions import CategoricalDistribution
-from stable_baselines3.common.utils import ConstantSchedule
 
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import LMActorCriticPolicy, MaskableLMActorCriticPolicy, SB3VecEnv
@@ -33,7 +32,7 @@ def make_vec(tiny_lm_dir: Path, env_id: str, max_new_tokens: int) -> SB3VecEnv:
 
 
 def make_policy(env, cls=LMActorCriticPolicy, **kwargs):
-    return cls(env.observation_space, env.action_space, ConstantSchedule(1e-3), **kwargs)
+    return cls(env.observation_space, env.action_space, lambda _: 1e-3, **kwargs)
 
 
 CASES = {

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.utils import ConstantSchedule
 
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import AdapterDisabledReference
@@ -158,7 +157,7 @@ def test_bad_arguments_raise(tiny_lm_dir: Path) -> None:
 
     def make(**kwargs) -> LMActorCriticPolicy:
         return LMActorCriticPolicy(
-            env.observation_space, env.action_space, ConstantSchedule(1e-3), **kwargs
+            env.observation_space, env.action_space, lambda _: 1e-3, **kwargs
         )
 
     with pytest.raises(ValueError, match="freeze_layers"):

@@ -10,7 +10,6 @@ import pytest
 import torch
 from sb3_contrib import TRPO, MaskablePPO
 from stable_baselines3 import A2C, PPO
-from stable_baselines3.common.utils import ConstantSchedule
 
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import (
@@ -45,7 +44,7 @@ def make_vec(tiny_lm_dir: Path, num_envs: int = 4, **kwargs) -> SB3VecEnv:
 
 
 def make_policy(env, cls=LMActorCriticPolicy, **kwargs) -> LMActorCriticPolicy:
-    return cls(env.observation_space, env.action_space, ConstantSchedule(1e-3), **kwargs)
+    return cls(env.observation_space, env.action_space, lambda _: 1e-3, **kwargs)
 
 
 def lm_state(policy) -> dict[str, torch.Tensor]:

@@ -169,7 +169,9 @@ def test_adaptive_beta_updates_once_per_batch_from_the_mean_kl(tiny_lm_dir: Path
     clipped_errors = AdaptiveKLController(0.1, target=target, horizon=10)
     for kl in kls:
         clipped_errors.update(kl, 1)
-    assert abs(from_mean.value - clipped_errors.value) > 0.2 * (from_mean.value - 0.1)
+    # The two rules must give distinguishable β here, else the last check could not tell them
+    # apart (how far apart depends on the tiny model's initialisation, so only a floor is set).
+    assert clipped_errors.value != pytest.approx(from_mean.value, rel=1e-3)
     assert env.unwrapped.rewarder.controller.value == pytest.approx(from_mean.value, rel=1e-9)
 
 

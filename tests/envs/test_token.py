@@ -254,9 +254,9 @@ def test_adaptive_beta_updates_once_per_batch_from_the_mean_kl(tiny_lm_dir: Path
     clipped_errors = AdaptiveKLController(0.1, target=target, horizon=10)
     for kl in kls:  # what a per-episode update does: the mean of clipped errors
         clipped_errors.update(kl, 1)
-    assert abs(from_mean.value - clipped_errors.value) > 0.2 * (
-        from_mean.value - 0.1
-    )  # the skew makes them differ
+    # The two rules must give distinguishable β here, else the last check could not tell them
+    # apart (how far apart depends on the tiny model's initialisation, so only a floor is set).
+    assert clipped_errors.value != pytest.approx(from_mean.value, rel=1e-3)
     assert env.unwrapped.rewarder.controller.value == pytest.approx(from_mean.value, rel=1e-9)
     env.reset(seed=0)  # a seeded reset restarts β
     assert env.step(5)[-1]["kl_coef"] == 0.1

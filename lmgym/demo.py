@@ -37,7 +37,10 @@ from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.models.generation import DecodingConfig
 from lmgym.plots import plot_learning_curve
 from lmgym.seeding import set_seed
+from lmgym.torch_threads import set_torch_threads
 from lmgym.training.build import check_kl_horizon
+from lmgym.training.rundir import check_out_location
+from lmgym.training.train import check_seed
 
 ENV_ID = "LMBandit-v0"
 
@@ -78,16 +81,36 @@ class DemoConfig:
     eval_samples: int = 4
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
         for name in ("steps", "n_envs", "threads", "eval_samples"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be an int > 0.")
         if self.policy not in ("lm", "mlp"):
             raise ValueError(f"policy={self.policy!r} is unknown; expected 'lm' or 'mlp'.")
-        if self.learning_rate is not None and self.learning_rate <= 0:
+        if self.kl_estimator not in ("k1", "k2", "k3", "full"):
+            raise ValueError(
+                f"kl_estimator={self.kl_estimator!r} is unknown; expected 'k1', 'k2', 'k3' or "
+                "'full'."
+            )
+        if not _finite(self.kl_coef) or self.kl_coef < 0:
+            raise ValueError(f"kl_coef={self.kl_coef!r} must be a finite float >= 0, e.g. 0.02.")
+        if self.kl_target is not None and not (_finite(self.kl_target) and self.kl_target > 0):
+            raise ValueError(
+                f"kl_target={self.kl_target!r} must be a finite float > 0 (nats summed over a "
+                "completion), e.g. 6.0, or None for a fixed β."
+            )
+        if self.learning_rate is not None and not (
+            _finite(self.learning_rate) and self.learning_rate > 0
+        ):
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0, e.g. 1e-3.")
+        check_seed("seed", self.seed)
         self.kl_horizon = check_kl_horizon(self.kl_horizon, self.kl_target, ENV_ID, self.steps)
+        self.out = check_out_location(self.out)
+
+
+def _finite(value: object) -> bool:
+    """Whether ``value`` is a real, finite number (not a bool, a string or NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def _policy_act(model: PPO):
@@ -109,7 +132,7 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
     """Train, evaluate and plot; return the figures that are also written to ``results.json``."""
     started = time.perf_counter()
     set_seed(config.seed)
-    torch.set_num_threads(config.threads)
+    set_torch_threads(config.threads)
     config.out.mkdir(parents=True, exist_ok=True)
 
     adaptive: dict[str, Any] = {}

@@ -12,10 +12,15 @@ def test_quick_start_runs() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python block"
     code = blocks[0]
-    assert "model.learn(2_000)" in code
+    assert "model.learn(1_024, progress_bar=True)" in code
     namespace: dict[str, object] = {}
     exec(
-        compile(code.replace("model.learn(2_000)", "model.learn(64)"), "README", "exec"), namespace
+        compile(
+            code.replace("model.learn(1_024, progress_bar=True)", "model.learn(64)"),
+            "README",
+            "exec",
+        ),
+        namespace,
     )
     assert namespace["model"].num_timesteps >= 64  # type: ignore[attr-defined]
 

@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from lmgym.error import ModelLoadError
+from lmgym.torch_threads import use_embedded_model_threads
 
 DEFAULT_MODEL_DIR = Path(str(resources.files("lmgym.models") / "default"))
 """Where the embedded default model (trained by :mod:`lmgym.models.pretrain`) ships."""
@@ -188,6 +189,8 @@ def load_model(
     require_bool_trust_remote_code(trust_remote_code)
     if isinstance(model, (str, Path)):
         model_dir = Path(model)
+        if model_dir.resolve() == Path(DEFAULT_MODEL_DIR).resolve():
+            use_embedded_model_threads()
         require_model_dir(model_dir, "model")
         kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
         loaded: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
@@ -224,7 +227,9 @@ def load_default_model(
     """Load the embedded default model and tokenizer that ship inside the package.
 
     It is a small GPT-2 trained by ``python -m lmgym.models.pretrain`` on a review corpus that
-    lmgym generates itself (:mod:`lmgym.models.corpus`); nothing is downloaded.
+    lmgym generates itself (:mod:`lmgym.models.corpus`); nothing is downloaded. Loading it (here
+    or through :func:`load_model`) applies lmgym's torch thread default for a model this small:
+    one intra-op thread (:mod:`lmgym.torch_threads` gives the measurement and the override).
 
     Example:
         >>> model, tokenizer = load_default_model()

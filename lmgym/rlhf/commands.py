@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-import torch
 
 from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.models.generation import DecodingConfig
@@ -40,6 +39,7 @@ from lmgym.rlhf.reward_model import LearnedRewardModel, RewardModelConfig, train
 from lmgym.rlhf.sft import SFTConfig, make_demonstrations, run_sft
 from lmgym.rlhf.training import check_int, check_positive
 from lmgym.seeding import set_seed
+from lmgym.torch_threads import set_torch_threads
 
 __all__ = [
     "DPOCommandConfig",
@@ -250,7 +250,7 @@ def run_sft_command(config: SFTCommandConfig) -> dict[str, Any]:
         (45, True)
     """
     started = time.perf_counter()
-    torch.set_num_threads(config.threads)
+    set_torch_threads(config.threads)
     model = config.model or DEFAULT_MODEL_DIR
     labeler = BradleyTerryLabeler(seed=config.seed)  # only its noise-free score picks demos
     prompts = corpus_prompts("train") * config.demos_per_prompt
@@ -323,7 +323,7 @@ def run_reward_model_command(config: RewardModelCommandConfig) -> dict[str, Any]
         True
     """
     started = time.perf_counter()
-    torch.set_num_threads(config.threads)
+    set_torch_threads(config.threads)
     labeler = BradleyTerryLabeler(temperature=config.labeler_temperature, seed=config.seed)
     prompts = corpus_prompts("train") * config.rankings_per_prompt
     rankings = collect_rankings(config.policy, prompts, config.k, labeler, config.seed)
@@ -395,7 +395,7 @@ def run_ppo_rm_command(config: PPORMCommandConfig) -> dict[str, Any]:
         [16]
     """
     started = time.perf_counter()
-    torch.set_num_threads(config.threads)
+    set_torch_threads(config.threads)
     model, tokenizer = load_model(config.policy)
     prompts = corpus_prompts("train") * config.norm_samples
     set_seed(config.seed)
@@ -464,7 +464,7 @@ def run_dpo_command(config: DPOCommandConfig) -> dict[str, Any]:
         45
     """
     started = time.perf_counter()
-    torch.set_num_threads(config.threads)
+    set_torch_threads(config.threads)
     labeler = BradleyTerryLabeler(temperature=config.labeler_temperature, seed=config.seed)
     prompts = corpus_prompts("train") * config.rankings_per_prompt
     rankings = collect_rankings(config.policy, prompts, config.k, labeler, config.seed)

@@ -55,6 +55,7 @@ from lmgym.rlhf.reward_model import RewardModelConfig, train_reward_model
 from lmgym.rlhf.sft import SFTConfig, make_demonstrations, run_sft
 from lmgym.rlhf.training import check_int, check_positive
 from lmgym.seeding import set_seed
+from lmgym.torch_threads import set_torch_threads
 
 __all__ = ["RLHFConfig", "PolicyEvaluator", "run_rlhf"]
 
@@ -300,7 +301,7 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
     Returns the dict that is also written to ``results.json``.
     """
     started = time.perf_counter()
-    torch.set_num_threads(config.threads)
+    set_torch_threads(config.threads)
     set_seed(config.seed)
     out = config.out
     models = out / "models"

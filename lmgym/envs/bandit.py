@@ -10,11 +10,16 @@ import numpy as np
 from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgym.envs.lm_env_parts import build_lm_env_parts
+from lmgym.envs.lm_env_parts import (
+    build_lm_env_parts,
+    check_seed,
+    forced_prompt,
+    rng_restored_on_error,
+)
 from lmgym.envs.lm_setup import ModelSpec
 from lmgym.envs.prompts import PromptSpec
 from lmgym.envs.sequence_reward import PolicyLogProbFn, SequenceRewardBatch
-from lmgym.error import ResetNeeded
+from lmgym.error import ResetNeeded, short_repr
 
 
 def lm_observation_space(max_prompt_tokens: int, vocab_size: int) -> spaces.Box:
@@ -126,10 +131,11 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         self.render_mode = render_mode
         self.lm, self.rewarder, self.prompt_source = parts.lm, parts.rewarder, parts.prompt_source
-        self.max_new_tokens = int(max_new_tokens)
-        self.observation_space = lm_observation_space(max_prompt_tokens, self.lm.vocab_size)
+        self.max_prompt_tokens = parts.max_prompt_tokens
+        self.max_new_tokens = parts.max_new_tokens
+        self.observation_space = lm_observation_space(self.max_prompt_tokens, self.lm.vocab_size)
         self.action_space = spaces.MultiDiscrete(
-            np.full(max_new_tokens, self.lm.vocab_size, dtype=np.int64)
+            np.full(self.max_new_tokens, self.lm.vocab_size, dtype=np.int64)
         )
         self._prompt: str | None = None
         self._obs: np.ndarray | None = None
@@ -150,16 +156,16 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
         """Draw a prompt from ``np_random``; ``options={"prompt": text}`` forces one.
 
         A seeded reset also puts an adaptive β back to its initial value, so the same seed and
-        the same actions give the same rewards (Gymnasium's determinism contract).
+        the same actions give the same rewards (Gymnasium's determinism contract). Bad
+        arguments, or a prompts callable that raises, leave the env as it was.
         """
-        super().reset(seed=seed)
+        forced = forced_prompt(options, self.prompt_source)
+        seed = check_seed(seed)
+        with rng_restored_on_error(self):
+            super().reset(seed=seed)
+            text, ids = self.prompt_source.draw(self.np_random) if forced is None else forced
         if seed is not None:
             self.rewarder.reset_controller()
-        if options is not None and "prompt" in options:
-            text = options["prompt"]
-            ids = self.prompt_source.encode(text, where='options["prompt"]')
-        else:
-            text, ids = self.prompt_source.draw(self.np_random)
         self._prompt = text
         self._obs = self.prompt_source.pad(ids, self.lm.pad_token_id)
         self._done = False
@@ -220,7 +226,7 @@ def check_completion_actions(
     actions: Any, shape: tuple[int, ...], vocab_size: int, *, name: str = "actions"
 ) -> np.ndarray:
     """Validate a whole array of completion ids at once (one env or a batch of envs)."""
-    array = np.asarray(actions)
+    array = as_action_array(actions, name, shape)
     if array.dtype == object or not np.issubdtype(array.dtype, np.integer):
         raise TypeError(
             f"{name} has dtype {array.dtype}; expected integer token ids (e.g. np.int64) of "
@@ -239,3 +245,21 @@ def check_completion_actions(
             f"[0, {vocab_size}) (the tokenizer's vocabulary)."
         )
     return array.astype(np.int64, copy=False)
+
+
+def as_action_array(actions: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``np.asarray(actions)``, with a clear ``TypeError`` for what NumPy cannot make an array of.
+
+    Example:
+        >>> as_action_array([[1], [2, 3]], "actions", (2, 2))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: actions=[[1], [2, 3]] (type list) is not an array of token ids; ...
+    """
+    try:
+        return np.asarray(actions)
+    except (TypeError, ValueError):  # ragged nesting, or objects NumPy cannot convert
+        raise TypeError(
+            f"{name}={short_repr(actions)} (type {type(actions).__name__}) is not an array of "
+            f"token ids; expected integer token ids (e.g. np.int64) of shape {shape}."
+        ) from None

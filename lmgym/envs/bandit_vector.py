@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from lmgym.envs.bandit import LMBanditEnv, check_completion_actions
+from lmgym.envs.lm_env_parts import generators_restored_on_error
 from lmgym.envs.lm_vector import LMVectorEnv
 from lmgym.envs.sequence_reward import PolicyLogProbFn, object_array
 from lmgym.error import ResetNeeded
@@ -52,9 +53,18 @@ class LMBanditVectorEnv(LMVectorEnv):
         seed: int | list[int | None] | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw a prompt for every env. ``seed`` is an int (env i gets ``seed + i``) or a list."""
-        self._seed(seed, options)
-        self._prompts, self._obs = self._draw_prompts(list(range(self.num_envs)))
+        """Draw a prompt for every env. ``seed`` is an int (env i gets ``seed + i``) or a list.
+
+        ``options={"prompt": text}`` forces one prompt for every env, ``{"prompt": [texts]}``
+        one per env. Bad arguments, or a prompts callable that raises, change nothing.
+        """
+        forced = self._forced_prompts(options)
+        generators = self._reset_generators(seed)
+        rows = list(range(self.num_envs))
+        with generators_restored_on_error(generators):
+            prompts, obs = self._draw_prompts(rows, generators, forced)
+        self._commit_reset(seed, generators)
+        self._prompts, self._obs = prompts, obs
         self._needs_reset = False
         return self._obs.copy(), {
             "prompt": object_array(self._prompts),
@@ -64,7 +74,12 @@ class LMBanditVectorEnv(LMVectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Score all completions in one batch, then draw the next prompts (same-step autoreset)."""
+        """Score all completions in one batch, then draw the next prompts (same-step autoreset).
+
+        Compute first, commit last: the next prompts are drawn and the batch scored before
+        anything changes, so a step that raises (a reward function, the attached policy or the
+        prompts callable) leaves the prompts, their generators and an adaptive β as they were.
+        """
         if self._needs_reset:
             raise ResetNeeded("step() called before reset(); call envs.reset(seed=...) first.")
         array = check_completion_actions(
@@ -72,9 +87,14 @@ class LMBanditVectorEnv(LMVectorEnv):
         )
         final_obs = self._obs.copy()
         prompts = list(self._prompts)
-        batch = self.rewarder(prompts, final_obs, array)
+        with generators_restored_on_error(self._generators):
+            next_prompts, next_obs = self._draw_prompts(
+                list(range(self.num_envs)), self._generators
+            )
+            # The rewarder updates an adaptive β as its very last act, once nothing can fail.
+            batch = self.rewarder(prompts, final_obs, array)
         self._last_render = batch.completions[0]
-        self._prompts, self._obs = self._draw_prompts(list(range(self.num_envs)))
+        self._prompts, self._obs = next_prompts, next_obs
         all_envs = np.ones(self.num_envs, dtype=np.bool_)
         finals = object_array(list(final_obs))  # Gymnasium keeps final obs as an object array
         infos: dict[str, Any] = {

@@ -17,6 +17,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from lmgym.error import short_repr
+
 UP: Final = 0
 RIGHT: Final = 1
 DOWN: Final = 2
@@ -148,7 +150,7 @@ class CatGridEnv(gym.Env):
         self.slip: float = _validate_slip(slip)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
-                f"render_mode={render_mode!r} is not supported: expected None or one of "
+                f"render_mode={short_repr(render_mode)} is not supported: expected None or one of "
                 f"{self.metadata['render_modes']}. Pass e.g. render_mode='ansi'."
             )
         self.render_mode = render_mode
@@ -228,13 +230,10 @@ class CatGridEnv(gym.Env):
             ``False`` here, the ``TimeLimit`` wrapper from registration sets it.
 
         Raises:
+            TypeError: ``action`` is not an integer (a Python int, NumPy integer or 0-d array).
             ValueError: ``action`` is not one of 0, 1, 2, 3.
         """
-        if not 0 <= action < 4:
-            raise ValueError(
-                f"action={action!r} is outside the action space Discrete(4): expected 0 (up), "
-                "1 (right), 2 (down) or 3 (left). Sample one with env.action_space.sample()."
-            )
+        action = _check_action(action)
         outcomes = self._outcomes[self.state][action]
         # No draw at all when sober, so slip=0 costs nothing; one uniform draw otherwise.
         if self.slip and len(outcomes) > 1:
@@ -294,10 +293,26 @@ class CatGridEnv(gym.Env):
 # Validation: each error names the argument, the value, what was expected and how to fix it.
 
 
+def _check_action(action: Any) -> int:
+    """``action`` as a plain int in 0..3 (NumPy integers and 0-d arrays alike), else raise."""
+    value = action[()] if isinstance(action, np.ndarray) and action.shape == () else action
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"action={short_repr(action)} has type {type(action).__name__}: expected an int "
+            "0 (up), 1 (right), 2 (down) or 3 (left). Sample one with env.action_space.sample()."
+        )
+    if not 0 <= value < 4:
+        raise ValueError(
+            f"action={int(value)} is outside the action space Discrete(4): expected 0 (up), "
+            "1 (right), 2 (down) or 3 (left). Sample one with env.action_space.sample()."
+        )
+    return int(value)
+
+
 def _validate_slip(slip: float) -> float:
     if isinstance(slip, bool) or not isinstance(slip, (int, float, np.floating, np.integer)):
         raise TypeError(
-            f"slip={slip!r} has type {type(slip).__name__}: expected a float in [0, 1). "
+            f"slip={short_repr(slip)} has type {type(slip).__name__}: expected a float in [0, 1). "
             "Pass e.g. slip=0.1, or slip=0.0 for a sober cat."
         )
     if not 0.0 <= slip < 1.0:  # also rejects NaN
@@ -310,27 +325,33 @@ def _validate_slip(slip: float) -> float:
 
 
 def _validate_layout(layout: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(layout, str) or not all(isinstance(line, str) for line in layout):
+    if (
+        isinstance(layout, str)
+        or not isinstance(layout, (Sequence, np.ndarray))
+        or not all(isinstance(line, str) for line in layout)
+    ):
         raise TypeError(
-            f"layout={layout!r} is not a list of strings: expected one string per row, e.g. "
-            'layout=["C.B.M", "..T.."]. Split a multi-line string with .splitlines().'
+            f"layout={short_repr(layout)} is not a list of strings: expected one string per "
+            'row, e.g. layout=["C.B.M", "..T.."]. Split a multi-line string with .splitlines().'
         )
     rows = tuple(layout)
     if not rows or not rows[0]:
         raise ValueError(
-            f"layout={layout!r} is empty: expected at least one non-empty row. "
+            f"layout={short_repr(layout)} is empty: expected at least one non-empty row. "
             'Pass e.g. layout=["C.M"].'
         )
     for i, line in enumerate(rows):
         if len(line) != len(rows[0]):
             raise ValueError(
-                f"layout row {i} {line!r} has length {len(line)} but row 0 {rows[0]!r} has "
-                f"length {len(rows[0])}: expected a rectangle. Pad the rows with '.' to one length."
+                f"layout row {i} {short_repr(line)} has length {len(line)} but row 0 "
+                f"{short_repr(rows[0])} has length {len(rows[0])}: expected a rectangle. Pad the "
+                "rows with '.' to one length."
             )
         for j, char in enumerate(line):
             if char not in CELL_NAMES:
                 raise ValueError(
-                    f"layout row {i} {line!r} has the unknown character {char!r} at column {j}: "
+                    f"layout row {i} {short_repr(line)} has the unknown character {char!r} at "
+                    f"column {j}: "
                     f"expected one of {''.join(CELL_NAMES)} ("
                     + ", ".join(f"{k} {v}" for k, v in CELL_NAMES.items())
                     + "). Replace it, e.g. with '.'."
@@ -338,13 +359,14 @@ def _validate_layout(layout: Sequence[str]) -> tuple[str, ...]:
     n_starts = sum(line.count(START) for line in rows)
     if n_starts != 1:
         raise ValueError(
-            f"layout={list(rows)!r} has {n_starts} start cells 'C': expected exactly one. "
+            f"layout={short_repr(list(rows))} has {n_starts} start cells 'C': expected exactly "
+            "one. "
             + ("Mark where the cat starts with 'C'." if n_starts == 0 else "Keep only one 'C'.")
         )
     if not _meat_reachable(rows):
         raise ValueError(
-            f"layout={list(rows)!r} has no meat 'M' reachable from 'C' without crossing a "
-            "bathtub 'T': expected at least one path (brooms may be crossed). Add an 'M' or open "
+            f"layout={short_repr(list(rows))} has no meat 'M' reachable from 'C' without crossing "
+            "a bathtub 'T': expected at least one path (brooms may be crossed). Add an 'M' or open "
             "a path by replacing a 'T' with '.' or 'B'."
         )
     return rows

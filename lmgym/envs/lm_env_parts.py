@@ -6,41 +6,302 @@ them the same way; this module is the one place that does it, so the two envs ca
 
 from __future__ import annotations
 
+import numbers
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmgym.envs.lm_setup import LMSetup, ModelSpec, build_lm_setup
 from lmgym.envs.prompts import PromptSource, PromptSpec
 from lmgym.envs.sequence_reward import SequenceRewarder
+from lmgym.error import short_repr
 from lmgym.models.corpus import prompts as default_prompts
 from lmgym.rewards import LexiconSentimentReward
 
+MAX_KL_COEF = 1e6
+"""Largest β an env accepts. Far beyond it the KL term alone decides every reward (any reward
+model's score vanishes beside it), and ``β · KL`` can overflow to an infinite reward."""
 
-def check_lm_env_args(*, kl_coef: float, max_prompt_tokens: int, max_new_tokens: int) -> None:
-    """Validate the numeric arguments shared by the LM envs, before anything is loaded."""
-    for name, value in (
-        ("max_prompt_tokens", max_prompt_tokens),
-        ("max_new_tokens", max_new_tokens),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{name}={value!r} must be an int > 0, e.g. {name}=16.")
-    if not isinstance(kl_coef, (int, float)) or not np.isfinite(kl_coef) or kl_coef < 0:
-        raise ValueError(
-            f"kl_coef={kl_coef!r} must be a finite float >= 0 (0 turns the KL penalty off)."
+RESET_OPTIONS = ("prompt",)
+"""The keys ``reset(options=...)`` of an LM env understands."""
+
+
+def check_positive_int(name: str, value: Any, example: int) -> int:
+    """Return ``value`` as an int if it is an int (or NumPy integer) >= 1, else raise naming it.
+
+    Example:
+        >>> check_positive_int("max_new_tokens", 4, example=16)
+        4
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name}={short_repr(value)} (type {type(value).__name__}) is not an int; expected "
+            f"an int >= 1, e.g. {name}={example}."
         )
+    if value < 1:
+        raise ValueError(f"{name}={value!r} must be an int >= 1, e.g. {name}={example}.")
+    return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a real ``bool``: a flag is never judged by truthiness.
+
+    Example:
+        >>> check_bool("truncate_prompts", True)
+        True
+    """
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{name}={short_repr(value)} (type {type(value).__name__}) is not a bool; expected "
+            f"True or False (a string such as 'no' would count as True), e.g. {name}=True."
+        )
+    return value
+
+
+def check_kl_coef(kl_coef: Any) -> float:
+    """Return β as a float: any real number (NumPy scalars too) in ``[0, MAX_KL_COEF]``.
+
+    Example:
+        >>> check_kl_coef(np.float32(0.5))
+        0.5
+    """
+    if isinstance(kl_coef, (bool, np.bool_)) or not isinstance(kl_coef, numbers.Real):
+        raise TypeError(
+            f"kl_coef={short_repr(kl_coef)} (type {type(kl_coef).__name__}) is not a number; "
+            "expected a finite float >= 0, e.g. kl_coef=0.05 (0 turns the KL penalty off)."
+        )
+    value = float(kl_coef)
+    if not np.isfinite(value) or value < 0 or value > MAX_KL_COEF:
+        raise ValueError(
+            f"kl_coef={kl_coef!r} must be a finite float in [0, {MAX_KL_COEF:g}] (0 turns the "
+            "KL penalty off; a larger β leaves nothing of the reward model's score and can "
+            "overflow the reward). Pass e.g. kl_coef=0.05."
+        )
+    return value
+
+
+def check_kl_target(kl_target: Any) -> float | None:
+    """Return the adaptive β's target (a finite KL > 0, in nats per completion) or ``None``.
+
+    Example:
+        >>> check_kl_target(6) is None, check_kl_target(None) is None
+        (False, True)
+    """
+    if kl_target is None:
+        return None
+    if isinstance(kl_target, (bool, np.bool_)) or not isinstance(kl_target, numbers.Real):
+        raise TypeError(
+            f"kl_target={short_repr(kl_target)} (type {type(kl_target).__name__}) is not a "
+            "number; expected a KL summed over a completion in nats > 0 (e.g. kl_target=6.0), "
+            "or None for a fixed β."
+        )
+    if not np.isfinite(float(kl_target)) or kl_target <= 0:
+        raise ValueError(
+            f"kl_target={kl_target!r} must be a finite KL > 0, summed over a completion in "
+            "nats (e.g. kl_target=6.0); pass kl_target=None to keep β fixed."
+        )
+    return float(kl_target)
+
+
+def check_lm_env_args(
+    *,
+    kl_coef: Any,
+    kl_target: Any,
+    kl_horizon: Any,
+    max_prompt_tokens: Any,
+    max_new_tokens: Any,
+    truncate_prompts: Any,
+) -> None:
+    """Validate the numeric and flag arguments shared by the LM envs, before anything is loaded.
+
+    Example:
+        >>> check_lm_env_args(kl_coef=0.05, kl_target=None, kl_horizon=10_000,
+        ...                   max_prompt_tokens=16, max_new_tokens=16, truncate_prompts=False)
+    """
+    check_positive_int("max_prompt_tokens", max_prompt_tokens, example=16)
+    check_positive_int("max_new_tokens", max_new_tokens, example=16)
+    check_kl_coef(kl_coef)
+    check_kl_target(kl_target)
+    check_positive_int("kl_horizon", kl_horizon, example=10_000)
+    check_bool("truncate_prompts", truncate_prompts)
+
+
+def model_context_length(lm: LMSetup) -> int | None:
+    """Positions the policy and reference models can take (the smaller), ``None`` if unknown.
+
+    Read from ``config.max_position_embeddings`` (GPT-2's ``n_positions`` answers to it too).
+    """
+    limits = []
+    for model in (lm.model, lm.ref_model):
+        # Not every config names a position limit (e.g. models without position embeddings).
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and limit > 0:
+            limits.append(limit)
+    return min(limits) if limits else None
+
+
+def fit_prompt_block(
+    max_prompt_tokens: int, max_new_tokens: int, context: int | None, truncate_prompts: bool
+) -> int:
+    """The prompt block width that fits the model: ``max_prompt_tokens``, or less if allowed.
+
+    A prompt and its completion are fed to the models as one sequence, so
+    ``max_prompt_tokens + max_new_tokens`` must fit the model's positions; past them the
+    position embedding has no row and the forward fails. With ``truncate_prompts=True`` the
+    prompt block shrinks to what fits (prompts keep their last tokens), with a warning.
+
+    Example:
+        >>> fit_prompt_block(16, 16, context=64, truncate_prompts=False)
+        16
+        >>> fit_prompt_block(60, 30, context=64, truncate_prompts=True)  # doctest: +SKIP
+        34
+    """
+    if context is None or max_prompt_tokens + max_new_tokens <= context:
+        return max_prompt_tokens
+    room = context - max_new_tokens
+    if truncate_prompts and room >= 1:
+        warnings.warn(
+            f"max_prompt_tokens={max_prompt_tokens} + max_new_tokens={max_new_tokens} exceeds "
+            f"the model's {context} positions; with truncate_prompts=True prompts are cut to "
+            f"their last {room} tokens, and the observation's prompt block is {room} wide.",
+            stacklevel=4,
+        )
+        return room
+    fixes = (
+        f"lower max_prompt_tokens to {room} or less (truncate_prompts=True does that for you)"
+        if room >= 1
+        else f"lower max_new_tokens below {context}"
+    )
+    raise ValueError(
+        f"max_prompt_tokens={max_prompt_tokens} + max_new_tokens={max_new_tokens} = "
+        f"{max_prompt_tokens + max_new_tokens} tokens exceeds the model's context of {context} "
+        f"positions (config.max_position_embeddings); expected a prompt and its completion to "
+        f"fit in it. Fix: {fixes}."
+    )
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """Return ``seed`` as an int >= 0 (NumPy integers too) or ``None``; raise naming it.
+
+    Example:
+        >>> check_seed(np.int64(3))
+        3
+    """
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(
+            f"{name}={short_repr(seed)} (type {type(seed).__name__}) is not an int; expected "
+            f"an int >= 0 or None, e.g. {name}=0."
+        )
+    if seed < 0:
+        raise ValueError(f"{name}={seed!r} is negative; expected an int >= 0 or None.")
+    return int(seed)
+
+
+def check_reset_options(options: Any) -> Mapping[str, Any]:
+    """Return ``reset``'s ``options`` as a mapping ({} for ``None``); raise on any other value.
+
+    Example:
+        >>> check_reset_options(None)
+        {}
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"options={short_repr(options)} (type {type(options).__name__}) is not a dict; "
+            "expected None or a dict such as options={'prompt': 'the food was'}."
+        )
+    unknown = [key for key in options if key not in RESET_OPTIONS]
+    if unknown:
+        raise ValueError(
+            f"options has the unknown key {short_repr(unknown[0])}; expected only "
+            f"{list(RESET_OPTIONS)}, e.g. options={{'prompt': 'the food was'}}."
+        )
+    return options
+
+
+def forced_prompt(options: Any, source: PromptSource) -> tuple[str, np.ndarray] | None:
+    """The prompt ``reset(options={"prompt": text})`` forces (text and ids), or ``None``.
+
+    Validated and encoded before the env changes anything, so a bad one leaves it as it was.
+    """
+    checked = check_reset_options(options)
+    if "prompt" not in checked:
+        return None
+    text = checked["prompt"]
+    return text, source.encode(text, where='options["prompt"]')
+
+
+@contextmanager
+def rng_restored_on_error(env: gym.Env) -> Iterator[None]:
+    """Put ``env``'s ``np_random`` back as it was if the block raises.
+
+    ``reset`` seeds ``np_random`` first (``super().reset(seed=seed)``) and then draws the prompt
+    with it; a prompts callable that raises must not leave the generator reseeded or advanced.
+    The generator's state is saved, not the generator copied (a copy costs 40× more).
+    """
+    rng, rng_seed = env._np_random, env._np_random_seed
+    state = {} if rng is None else rng.bit_generator.state
+    try:
+        yield
+    except BaseException:
+        env._np_random, env._np_random_seed = rng, rng_seed
+        if rng is not None:
+            rng.bit_generator.state = state
+        raise
+
+
+@contextmanager
+def generators_restored_on_error(generators: list[np.random.Generator]) -> Iterator[None]:
+    """Put each generator's state back as it was if the block raises (a vector env's RNGs).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> try:
+        ...     with generators_restored_on_error([rng]):
+        ...         _ = rng.random()
+        ...         raise KeyError("a prompts callable failed")
+        ... except KeyError:
+        ...     pass
+        >>> rng.random() == np.random.default_rng(0).random()
+        True
+    """
+    states = [rng.bit_generator.state for rng in generators]
+    try:
+        yield
+    except BaseException:
+        for rng, state in zip(generators, states, strict=True):
+            rng.bit_generator.state = state
+        raise
 
 
 @dataclass
 class LMEnvParts:
-    """Models, reward and prompts of one LM env (shared by its vector env)."""
+    """Models, reward and prompts of one LM env (shared by its vector env).
+
+    Attributes:
+        lm: Models and tokenizer.
+        rewarder: Reward function, KL estimator and β controller.
+        prompt_source: Draws and encodes the prompts.
+        max_prompt_tokens: Width of the observation's prompt block: the argument, or less when
+            ``truncate_prompts=True`` had to shrink it to fit the model's positions.
+        max_new_tokens: Completion length limit.
+    """
 
     lm: LMSetup
     rewarder: SequenceRewarder
     prompt_source: PromptSource
+    max_prompt_tokens: int
+    max_new_tokens: int
 
 
 def build_lm_env_parts(
@@ -65,29 +326,47 @@ def build_lm_env_parts(
     """Check the shared arguments (cheap checks first), then load and build the parts.
 
     ``model=None`` is the embedded default model, ``reward_fn=None`` the lexicon sentiment
-    reward ("write a positive review"), ``prompts=None`` the default training prompts.
+    reward ("write a positive review"), ``prompts=None`` the default training prompts. Once the
+    models are loaded, ``max_prompt_tokens + max_new_tokens`` is checked against their positions
+    (:func:`fit_prompt_block`).
     """
     check_lm_env_args(
-        kl_coef=kl_coef, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens
+        kl_coef=kl_coef,
+        kl_target=kl_target,
+        kl_horizon=kl_horizon,
+        max_prompt_tokens=max_prompt_tokens,
+        max_new_tokens=max_new_tokens,
+        truncate_prompts=truncate_prompts,
     )
     if render_mode is not None and render_mode not in render_modes:
         raise ValueError(
-            f"render_mode={render_mode!r} is not supported; expected one of {render_modes} or None."
+            f"render_mode={short_repr(render_mode)} is not supported; expected one of "
+            f"{render_modes} or None."
         )
     lm = build_lm_setup(model, tokenizer, ref_model, trust_remote_code=trust_remote_code)
+    new_tokens = int(max_new_tokens)
+    prompt_tokens = fit_prompt_block(
+        int(max_prompt_tokens), new_tokens, model_context_length(lm), truncate_prompts
+    )
     rewarder = SequenceRewarder(
         lm,
         LexiconSentimentReward() if reward_fn is None else reward_fn,
-        kl_coef=kl_coef,
+        kl_coef=check_kl_coef(kl_coef),
         kl_estimator=kl_estimator,
-        kl_target=kl_target,
-        kl_horizon=kl_horizon,
+        kl_target=check_kl_target(kl_target),
+        kl_horizon=int(kl_horizon),
         kl_batch_size=kl_batch_size,
     )
     prompt_source = PromptSource(
         default_prompts("train") if prompts is None else prompts,
         lm.tokenizer,
-        max_prompt_tokens,
+        prompt_tokens,
         truncate_prompts,
     )
-    return LMEnvParts(lm=lm, rewarder=rewarder, prompt_source=prompt_source)
+    return LMEnvParts(
+        lm=lm,
+        rewarder=rewarder,
+        prompt_source=prompt_source,
+        max_prompt_tokens=prompt_tokens,
+        max_new_tokens=new_tokens,
+    )

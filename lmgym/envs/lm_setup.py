@@ -10,7 +10,14 @@ from typing import cast
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgym.models.loading import DEFAULT_MODEL_DIR, check_vocab_fits, disable_dropout, load_model
+from lmgym.error import short_repr
+from lmgym.models.loading import (
+    DEFAULT_MODEL_DIR,
+    check_vocab_fits,
+    disable_dropout,
+    load_model,
+    require_model_dir,
+)
 
 ModelSpec = str | Path | PreTrainedModel
 """A local Hugging Face directory or a model object."""
@@ -66,8 +73,16 @@ def build_lm_setup(
         # Duck-typed: the envs only call the reference. It must expose config and
         # get_input_embeddings() for the vocabulary check below.
         reference = cast(PreTrainedModel, ref_model)
-    else:
+    elif isinstance(ref_model, (str, Path)):
+        # Checked here so that the error names ref_model=, not the loader's model=.
+        require_model_dir(Path(ref_model), "ref_model")
         reference, _ = load_model(ref_model, tok, trust_remote_code=trust_remote_code)
+    else:
+        raise TypeError(
+            f"ref_model={short_repr(ref_model)} (type {type(ref_model).__name__}) is not "
+            "supported; expected None (a frozen copy of model), a local directory saved with "
+            "save_pretrained, or a transformers PreTrainedModel."
+        )
     check_vocab_fits(reference, tok)
     disable_dropout(reference)
     reference.eval()

@@ -8,6 +8,7 @@ so a vector env and N single envs see the same prompts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -15,6 +16,9 @@ import numpy as np
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
+from lmgym.envs.lm_env_parts import check_positive_int, check_reset_options, check_seed
+from lmgym.error import short_repr
 
 
 class LMVectorEnv(VectorEnv):
@@ -34,11 +38,10 @@ class LMVectorEnv(VectorEnv):
     single_env_class: ClassVar[type[gym.Env]]
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, **env_kwargs: Any):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
-            raise ValueError(f"num_envs={num_envs!r} must be an int > 0.")
+        num_envs = check_positive_int("num_envs", num_envs, example=8)
         if render_mode not in (None, "ansi"):
             raise ValueError(
-                f"render_mode={render_mode!r} is not supported; expected 'ansi' or None."
+                f"render_mode={short_repr(render_mode)} is not supported; expected 'ansi' or None."
             )
         template: Any = self.single_env_class(**env_kwargs)
         self._template = template
@@ -60,43 +63,89 @@ class LMVectorEnv(VectorEnv):
         self._needs_reset = True
         self._last_render = ""
 
-    def _seed(self, seed: int | list[int | None] | None, options: dict[str, Any] | None) -> None:
-        """Validate ``reset``'s arguments, then reseed the envs' prompt generators.
+    def _reset_generators(self, seed: Any) -> list[np.random.Generator]:
+        """The envs' prompt generators after ``reset(seed=seed)``, built without changing any.
 
         ``seed`` is an int (env i gets ``seed + i``), a list (one per env, ``None`` keeps that
-        env's generator) or ``None``. A seeded reset also restores an adaptive β.
+        env's generator) or ``None``. Seeded envs get new generators; the others keep theirs
+        (the same objects: draw from them inside :func:`generators_restored_on_error`).
         """
-        if isinstance(seed, int):
-            seeds: list[int | None] = [seed + i for i in range(self.num_envs)]
-        elif seed is None:
-            seeds = [None] * self.num_envs
-        else:
+        if seed is None or isinstance(seed, (int, np.integer)):
+            first = check_seed(seed)
+            seeds: list[int | None] = [
+                None if first is None else first + i for i in range(self.num_envs)
+            ]
+        elif isinstance(seed, (list, tuple, np.ndarray)):
             if len(seed) != self.num_envs:
                 raise ValueError(
                     f"seed has {len(seed)} entries; expected num_envs={self.num_envs} "
                     "(or a single int)."
                 )
-            seeds = list(seed)
-        if options is not None and "reset_mask" in options:
+            seeds = [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
+        else:
+            raise TypeError(
+                f"seed={short_repr(seed)} (type {type(seed).__name__}) is not supported; "
+                f"expected an int >= 0 (env i gets seed + i), a list of num_envs={self.num_envs} "
+                "ints or Nones, or None."
+            )
+        return [
+            seeding.np_random(s)[0] if s is not None or self._needs_reset else rng
+            for s, rng in zip(seeds, self._generators, strict=True)
+        ]
+
+    def _forced_prompts(self, options: Any) -> list[tuple[str, np.ndarray] | None]:
+        """Per env, the prompt ``options={"prompt": ...}`` forces (text and ids), or ``None``.
+
+        ``options["prompt"]`` is one text for every env, or a list of ``num_envs`` texts.
+        """
+        if isinstance(options, Mapping) and "reset_mask" in options:
             raise ValueError(
                 "options['reset_mask'] is not supported: LM vector envs reset each env in the "
                 "same step that ends its episode."
             )
-        super().reset(seed=seed if isinstance(seed, int) else None)
+        checked = check_reset_options(options)
+        if "prompt" not in checked:
+            return [None] * self.num_envs
+        prompt = checked["prompt"]
+        if isinstance(prompt, str):
+            ids = self.prompt_source.encode(prompt, where='options["prompt"]')
+            return [(prompt, ids)] * self.num_envs
+        if not isinstance(prompt, (list, tuple)) or len(prompt) != self.num_envs:
+            raise TypeError(
+                f'options["prompt"]={short_repr(prompt)} (type {type(prompt).__name__}) is not '
+                f"supported; expected one prompt text for every env, or a list of "
+                f"num_envs={self.num_envs} texts (one per env)."
+            )
+        return [
+            (text, self.prompt_source.encode(text, where=f'options["prompt"][{i}]'))
+            for i, text in enumerate(prompt)
+        ]
+
+    def _commit_reset(self, seed: Any, generators: list[np.random.Generator]) -> None:
+        """Apply a reset whose prompts were drawn: seeds, generators and an adaptive β."""
+        super().reset(seed=check_seed(seed) if isinstance(seed, (int, np.integer)) else None)
         if seed is not None:
             self.rewarder.reset_controller()
-        for i, s in enumerate(seeds):
-            if s is not None or self._needs_reset:
-                self._generators[i], _ = seeding.np_random(s)
+        self._generators = generators
 
-    def _draw_prompts(self, rows: list[int]) -> tuple[list[str], np.ndarray]:
-        """Draw the next prompt of each env in ``rows``: texts and right-padded ids (R, P)."""
-        texts, padded = [], []
-        for i in rows:
-            text, ids = self.prompt_source.draw(self._generators[i])
+    def _draw_prompts(
+        self,
+        rows: list[int],
+        generators: list[np.random.Generator],
+        forced: list[tuple[str, np.ndarray] | None] | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """Draw the next prompt of each env in ``rows``: texts and right-padded ids (R, P).
+
+        Env i draws from ``generators[i]`` unless ``forced[i]`` gives its prompt.
+        """
+        texts: list[str] = []
+        padded = np.empty((len(rows), self.prompt_source.max_prompt_tokens), dtype=np.int64)
+        for j, i in enumerate(rows):
+            given = None if forced is None else forced[i]
+            text, ids = self.prompt_source.draw(generators[i]) if given is None else given
             texts.append(text)
-            padded.append(self.prompt_source.pad(ids, self.lm.pad_token_id))
-        return texts, np.stack(padded)
+            padded[j] = self.prompt_source.pad(ids, self.lm.pad_token_id)
+        return texts, padded
 
     def render(self) -> str | None:  # type: ignore[override]
         """``ansi``: the first env's last completion."""

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from lmgym.error import short_repr
+
 PromptSpec = Sequence[str] | Callable[[np.random.Generator], str]
 """A list of prompt texts, or a function that draws one prompt text from the env's ``np_random``."""
 
@@ -46,8 +48,8 @@ class PromptSource:
             return
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise TypeError(
-                f"prompts={prompts!r:.80} is not a list of strings or a callable; expected e.g. "
-                "prompts=['the food was', 'i thought the staff'] or prompts=lambda rng: ..."
+                f"prompts={short_repr(prompts)} is not a list of strings or a callable; expected "
+                "e.g. prompts=['the food was', 'i thought the staff'] or prompts=lambda rng: ..."
             )
         if len(prompts) == 0:
             raise ValueError(
@@ -76,24 +78,35 @@ class PromptSource:
         return text, self._cache[text]
 
     def encode(self, text: str, *, where: str = "prompt") -> np.ndarray:
-        """Token ids of ``text`` (cached), validated against ``max_prompt_tokens``."""
+        """Token ids of ``text`` (cached), validated against ``max_prompt_tokens``.
+
+        Raises ``TypeError`` for a non-string and ``ValueError`` for text the tokenizer cannot
+        encode, with no tokens, holding the pad token, or too long; each names ``where``.
+        """
+        if not isinstance(text, str):
+            raise TypeError(
+                f"{where}={short_repr(text)} has type {type(text).__name__}; expected prompt "
+                "text (a str)."
+            )
         cached = self._cache.get(text)
         if cached is not None:
             return cached
-        if not isinstance(text, str):
-            raise TypeError(f"{where}={text!r} is not a str; expected prompt text.")
+        check_encodable(text, where)
         ids = np.asarray(self.tokenizer(text)["input_ids"], dtype=np.int64)
         if ids.size == 0:
-            raise ValueError(f"{where}={text!r} has no tokens; expected a non-empty prompt.")
+            raise ValueError(
+                f"{where}={short_repr(text)} has no tokens; expected a non-empty prompt."
+            )
         if self.tokenizer.pad_token_id is not None and np.any(ids == self.tokenizer.pad_token_id):
             raise ValueError(
-                f"{where}={text!r} contains the pad token {self.tokenizer.pad_token!r}; the "
-                "observation marks padding with it, so prompts must not contain it."
+                f"{where}={short_repr(text)} contains the pad token "
+                f"{self.tokenizer.pad_token!r}; the observation marks padding with it, so "
+                "prompts must not contain it. Remove it from the prompt."
             )
         if ids.size > self.max_prompt_tokens:
             if not self.truncate_prompts:
                 raise ValueError(
-                    f"{where}={text!r} has {ids.size} tokens, more than "
+                    f"{where}={short_repr(text)} has {ids.size} tokens, more than "
                     f"max_prompt_tokens={self.max_prompt_tokens}; raise max_prompt_tokens, "
                     "shorten the prompt, or pass truncate_prompts=True to keep its last tokens."
                 )
@@ -108,3 +121,27 @@ class PromptSource:
         out = np.full(self.max_prompt_tokens, pad_token_id, dtype=np.int64)
         out[: ids.size] = ids
         return out
+
+
+def check_encodable(text: str, where: str) -> None:
+    r"""Raise a ``ValueError`` naming ``where`` if ``text`` is not valid Unicode.
+
+    Python strings may hold lone surrogates (``"\ud814"``, e.g. from a bad decode with
+    ``errors="surrogateescape"``); tokenizers refuse them with an unrelated ``TypeError``.
+
+    Example:
+        >>> check_encodable("the food", "prompts[0]")
+        >>> check_encodable("bad \ud814", "prompts[1]")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: prompts[1]='bad \ud814' holds '\ud814' at character 4, which is not valid ...
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{where}={short_repr(text)} holds {text[err.start]!r} at character {err.start}, "
+            "which is not valid Unicode (a lone surrogate) and which no tokenizer can encode; "
+            "expected valid text. Fix the text's decoding, or drop such characters with "
+            "text.encode('utf-8', 'ignore').decode('utf-8')."
+        ) from None

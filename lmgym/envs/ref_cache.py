@@ -130,33 +130,37 @@ class ReferenceState:
         """
         assert prompt_ids.shape == (len(rows), self.max_prompt_tokens), prompt_ids.shape
         left_ids, left_mask = right_to_left_padding(prompt_ids, prompt_mask, self.pad_token_id)
+        # Each branch runs the model first and changes the state only after it returned.
         if len(rows) == self.num_rows:  # every row restarts: a fresh cache of C = P columns
             assert torch.equal(rows, torch.arange(self.num_rows)), rows
-            self.ids, self.mask = left_ids, left_mask
             if not self.use_cache:
-                self.next_logits = self._forward_full()
+                self.next_logits = self._forward_full(left_ids, left_mask)
+                self.ids, self.mask = left_ids, left_mask
                 return
             logits, keys, values = self._prompt_batch(left_ids, left_mask)
             self.cache = cache_from_layers(list(zip(keys, values, strict=True)))
-            self.next_logits = logits
+            self.ids, self.mask, self.next_logits = left_ids, left_mask, logits
             return
         if self.next_logits is None:
             raise RuntimeError("the first prefill must start every row")
         n_prompt, n_cols = self.max_prompt_tokens, self.num_columns
-        self.ids[rows] = self.pad_token_id
-        self.mask[rows] = 0
-        self.ids[rows, n_cols - n_prompt :] = left_ids
-        self.mask[rows, n_cols - n_prompt :] = left_mask
+        row_ids = torch.full((len(rows), n_cols), self.pad_token_id, dtype=self.ids.dtype)
+        row_mask = torch.zeros((len(rows), n_cols), dtype=self.mask.dtype)
+        row_ids[:, n_cols - n_prompt :] = left_ids
+        row_mask[:, n_cols - n_prompt :] = left_mask
         if not self.use_cache:
-            self.next_logits[rows] = self._forward_full(rows)
-            return
-        logits, keys, values = self._prompt_batch(left_ids, left_mask)
-        assert self.cache is not None
-        for (old_k, old_v), new_k, new_v in zip(kv_layers(self.cache), keys, values, strict=True):
-            for old_t, new_t in ((old_k, new_k), (old_v, new_v)):
-                old_t[rows, :, : n_cols - n_prompt] = 0.0
-                old_t[rows, :, n_cols - n_prompt :] = new_t
-        self.next_logits[rows] = logits
+            self.next_logits[rows] = self._forward_full(row_ids, row_mask)
+        else:
+            logits, keys, values = self._prompt_batch(left_ids, left_mask)
+            assert self.cache is not None
+            layers = zip(kv_layers(self.cache), keys, values, strict=True)
+            for (old_k, old_v), new_k, new_v in layers:
+                for old_t, new_t in ((old_k, new_k), (old_v, new_v)):
+                    old_t[rows, :, : n_cols - n_prompt] = 0.0
+                    old_t[rows, :, n_cols - n_prompt :] = new_t
+            self.next_logits[rows] = logits
+        self.ids[rows] = row_ids
+        self.mask[rows] = row_mask
 
     def _prompt_batch(
         self, left_ids: torch.Tensor, left_mask: torch.Tensor
@@ -198,23 +202,24 @@ class ReferenceState:
         """Append one token to every row (B,) and update ``next_logits``: one batched forward."""
         assert self.next_logits is not None, "prefill() before advance()"
         positions = self.mask.sum(1, keepdim=True)  # (B, 1): real tokens so far
-        self.ids = torch.cat([self.ids, tokens.view(-1, 1)], dim=1)
-        self.mask = torch.cat([self.mask, torch.ones_like(positions)], dim=1)
+        ids = torch.cat([self.ids, tokens.view(-1, 1)], dim=1)
+        mask = torch.cat([self.mask, torch.ones_like(positions)], dim=1)
+        # The forward runs before ids/mask change: one that raises leaves them as they were.
         if self.use_cache:
             logits, self.cache = forward_with_cache(
-                self.model, tokens.view(-1, 1), self.mask, positions, self.cache
+                self.model, tokens.view(-1, 1), mask, positions, self.cache
             )
             self.next_logits = logits[:, -1, :].float()
         else:
-            self.next_logits = self._forward_full()
+            self.next_logits = self._forward_full(ids, mask)
+        self.ids, self.mask = ids, mask
         self._trim()
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
         logits, cache = forward_with_cache(self.model, ids, mask, position_ids_from_mask(mask))
         return logits[:, -1, :].float(), cache
 
-    def _forward_full(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        ids, mask = (self.ids, self.mask) if rows is None else (self.ids[rows], self.mask[rows])
+    def _forward_full(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         outputs = self.model(
             input_ids=ids,
             attention_mask=mask,

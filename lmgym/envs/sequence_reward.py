@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lmgym.envs.lm_setup import LMSetup
+from lmgym.error import short_repr
 from lmgym.models.padding import completion_mask_from_ids
 from lmgym.models.scoring import score_completions
 from lmgym.rewards import WeightedSum, as_reward_fn, call_reward_fn
@@ -142,6 +143,63 @@ def object_array(values: list[Any]) -> np.ndarray:
     return out
 
 
+def policy_output_tensor(output: Any, *, expected: str, protocol: str) -> torch.Tensor:
+    """An attached policy's output as a float tensor, or a ``TypeError`` saying what it must be.
+
+    Accepts a real-valued torch tensor or NumPy array; anything else (a string, a list, an
+    integer or complex tensor) is refused here with the protocol's name, not deep in torch.
+
+    Example:
+        >>> policy_output_tensor(np.zeros((1, 2)), expected="(B, V) log-probs", protocol="f")
+        tensor([[0., 0.]])
+    """
+    if isinstance(output, np.ndarray) and output.dtype.kind in "iuf":
+        output = torch.from_numpy(output)
+    if not isinstance(output, torch.Tensor) or output.is_complex() or output.dtype == torch.bool:
+        what = f"dtype {output.dtype}" if isinstance(output, (torch.Tensor, np.ndarray)) else ""
+        raise TypeError(
+            f"the attached policy returned {short_repr(output)} (type {type(output).__name__}"
+            f"{', ' + what if what else ''}); expected a real-valued torch.Tensor of {expected} "
+            f"(see {protocol}). Fix the function given to attach_policy, or attach an SB3 model "
+            "with lmgym.agents.attach_sb3(model)."
+        )
+    output = output.detach().float()
+    if torch.isnan(output).any():
+        raise ValueError(
+            f"the attached policy returned NaN log-probs (shape {tuple(output.shape)}); expected "
+            f"finite {expected} (see {protocol}). Check the policy for diverged weights."
+        )
+    return output
+
+
+def check_finite_kl(kl: np.ndarray, actions: np.ndarray) -> None:
+    """Raise a ``ValueError`` naming the env if a KL term is not finite (before any change)."""
+    if np.isfinite(kl).all():
+        return
+    bad = int(np.flatnonzero(~np.isfinite(kl))[0])
+    raise ValueError(
+        f"the KL term of env {bad} is {kl[bad]} for the action "
+        f"{short_repr(np.asarray(actions)[bad].tolist())}; "
+        "expected a finite value. The attached policy or the reference gives one of its "
+        "tokens probability 0 (e.g. a masked token); check the action mask and the policy's "
+        "log-probs."
+    )
+
+
+def check_finite_reward(
+    reward: np.ndarray, reward_model: np.ndarray, kl: np.ndarray, kl_coef: float
+) -> None:
+    """Raise a ``ValueError`` if ``reward_model - kl_coef * kl`` overflowed (before any change)."""
+    if np.isfinite(reward).all():
+        return
+    bad = int(np.flatnonzero(~np.isfinite(reward))[0])
+    raise ValueError(
+        f"the reward of env {bad} is {reward[bad]}: reward_model={reward_model[bad]:g} - "
+        f"kl_coef={kl_coef:g} * kl={kl[bad]:g} overflows; expected a finite reward. Lower "
+        "kl_coef (or kl_target's horizon), or scale the reward function down."
+    )
+
+
 def make_kl_controller(
     kl_coef: float, kl_target: float | None, kl_horizon: int
 ) -> FixedKLController | AdaptiveKLController:
@@ -173,13 +231,13 @@ def check_kl_batch_size(kl_batch_size: Any, kl_target: float | None, kl_horizon:
     """
     if isinstance(kl_batch_size, bool) or not isinstance(kl_batch_size, (int, np.integer)):
         raise ValueError(
-            f"kl_batch_size={kl_batch_size!r} must be an int >= 1: the number of finished "
-            "episodes per adaptive-β update, e.g. kl_batch_size=64."
+            f"kl_batch_size={short_repr(kl_batch_size)} must be an int >= 1: the number of "
+            "finished episodes per adaptive-β update, e.g. kl_batch_size=64."
         )
     if kl_batch_size < 1:
         raise ValueError(
-            f"kl_batch_size={kl_batch_size!r} must be an int >= 1: the number of finished "
-            "episodes per adaptive-β update, e.g. kl_batch_size=64."
+            f"kl_batch_size={short_repr(kl_batch_size)} must be an int >= 1: the number of "
+            "finished episodes per adaptive-β update, e.g. kl_batch_size=64."
         )
     if kl_target is not None and kl_batch_size >= 5 * kl_horizon:
         raise ValueError(
@@ -192,10 +250,16 @@ def check_kl_batch_size(kl_batch_size: Any, kl_target: float | None, kl_horizon:
 
 def check_kl_estimator(kl_estimator: str) -> KLEstimator:
     """Return ``kl_estimator`` if it is a known estimator name, else raise naming the choices."""
+    if not isinstance(kl_estimator, str):
+        raise TypeError(
+            f"kl_estimator={short_repr(kl_estimator)} (type {type(kl_estimator).__name__}) is "
+            f"not a str; expected one of {list(KL_ESTIMATORS)}, e.g. kl_estimator='k3'."
+        )
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(
-            f"kl_estimator={kl_estimator!r} is unknown; expected one of {list(KL_ESTIMATORS)} "
-            "(Schulman's k1/k2/k3, or 'full' for the exact per-position KL)."
+            f"kl_estimator={short_repr(kl_estimator)} is unknown; expected one of "
+            f"{list(KL_ESTIMATORS)} (Schulman's k1/k2/k3, or 'full' for the exact per-position "
+            "KL)."
         )
     return kl_estimator  # type: ignore[return-value]
 
@@ -338,9 +402,11 @@ class SequenceRewarder:
         prompt_id_lists = [
             row[m.bool()].tolist() for row, m in zip(prompt_ids, prompt_mask, strict=True)
         ]
+        check_finite_kl(kl, actions)
         completions, reward_model, parts = self.score_texts(prompts, prompt_id_lists, id_lists)
         kl_coef = float(self.controller.value)
         reward = reward_model - kl_coef * kl
+        check_finite_reward(reward, reward_model, kl, kl_coef)
         if update_controller:
             self.record_episode_kls(kl)
         has_eos = ((completion_ids == setup.eos_token_id) & completion_mask.bool()).any(1)
@@ -395,7 +461,11 @@ class SequenceRewarder:
     ) -> torch.Tensor:
         if self.policy is None:
             return reference_only_kl(ref_logprobs)
-        policy_out = torch.as_tensor(self.policy(observations, actions)).float()
+        policy_out = policy_output_tensor(
+            self.policy(observations, actions),
+            expected="(B, T) log-probs of the chosen tokens or (B, T, V) log-distributions",
+            protocol="lmgym.envs.sequence_reward.PolicyLogProbFn",
+        )
         chosen = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))
         return policy_kl_per_token(
             self.kl_estimator,

@@ -20,11 +20,17 @@ import numpy as np
 from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgym.envs.lm_env_parts import build_lm_env_parts
+from lmgym.envs.lm_env_parts import (
+    build_lm_env_parts,
+    check_bool,
+    check_seed,
+    forced_prompt,
+    rng_restored_on_error,
+)
 from lmgym.envs.lm_setup import LMSetup, ModelSpec
 from lmgym.envs.prompts import PromptSpec
 from lmgym.envs.token_batch import TokenBatch, TokenPolicyLogProbFn, TokenStepBatch
-from lmgym.error import ResetNeeded
+from lmgym.error import ResetNeeded, short_repr
 
 ActionMaskSpec = np.ndarray | Callable[[np.ndarray], np.ndarray]
 """A boolean array of vocabulary size (``True`` = allowed), or ``f(observation (L,)) -> (V,)``
@@ -94,26 +100,29 @@ def check_action_mask(mask: Any, vocab_size: int, *, where: str = "action_mask")
 def check_token_action(action: Any, vocab_size: int) -> int:
     """Return ``action`` as an int token id, or raise ``TypeError``/``ValueError`` naming it.
 
+    A Python int, a NumPy integer scalar and a 0-d integer array are the same action: each
+    becomes the plain ``int``, so the env's state cannot depend on which one was passed.
+
     Example:
-        >>> check_token_action(np.int64(5), vocab_size=10)
-        5
+        >>> check_token_action(np.int64(5), vocab_size=10), check_token_action(np.array(5), 10)
+        (5, 5)
     """
-    array = np.asarray(action)
-    if (
-        isinstance(action, bool)
-        or array.dtype == object
-        or array.dtype == np.bool_
-        or not (np.issubdtype(array.dtype, np.integer))
-    ):
+    if isinstance(action, np.ndarray):
+        if action.shape != ():
+            raise ValueError(
+                f"action has shape {action.shape}; expected a scalar token id (Discrete "
+                "action), e.g. int(action) for a one-element array."
+            )
+        value = action[()]  # the 0-d array's NumPy scalar
+    else:
+        value = action
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(
-            f"action={action!r} has type {type(action).__name__} (dtype {array.dtype}); "
-            f"expected one integer token id in [0, {vocab_size})."
+            f"action={short_repr(action)} has type {type(action).__name__}"
+            f"{f' (dtype {action.dtype})' if isinstance(action, np.ndarray) else ''}; "
+            f"expected one integer token id in [0, {vocab_size}), e.g. a Python int or np.int64."
         )
-    if array.shape != ():
-        raise ValueError(
-            f"action has shape {array.shape}; expected a scalar token id (Discrete action)."
-        )
-    token = int(array)
+    token = int(value)
     if not 0 <= token < vocab_size:
         raise ValueError(
             f"action={token} is not a token id; expected an id in [0, {vocab_size}) (the "
@@ -220,6 +229,7 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
         render_mode: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
+        reference_cache = check_bool("reference_cache", reference_cache)
         parts = build_lm_env_parts(
             model=model,
             tokenizer=tokenizer,
@@ -240,8 +250,8 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
         )
         self.render_mode = render_mode
         self.lm, self.rewarder, self.prompt_source = parts.lm, parts.rewarder, parts.prompt_source
-        self.max_prompt_tokens = int(max_prompt_tokens)
-        self.max_new_tokens = int(max_new_tokens)
+        self.max_prompt_tokens = parts.max_prompt_tokens
+        self.max_new_tokens = parts.max_new_tokens
         self.base_action_mask = default_action_mask(self.lm)
         self.mask_fn: Callable[[np.ndarray], np.ndarray] | None = None
         if callable(action_mask):
@@ -251,7 +261,7 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
             self.base_action_mask = check_action_mask(
                 user & self.base_action_mask, self.lm.vocab_size
             )
-        self.reference_cache = bool(reference_cache)
+        self.reference_cache = reference_cache
         length = self.max_prompt_tokens + self.max_new_tokens
         self.observation_space = token_observation_space(length, self.lm.vocab_size)
         self.action_space = spaces.Discrete(self.lm.vocab_size)
@@ -283,16 +293,9 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
         """The action mask in state ``observation`` (the default and ``action_mask`` combined)."""
         if self.mask_fn is None:
             return self.base_action_mask.copy()
-        user = check_action_mask(
-            self.mask_fn(observation.copy()),
-            self.lm.vocab_size,
-            where=f"action_mask({observation.tolist()})",
-        )
-        return check_action_mask(
-            user & self.base_action_mask,
-            self.lm.vocab_size,
-            where=f"action_mask({observation.tolist()})",
-        )
+        where = f"action_mask({short_repr(observation.tolist())})"
+        user = check_action_mask(self.mask_fn(observation.copy()), self.lm.vocab_size, where=where)
+        return check_action_mask(user & self.base_action_mask, self.lm.vocab_size, where=where)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -300,18 +303,18 @@ class LMTokenEnv(gym.Env[np.ndarray, np.int64]):
         """Draw a prompt from ``np_random``; ``options={"prompt": text}`` forces one.
 
         Drops the reference cache and encodes the new prompt. A seeded reset also puts an
-        adaptive β back to its initial value (same seed, same actions, same rewards).
+        adaptive β back to its initial value (same seed, same actions, same rewards). Bad
+        arguments, or a prompts callable that raises, leave the env as it was.
         """
-        super().reset(seed=seed)
+        forced = forced_prompt(options, self.prompt_source)
+        seed = check_seed(seed)
+        with rng_restored_on_error(self):
+            super().reset(seed=seed)
+            text, ids = self.prompt_source.draw(self.np_random) if forced is None else forced
+            padded = self.prompt_source.pad(ids, self.lm.pad_token_id)
+            self.batch.start(np.zeros(1, dtype=np.int64), [text], padded[None, :])
         if seed is not None:
             self.rewarder.reset_controller()
-        if options is not None and "prompt" in options:
-            text = options["prompt"]
-            ids = self.prompt_source.encode(text, where='options["prompt"]')
-        else:
-            text, ids = self.prompt_source.draw(self.np_random)
-        padded = self.prompt_source.pad(ids, self.lm.pad_token_id)
-        self.batch.start(np.zeros(1, dtype=np.int64), [text], padded[None, :])
         self._done = False
         self._started = True
         self._last = None

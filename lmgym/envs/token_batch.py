@@ -27,8 +27,11 @@ from lmgym.envs.ref_cache import ReferenceState
 from lmgym.envs.sequence_reward import (
     KLForm,
     SequenceRewarder,
+    check_finite_kl,
+    check_finite_reward,
     object_array,
     policy_kl_per_token,
+    policy_output_tensor,
 )
 from lmgym.rewards.kl import vocab_log_softmax
 
@@ -194,19 +197,34 @@ class TokenBatch:
         )
 
     def start(self, rows: np.ndarray, texts: list[str], prompt_ids: np.ndarray) -> None:
-        """Start new episodes in ``rows`` (R,) from prompts (R texts, (R, P) right-padded ids)."""
-        self.obs[rows] = self.setup.pad_token_id
-        self.obs[rows, : self.max_prompt_tokens] = prompt_ids
-        for row, text in zip(rows.tolist(), texts, strict=True):
-            self.prompts[row] = text
-        self.lengths[rows] = 0
-        self.episode_kl[rows] = 0.0
+        """Start new episodes in ``rows`` (R,) from prompts (R texts, (R, P) right-padded ids).
+
+        The reference model encodes the prompts first; the rows change only once it has.
+        """
         ids = torch.from_numpy(np.ascontiguousarray(prompt_ids, dtype=np.int64))
         self.reference.prefill(
             torch.from_numpy(np.asarray(rows, dtype=np.int64)),
             ids,
             (ids != self.setup.pad_token_id).long(),
         )
+        self.obs[rows] = self.setup.pad_token_id
+        self.obs[rows, : self.max_prompt_tokens] = prompt_ids
+        for row, text in zip(rows.tolist(), texts, strict=True):
+            self.prompts[row] = text
+        self.lengths[rows] = 0
+        self.episode_kl[rows] = 0.0
+
+    def ends(self, actions: np.ndarray) -> np.ndarray:
+        """Which rows ``actions`` (B,) would end: known before the step runs, (B,) bool.
+
+        The text ends at EOS or at the pad id (no text token). The length limit ends the
+        episode too: the completion is scored there and nothing follows, so it is terminated,
+        not truncated (bootstrapping V(s_T) on top of r_φ would pay a cut completion twice).
+        """
+        return self._text_ends(actions) | (self.lengths + 1 >= self.max_new_tokens)
+
+    def _text_ends(self, actions: np.ndarray) -> np.ndarray:
+        return (actions == self.setup.eos_token_id) | (actions == self.setup.pad_token_id)
 
     def step(self, actions: np.ndarray) -> TokenStepBatch:
         """Append ``actions`` (B,) valid token ids to every row and score them.
@@ -228,27 +246,18 @@ class TokenBatch:
         else:
             per_token = self._policy_kl(tokens, ref_logp, ref_logits)
         kl = per_token.detach().double().numpy()
-        if not np.isfinite(kl).all():
-            bad = int(np.flatnonzero(~np.isfinite(kl))[0])
-            raise ValueError(
-                f"the KL term of env {bad} is {kl[bad]} for token {int(actions[bad])}; expected "
-                "a finite value. The attached policy or the reference gives it probability 0 "
-                "(e.g. a masked token); check the action mask and the policy's log-probs."
-            )
+        check_finite_kl(kl, actions)
 
-        # Nothing is committed until the reward function has run: if it raises, the step can
-        # be retried with the env as it was.
+        # Compute first, commit last: nothing changes until the reward function, the reward's
+        # own check and the reference's next forward have run, so a step that raises can be
+        # retried with the env as it was.
         obs = self.obs.copy()
         obs[rows, n_prompt + self.lengths] = actions
         lengths = self.lengths + 1
         episode_kl = self.episode_kl + kl
         eos = actions == setup.eos_token_id
-        text_ended = eos | (actions == setup.pad_token_id)
-        # The length limit ends the episode too: the completion is scored here and nothing
-        # follows, so it is terminated, not truncated (bootstrapping V(s_T) on top of r_φ would
-        # pay a cut completion twice).
-        length_limited = ~text_ended & (lengths >= self.max_new_tokens)
-        terminated = text_ended | length_limited
+        terminated = self.ends(actions)
+        length_limited = terminated & ~self._text_ends(actions)
         truncated = np.zeros_like(terminated)
 
         completion_ids = [
@@ -270,11 +279,15 @@ class TokenBatch:
             for name, values in done_parts.items():
                 parts[name] = np.full(self.num_rows, np.nan)
                 parts[name][finished] = values
-        self.obs, self.lengths, self.episode_kl = obs, lengths, episode_kl
         kl_coef = float(self.rewarder.controller.value)
+        reward = reward_model - kl_coef * kl
+        check_finite_reward(reward, reward_model, kl, kl_coef)
+        if finished.size < self.num_rows:  # the rows that go on need their next logits
+            self.reference.advance(tokens)
+        self.obs, self.lengths, self.episode_kl = obs, lengths, episode_kl
         result = TokenStepBatch(
             obs=obs.copy(),
-            reward=reward_model - kl_coef * kl,
+            reward=reward,
             reward_model=reward_model,
             kl=kl,
             kl_coef=kl_coef,
@@ -292,8 +305,6 @@ class TokenBatch:
         # Ziegler et al.'s controller targets the KL summed over a sequence; the rewarder
         # updates it once per batch of finished episodes, from their mean.
         self.rewarder.record_episode_kls(self.episode_kl[finished])
-        if finished.size < self.num_rows:  # the rows that go on need their next logits
-            self.reference.advance(tokens)
         return result
 
     def _policy_kl(
@@ -301,7 +312,11 @@ class TokenBatch:
     ) -> torch.Tensor:
         assert self.policy is not None
         observations = self.obs.copy()  # the states the actions were taken in
-        policy_out = torch.as_tensor(self.policy(observations)).float()
+        policy_out = policy_output_tensor(
+            self.policy(observations),
+            expected="(B, V) next-token log-probs, one row per observation",
+            protocol="lmgym.envs.token_batch.TokenPolicyLogProbFn",
+        )
         expected = (self.num_rows, self.setup.vocab_size)
         if (
             policy_out.ndim != 2

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from lmgym.envs.bandit import as_action_array
+from lmgym.envs.lm_env_parts import generators_restored_on_error
 from lmgym.envs.lm_vector import LMVectorEnv
 from lmgym.envs.sequence_reward import object_array
 from lmgym.envs.token import LMTokenEnv
@@ -72,38 +74,52 @@ class LMTokenVectorEnv(LMVectorEnv):
         seed: int | list[int | None] | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode in every env. ``seed`` is an int (env i gets ``seed + i``) or a list."""
-        self._seed(seed, options)
-        self._start(np.arange(self.num_envs))
+        """Start an episode in every env. ``seed`` is an int (env i gets ``seed + i``) or a list.
+
+        ``options={"prompt": text}`` forces one prompt for every env, ``{"prompt": [texts]}``
+        one per env. Bad arguments, or a prompts callable that raises, change nothing.
+        """
+        forced = self._forced_prompts(options)
+        generators = self._reset_generators(seed)
+        rows = np.arange(self.num_envs)
+        with generators_restored_on_error(generators):
+            texts, padded = self._draw_prompts(rows.tolist(), generators, forced)
+            self.batch.start(rows, texts, padded)
+        self._commit_reset(seed, generators)
         self._needs_reset = False
         return self.batch.obs.copy(), {
             "prompt": object_array(list(self.batch.prompts)),
             "_prompt": np.ones(self.num_envs, dtype=np.bool_),
         }
 
-    def _start(self, rows: np.ndarray) -> None:
-        texts, padded = self._draw_prompts(rows.tolist())
-        self.batch.start(rows, texts, padded)
-
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Append one token per env, score them in one batch; reset ended envs in this step."""
+        """Append one token per env, score them in one batch; reset ended envs in this step.
+
+        Compute first, commit last: the prompts of the envs this step ends are drawn before
+        the step runs, so a prompts callable that raises leaves every env as it was (no env
+        keeps writing past its EOS), and a retry gives what an env that never failed gives.
+        """
         if self._needs_reset:
             raise ResetNeeded("step() called before reset(); call envs.reset(seed=...) first.")
         tokens = check_token_actions(actions, self.num_envs, self.lm.vocab_size)
-        result = self.batch.step(tokens)
+        ending = np.flatnonzero(self.batch.ends(tokens))
+        with generators_restored_on_error([self._generators[i] for i in ending]):
+            texts, padded = self._draw_prompts(ending.tolist(), self._generators)
+            result = self.batch.step(tokens)
         done = result.done
+        assert np.array_equal(np.flatnonzero(done), ending), "batch.ends disagrees with step"
         infos = result.batched_info(~done)
         if done.any():
             finals = np.empty(self.num_envs, dtype=object)
-            for i in np.flatnonzero(done).tolist():
+            for i in ending.tolist():
                 finals[i] = result.obs[i]
             infos["final_obs"] = finals
             infos["_final_obs"] = done.copy()
             infos["final_info"] = result.batched_info(done)
             infos["_final_info"] = done.copy()
-            self._start(np.flatnonzero(done))
+            self.batch.start(ending, texts, padded)
         infos["prompt"] = object_array(list(self.batch.prompts))
         infos["_prompt"] = np.ones(self.num_envs, dtype=np.bool_)
         self._last_render = f"{result.prompts[0]!r} -> {result.completions[0]!r}"
@@ -118,7 +134,7 @@ class LMTokenVectorEnv(LMVectorEnv):
 
 def check_token_actions(actions: Any, num_envs: int, vocab_size: int) -> np.ndarray:
     """Validate a batch of token actions (num_envs,) and return them as int64."""
-    array = np.asarray(actions)
+    array = as_action_array(actions, "actions", (num_envs,))
     if (
         array.dtype == object
         or array.dtype == np.bool_

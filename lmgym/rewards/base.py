@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lmgym.error import RewardFunctionError
+from lmgym.error import RewardFunctionError, short_repr
 
 __all__ = [
     "TOKEN_ID_KWARGS",
@@ -166,14 +166,14 @@ def as_reward_fn(obj: RewardLike | PreparedReward, *, name: str | None = None) -
         )
     if isinstance(obj, (str, bytes, os.PathLike, torch.nn.Module)):
         raise TypeError(
-            f"reward_fn={obj!r:.80} (type {type(obj).__name__}) is a model or a path, not a "
+            f"reward_fn={short_repr(obj)} (type {type(obj).__name__}) is a model or a path, not a "
             "reward function; expected a callable fn(prompts, completions) or fn(text). Wrap a "
             "Hugging Face sequence classifier with "
             "lmgym.rewards.SequenceClassifierReward(model_or_path, tokenizer, label=...)."
         )
     if not callable(obj):
         raise TypeError(
-            f"reward_fn={obj!r:.80} (type {type(obj).__name__}) is not callable; expected a "
+            f"reward_fn={short_repr(obj)} (type {type(obj).__name__}) is not callable; expected a "
             "function fn(prompts, completions) -> one float per pair, or fn(text) -> float."
         )
     label = name if name is not None else _callable_name(obj)
@@ -226,7 +226,7 @@ def as_reward_fn(obj: RewardLike | PreparedReward, *, name: str | None = None) -
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r:.60} (type {type(value).__name__})"
+    return f"{short_repr(value, 60)} (type {type(value).__name__})"
 
 
 def _as_real(item: Any) -> float | None:
@@ -257,9 +257,9 @@ def _to_scores(output: Any, name: str, batch_size: int, prompts: Sequence[str]) 
     def bad_value(index: int, value: Any, problem: str) -> RewardFunctionError:
         return RewardFunctionError(
             f"reward function {name!r} returned {problem} at prompt index {index}: "
-            f"{_describe(value)} for prompt {prompts[index]!r:.60}; expected one finite float "
-            "per (prompt, completion) pair. Fix the function so that every score is a finite "
-            "number."
+            f"{_describe(value)} for prompt {short_repr(prompts[index], 60)}; expected one "
+            "finite float per (prompt, completion) pair. Fix the function so that every score "
+            "is a finite number."
         )
 
     if isinstance(output, torch.Tensor) and not output.is_complex():
@@ -371,7 +371,8 @@ def call_reward_fn(
     except Exception as err:
         raise RewardFunctionError(
             f"reward function {prepared.name!r} raised {type(err).__name__}: {err} (on a batch "
-            f"of {batch_size} (prompt, completion) pairs; first prompt {prompts[0]!r:.60}). "
-            "Fix the function, or run it on these inputs to reproduce."
+            f"of {batch_size} (prompt, completion) pairs; first prompt "
+            f"{short_repr(prompts[0], 60)}). Fix the function, or run it on these inputs to "
+            "reproduce."
         ) from err
     return _to_scores(output, prepared.name, batch_size, prompts)

@@ -19,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lmgym.error import short_repr
 from lmgym.models.loading import load_tokenizer, require_model_dir
 
 __all__ = ["SequenceClassifierReward"]
@@ -127,8 +128,9 @@ class SequenceClassifierReward:
                 tokenizer = model_dir
         elif not isinstance(model, PreTrainedModel):
             raise TypeError(
-                f"model={model!r:.80} (type {type(model).__name__}) is not supported; expected a "
-                "local directory or a transformers PreTrainedModel for sequence classification."
+                f"model={short_repr(model)} (type {type(model).__name__}) is not supported; "
+                "expected a local directory or a transformers PreTrainedModel for sequence "
+                "classification."
             )
         elif tokenizer is None:
             raise ValueError(

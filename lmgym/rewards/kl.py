@@ -27,8 +27,10 @@ All functions here are pure torch and keep gradients, so a policy loss can use t
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal, Protocol, get_args
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -246,7 +248,12 @@ class KLController(Protocol):
 
 
 def _check_finite(name: str, value: float, expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # numbers.Real: NumPy scalars (np.float32(0.1), np.int64(100)) are numbers as well.
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+    ):
         raise ValueError(f"{name}={value!r}; expected {expected}.")
     return float(value)
 

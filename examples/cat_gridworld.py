@@ -12,7 +12,7 @@ Try ``--gamma 0.999`` (the optimum becomes the detour; do the agents find it?) o
 (the drunk cat's optimum keeps away from the bathtub).
 
 Run:
-    python examples/cat_gridworld.py            # full run, about 20 s on 2 CPU cores
+    python examples/cat_gridworld.py            # full run, about 35 s on 2 CPU cores
     python examples/cat_gridworld.py --smoke    # a few seconds; also LMGYM_SMOKE=1
 """
 

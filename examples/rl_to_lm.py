@@ -7,7 +7,8 @@ state -> action -> reward, side by side:
   value iteration.
 - LMToken-v0: the state is the prompt plus the tokens written so far, the action the next
   token, the policy the embedded language model itself (sampled at temperature 1). Nothing is
-  attached as π_θ, so each token pays the reference-only KL term ``-β · (-log π_ref(token))``
+  attached as π_θ, so each token pays the cross-entropy term ``-β · (-log π_ref(token))`` in
+  place of a KL (``info["kl_form"]`` says ``"cross_entropy"``),
   and the last step adds the reward model's score (lexicon sentiment) of the whole completion.
 
     python examples/rl_to_lm.py

@@ -66,7 +66,7 @@ class Args:
     output_dir: str = "runs/cat_gridworld"
     """where the PNG of the paths and results.json are written"""
     threads: int = 1
-    """torch intra-op threads; 1 is fastest for tiny MLPs on a few cores (DESIGN.md section 8)"""
+    """torch intra-op threads; 1 is fastest for tiny MLPs on a few cores (docs/design.md, 6)"""
     smoke: bool = False
     """tiny budgets so the script finishes in seconds, for tests (also: LMGYM_SMOKE=1)"""
 

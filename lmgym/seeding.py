@@ -1,4 +1,4 @@
-"""One ``set_seed`` for every source of randomness lmgym touches (STYLE rule 6)."""
+"""One ``set_seed`` for every source of randomness lmgym touches: one seed, the same episodes."""
 
 from __future__ import annotations
 

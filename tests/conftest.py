@@ -1,6 +1,6 @@
 """Shared fixtures: tiny models built from configs, saved and reloaded (nothing is downloaded).
 
-One torch thread: faster for tiny models on 2 cores (DESIGN section 8).
+One torch thread: faster for tiny models on 2 cores (docs/design.md, section 6).
 """
 
 from __future__ import annotations

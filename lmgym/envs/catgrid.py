@@ -1,7 +1,7 @@
 """``CatGrid-v0``: a cat walks a grid to the meat, the toy that teaches the RL ↔ LM mapping.
 
 The cat is the agent, its cell is the state, a move is the action; a language model is the same
-loop with "prefix" for cell and "next token" for move (see ``DESIGN.md`` section 1). The
+loop with "prefix" for cell and "next token" for move (docs/design.md, section 1). The
 environment follows Gymnasium's toy-text family (``FrozenLake-v1``, ``CliffWalking-v0``): the
 layout is a list of strings and the full transition model is exposed as ``P`` so that value
 iteration (:mod:`lmgym.envs.catgrid_planning`) gives the optimum agents are tested against.

@@ -1,7 +1,7 @@
 """A small review grammar: the corpus the default model learns, its prompts and its fluency check.
 
-The default task is "write a positive review" (DESIGN section 5). Everything about it is generated
-here, offline and deterministically:
+The default task is "write a positive review" (docs/design.md, section 5). Everything about it
+is generated here, offline and deterministically:
 
 * :func:`generate_corpus` writes short restaurant reviews (1-3 sentences, lower case, word-level,
   punctuation as separate tokens) from a small grammar. Positive and negative reviews are drawn

@@ -2,7 +2,7 @@
 
 Every model lmgym hands out is in eval mode with all dropout set to 0: SB3 switches the policy to
 train mode for its updates, and GPT-2's default 0.1 dropout then shifts log-probs by 0.3-0.5 nats
-between rollout and update, which breaks the PPO ratio (DESIGN section 8).
+between rollout and update, which breaks the PPO ratio (docs/design.md, section 6).
 """
 
 from __future__ import annotations

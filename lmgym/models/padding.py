@@ -53,7 +53,7 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
 def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """1 for every token up to and including the first EOS, 0 after it.
 
-    Tokens after the first EOS are ignored everywhere in lmgym (DESIGN section 3).
+    Tokens after the first EOS are ignored everywhere in lmgym (docs/design.md, section 3).
 
     Example:
         >>> completion_mask_from_ids(torch.tensor([[4, 2, 9, 9]]), eos_token_id=2).tolist()

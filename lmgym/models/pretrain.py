@@ -9,7 +9,7 @@ ever downloaded.
 Threads: on the 2-core machine this was written on, a training step of the default model took
 0.13-0.14 s with ``torch.set_num_threads(1)``, steadily. With 2 threads it took 0.09 s while the
 other core was idle but 1-2 s whenever another process ran, so ``num_threads`` defaults to 1
-(DESIGN section 8). The defaults train in about 6-9 minutes.
+(docs/design.md, section 6). The defaults train in about 6-9 minutes.
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def _build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
         n_layer=config.n_layer,
         n_head=config.n_head,
         # Dropout off, also in the saved config: PPO's ratio breaks if train mode shifts
-        # log-probs (DESIGN section 8).
+        # log-probs (docs/design.md, section 6).
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,

@@ -3,17 +3,31 @@
 Each sub-command is one module holding a config dataclass (its options, documented once) and a
 function that runs it; :data:`COMMANDS` lists them. A module is imported only when its
 sub-command's parser is built, so ``lmgym --help`` stays cheap to extend.
+
+What a person sees when a command fails is decided here, once for every command: one line on
+stderr, ``lmgym: error: COMMAND: MESSAGE``, and the exit status
+
+- 2 for bad input: an option that fails its config's validation (the output location included,
+  checked before any work), or an lmgym error about what the user gave (a run directory in use
+  or damaged, a model that does not load);
+- 1 when the work itself failed on the way (an OS error such as a full disk, failed bench runs);
+- 130 on Ctrl-C (``lmgym: COMMAND: interrupted``, with what was kept when there is something to
+  say).
+
+Anything else is a bug in lmgym and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from lmgym.config_cli import add_dataclass_arguments, dataclass_from_args
 from lmgym.error import Error
+from lmgym.training.rundir import check_out_location
 
 
 class Command(NamedTuple):
@@ -106,22 +120,43 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lmgym`` command.
+def _fail(name: str, message: str, status: int) -> NoReturn:
+    """End the command with one line on stderr and ``status``."""
+    print(f"lmgym: error: {name}: {message}", file=sys.stderr)
+    raise SystemExit(status)
 
-    A config that fails its validation ends the command with argparse's usage line and the
-    validation message (exit status 2), as a bad option value does, instead of a traceback.
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lmgym`` command; 0 on success, else SystemExit (see the module doc).
+
+    Example:
+        >>> main(["demo", "--steps", "0"])
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _quiet_transformers()
-    command = COMMANDS[args.command]
-    module = importlib.import_module(command.module)
+    name = "lmgym"
     try:
-        config = dataclass_from_args(getattr(module, command.config), args)
-    except (ValueError, TypeError, Error) as err:
-        parser.error(f"{args.command}: {err}")
-    getattr(module, command.run)(config)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        name = args.command
+        _quiet_transformers()
+        command = COMMANDS[name]
+        module = importlib.import_module(command.module)
+        try:
+            config = dataclass_from_args(getattr(module, command.config), args)
+            if config.out is not None:  # every command writes to --out: check it before work
+                check_out_location(config.out)
+        except (ValueError, TypeError, Error) as err:
+            _fail(name, str(err), 2)
+        getattr(module, command.run)(config)
+    except KeyboardInterrupt as err:
+        print(f"lmgym: {name}: interrupted" + (f". {err}" if str(err) else ""), file=sys.stderr)
+        raise SystemExit(130) from None
+    except Error as err:
+        _fail(name, str(err), 2 if isinstance(err, ValueError | TypeError) else 1)
+    except OSError as err:
+        _fail(name, str(err), 1)
     return 0
 
 

@@ -40,6 +40,7 @@ from lmgym.rlhf.sft import SFTConfig, make_demonstrations, run_sft
 from lmgym.rlhf.training import check_int, check_positive
 from lmgym.seeding import set_seed
 from lmgym.torch_threads import set_torch_threads
+from lmgym.training.rundir import check_out_location
 
 __all__ = [
     "DPOCommandConfig",
@@ -59,16 +60,13 @@ def _check_out(out: Path | None, overwrite: bool) -> None:
     """Refuse an ``out`` that holds another model (unless ``overwrite``) or unrelated files.
 
     Saving a stage's model replaces the whole directory, so a directory of other files is never
-    written to, even with ``overwrite``.
+    written to, even with ``overwrite``. A location lmgym cannot write to (a file, a read-only
+    place) is refused here, before the stage's work, not when the model is saved.
     """
-    if out is None or not out.exists():
+    if out is None:
         return
-    if not out.is_dir():
-        raise ValueError(
-            f"out={str(out)!r} is a file; expected a directory to save the model to. "
-            "Choose another --out."
-        )
-    if not any(out.iterdir()):
+    check_out_location(out)
+    if not out.exists() or not any(out.iterdir()):
         return
     if not (out / "config.json").is_file():
         raise ValueError(

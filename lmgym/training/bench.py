@@ -28,6 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
+from lmgym.error import Error
 from lmgym.training.algorithms import (
     EnvId,
     PolicyName,
@@ -36,9 +37,9 @@ from lmgym.training.algorithms import (
     env_spec,
 )
 from lmgym.training.build import eval_prompt_split
-from lmgym.training.checkpoint import atomic_write_bytes, atomic_write_json
+from lmgym.training.checkpoint import CHECKPOINT_NAME, atomic_write_bytes, atomic_write_json
 from lmgym.training.report import plot_curves, results_markdown
-from lmgym.training.rundir import MARKER, prepare_out_dir
+from lmgym.training.rundir import MARKER, check_out_location, claim, prepare_out_dir
 from lmgym.training.stats import (
     CURVE_POINTS,
     CURVE_WINDOW,
@@ -46,11 +47,15 @@ from lmgym.training.stats import (
     mean_ci,
     steps_to_threshold,
 )
-from lmgym.training.train import TrainConfig, run_train
+from lmgym.training.train import MAX_SEED, TrainConfig, check_seed, run_train
 
 DEFAULT_SEEDS = 5
 QUICK_SEEDS = 2
 QUICK_EVAL_EPISODES = 16
+
+
+class BenchRunsFailed(Error, RuntimeError):
+    """Some runs of a benchmark failed; the finished ones are kept for ``--resume``."""
 
 
 @dataclass
@@ -131,7 +136,13 @@ class BenchConfig:
             raise ValueError(f"jobs={self.jobs!r} must be an int >= 1 or None (one per core).")
         if self.resume and self.overwrite:
             raise ValueError("resume=True with overwrite=True: expected one of the two.")
-        self.out = Path(self.out)
+        check_seed("seed_start", self.seed_start)
+        if self.seed_start + self.seeds - 1 > MAX_SEED:
+            raise ValueError(
+                f"seed_start={self.seed_start} with seeds={self.seeds} runs seeds up to "
+                f"{self.seed_start + self.seeds - 1}; expected the last at most {MAX_SEED}."
+            )
+        self.out = check_out_location(self.out)
         self.run_configs(existing=False)  # TrainConfig validates the rest (steps, kl_coef, ...)
 
     @property
@@ -144,12 +155,17 @@ class BenchConfig:
         """One :class:`TrainConfig` per (algo, seed), in ``runs/<algo>/seed<k>``.
 
         With ``existing``, a run directory that already holds a run is resumed (a finished run
-        is then reused as it is).
+        is then reused as it is); one that was claimed but never checkpointed (its process was
+        killed early) has nothing to continue and is started afresh.
         """
         assert self.steps is not None and self.eval_episodes is not None
 
+        def started(out: Path) -> bool:
+            return existing and (out / MARKER).exists()
+
         def resume(out: Path) -> Path | None:
-            return out if existing and (out / MARKER).exists() else None
+            kept = (out / CHECKPOINT_NAME).exists() or (out / "metrics.json").exists()
+            return out if started(out) and kept else None
 
         return [
             TrainConfig(
@@ -158,7 +174,7 @@ class BenchConfig:
                 policy=self.policy,
                 steps=self.steps,
                 seed=seed,
-                out=self.out / "runs" / algo / f"seed{seed}",
+                out=out,
                 n_envs=self.n_envs,
                 kl_coef=self.kl_coef,
                 kl_target=self.kl_target,
@@ -167,12 +183,14 @@ class BenchConfig:
                 model=self.model,
                 eval_episodes=self.eval_episodes,
                 checkpoint_every=max(self.steps // 4, 1),
-                resume=resume(self.out / "runs" / algo / f"seed{seed}"),
+                resume=resume(out),
+                overwrite=started(out) and resume(out) is None,
                 progress=False,
                 threads=1,
             )
             for algo in self.algos
             for seed in self.seed_list
+            for out in [self.out / "runs" / algo / f"seed{seed}"]
         ]
 
     def identity(self) -> dict[str, Any]:
@@ -269,7 +287,7 @@ def _execute(configs: list[TrainConfig], jobs: int, progress: bool) -> list[dict
                 bar.update()
     bar.close()
     if failures:
-        raise RuntimeError(
+        raise BenchRunsFailed(
             f"{len(failures)} of {len(configs)} runs failed (finished runs are kept; rerun "
             "with --resume to retry only the others):\n" + "\n".join(failures)
         )
@@ -285,15 +303,23 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         >>> r = run_bench(BenchConfig(env="CatGrid-v0", algos=["a2c"], seeds=1, steps=128,
         ...                           n_envs=2, eval_episodes=2, out=out, progress=False))
         >>> sorted(p.name for p in out.iterdir())
-        ['curves.png', 'results.json', 'results.md', 'run.json', 'runs']
+        ['.lmgym.lock', 'curves.png', 'results.json', 'results.md', 'run.json', 'runs']
     """
     started = time.perf_counter()
-    prepare_out_dir(
-        config.out, "bench", config.identity(), resume=config.resume, overwrite=config.overwrite
-    )
-    configs = config.run_configs()
-    jobs = config.jobs or min(os.cpu_count() or 1, len(configs))
-    runs = _execute(configs, jobs, config.progress)
+    with claim(config.out, "bench"):
+        prepare_out_dir(
+            config.out, "bench", config.identity(), resume=config.resume, overwrite=config.overwrite
+        )
+        configs = config.run_configs()
+        jobs = config.jobs or min(os.cpu_count() or 1, len(configs))
+        runs = _execute(configs, jobs, config.progress)
+        return _report(config, runs, jobs, started)
+
+
+def _report(
+    config: BenchConfig, runs: list[dict[str, Any]], jobs: int, started: float
+) -> dict[str, Any]:
+    """Write results.json, results.md and curves.png of the finished runs; return the results."""
     assert config.threshold is not None
     results: dict[str, Any] = {
         "env": config.env,

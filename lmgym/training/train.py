@@ -10,31 +10,48 @@ from the run's seed (its β fixed at ``--kl-coef``); on the LM envs that env dra
   (``eval_prompts``), steps, wall time, config, the learning curve as (steps, reward) points;
 - ``curve.png``: the learning curve (reward and, on LM envs, its reward-model and KL parts);
 - ``tb/``: SB3's TensorBoard logs (``tensorboard --logdir DIR/tb``);
-- ``checkpoint.zip``: written atomically every ``--checkpoint-every`` steps and at the end;
+- ``checkpoint.zip``: written atomically every ``--checkpoint-every`` steps and at the end, with
+  no pickle in it (safetensors + JSON, :mod:`lmgym.training.checkpoint`);
   ``lmgym train --resume DIR [--steps N]`` continues the run from it, with the settings saved in
   ``DIR/run.json`` (an option given with another value is an error).
 
-A resumed run continues from the checkpoint's weights, optimizer, step count, curve and adaptive
-β, with the env and sampling reseeded from ``seed + steps done``: it is reproducible, but not the
-same bits as a run that was never interrupted (the envs' internal state is not saved).
+A resumed run rebuilds the algorithm from those settings and loads the checkpoint's weights,
+optimizer, counters, curve and adaptive β into it, with the env and sampling reseeded from a
+seed derived from ``(seed, steps done)``: it is reproducible, but not the same bits as a run that
+was never interrupted (the envs' internal state is not saved).
+
+While it runs, the process holds the lock of ``DIR`` (a second ``lmgym train`` on the same
+``--out`` is refused). The first Ctrl-C stops at the next rollout boundary with a final
+checkpoint (a second one stops at once; the last checkpoint is then the one named in the
+message). A run that fails before its first checkpoint gives its claim on ``DIR`` back, so the
+corrected command needs no ``--overwrite``; one that fails later keeps its last checkpoint, and
+the error says how to resume it.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
+import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
-import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from lmgym.agents.callbacks import RewardHistory, RewardPartsCallback
+from lmgym.error import Error
+from lmgym.models.loading import require_model_dir
 from lmgym.plots import plot_learning_curve
 from lmgym.seeding import set_seed
+from lmgym.torch_threads import set_torch_threads
 from lmgym.training import checkpoint as ckpt
 from lmgym.training.algorithms import (
     ALGO_NAMES,
@@ -55,11 +72,74 @@ from lmgym.training.build import (
     make_env,
 )
 from lmgym.training.evaluation import evaluate_episodes
-from lmgym.training.rundir import prepare_out_dir, read_marker
+from lmgym.training.rundir import (
+    MARKER,
+    OUTPUTS,
+    RunDirError,
+    check_out_location,
+    claim,
+    prepare_out_dir,
+    read_json_file,
+    read_marker,
+)
 from lmgym.training.stats import trailing_curve
+
+__all__ = [
+    "MAX_SEED",
+    "RunInterrupted",
+    "RunWriteError",
+    "TrainConfig",
+    "check_seed",
+    "resume_seed",
+    "run_train",
+]
+
+logger = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_003
 """The eval env's seed is ``seed + EVAL_SEED_OFFSET``: other episodes than the training envs'."""
+MAX_SEED = 2**32 - 1
+"""The largest seed: NumPy's global generator (which SB3 seeds) takes seeds below 2**32."""
+
+
+class RunWriteError(Error, OSError):
+    """The run could not write to its directory (say, a full disk); its checkpoint is intact."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run; the message names the last checkpoint and how to resume."""
+
+
+def check_seed(name: str, seed: Any) -> int:
+    """``seed`` if it is an int in [0, MAX_SEED], else a ValueError naming ``name``.
+
+    Example:
+        >>> check_seed("seed", 7)
+        7
+        >>> check_seed("seed", 2**32)
+        Traceback (most recent call last):
+        ...
+        ValueError: seed=4294967296 must be an int in [0, 4294967295] (2**32 - 1), e.g. 0.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name}={seed!r} must be an int in [0, {MAX_SEED}] (2**32 - 1), e.g. 0.")
+    return seed
+
+
+def resume_seed(seed: int, steps_done: int) -> int:
+    """The seed of a run resumed after ``steps_done`` steps: in [0, MAX_SEED] for any input.
+
+    Derived with NumPy's ``SeedSequence`` from both numbers, so it cannot overflow (``seed +
+    steps`` did, for large seeds) and resumes of different runs do not share streams.
+
+    Example:
+        >>> 0 <= resume_seed(MAX_SEED, 10**12) <= MAX_SEED
+        True
+        >>> resume_seed(0, 512) == resume_seed(0, 512) != resume_seed(512, 0)
+        True
+    """
+    return int(np.random.SeedSequence([seed, steps_done]).generate_state(1)[0])
+
 
 # Settings that may differ when a run is resumed (the rest must match the run's).
 _NOT_IDENTITY = ("steps", "out", "resume", "overwrite", "progress", "threads", "checkpoint_every")
@@ -123,8 +203,21 @@ class TrainConfig:
                 f"resume={str(self.resume)!r} with overwrite=True: expected one of the two "
                 "(--resume continues a run, --overwrite deletes it and starts afresh)."
             )
-        if self.resume is not None:
-            self._take_settings_of(Path(self.resume))
+        if self.resume is None:
+            self._validate()
+            return
+        self._take_settings_of(Path(self.resume))
+        try:
+            self._validate()
+        except (ValueError, TypeError) as err:
+            if isinstance(err, Error):
+                raise
+            raise RunDirError(
+                f"resume={str(self.resume)!r}: the run's settings (from "
+                f"{Path(self.resume) / MARKER}, with the options given) are not valid: {err}"
+            ) from None
+
+    def _validate(self) -> None:
         spec = env_spec(self.env)  # an unknown env id is a ValueError listing the valid ones
         if self.policy is None:
             self.policy = default_policy(self.env)  # type: ignore[assignment]
@@ -142,9 +235,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be an int > 0.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} must be an int >= 0.")
-        if not np.isfinite(self.kl_coef) or self.kl_coef < 0:
+        check_seed("seed", self.seed)
+        if (
+            isinstance(self.kl_coef, bool)
+            or not isinstance(self.kl_coef, int | float)
+            or not np.isfinite(self.kl_coef)
+            or self.kl_coef < 0
+        ):
             raise ValueError(f"kl_coef={self.kl_coef} must be a finite float >= 0, e.g. 0.02.")
         if self.kl_target is not None and not self.kl_target > 0:
             raise ValueError(f"kl_target={self.kl_target} must be > 0 (nats), e.g. 4.0.")
@@ -167,6 +264,9 @@ class TrainConfig:
                 f"model={str(self.model)!r} with env={self.env!r}, which has no language model; "
                 "expected model=None."
             )
+        if self.model is not None:
+            require_model_dir(self.model, "model")
+        check_out_location(self.out)
 
     def _take_settings_of(self, run_dir: Path) -> None:
         """Fill the settings of the run in ``run_dir``; refuse any given with another value."""
@@ -174,7 +274,7 @@ class TrainConfig:
         defaults = {f.name: _jsonable(f.default) for f in fields(self)}
         conflicts = []
         for name, saved in marker["identity"].items():
-            if name not in defaults:
+            if name not in defaults or name in _NOT_IDENTITY:
                 continue  # not a setting (eval_prompts): prepare_out_dir compares it
             given = _jsonable(getattr(self, name))
             if given != defaults[name] and given != saved:
@@ -211,16 +311,46 @@ def _jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+class _StopRequest:
+    """Ctrl-C during training: stop at the next rollout boundary, with a final checkpoint.
+
+    A second Ctrl-C stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("Ctrl-C: stopping at the next checkpoint (press Ctrl-C again to stop now)")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Route SIGINT here while the block runs (only the main thread can take signals)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 class _CheckpointCallback(BaseCallback):
-    """Record the curve, restore β on resume, and checkpoint at rollout boundaries.
+    """Record the curve, restore β on resume, checkpoint at rollout boundaries, stop on request.
 
     A checkpoint is taken when a rollout starts, after the previous update finished: the weights
-    and ``num_timesteps`` then agree, and no half-collected rollout is lost.
+    and ``num_timesteps`` then agree, and no half-collected rollout is lost. A requested stop
+    (Ctrl-C) is honoured there too: a final checkpoint, then ``learn`` ends.
     """
 
     def __init__(self, run: _Run) -> None:
         super().__init__()
         self.run = run
+        self.stopping = False
         self.next_save = (run.steps_done // run.config.checkpoint_every + 1) * (
             run.config.checkpoint_every
         )
@@ -233,13 +363,16 @@ class _CheckpointCallback(BaseCallback):
             rewarder.controller.value = self.run.kl_coef
 
     def _on_rollout_start(self) -> None:
-        if self.num_timesteps >= self.next_save:
+        if self.run.stop.requested:
+            self.run.save(self.model)
+            self.stopping = True
+        elif self.num_timesteps >= self.next_save:
             self.run.save(self.model)
             every = self.run.config.checkpoint_every
             self.next_save = (self.num_timesteps // every + 1) * every
 
     def _on_step(self) -> bool:
-        return True
+        return not self.stopping  # False ends learn() before this rollout is trained on
 
 
 class _Run:
@@ -249,12 +382,14 @@ class _Run:
         self.config = config
         self.env = make_env(config, config.n_envs or 1)
         self.recorder = RewardPartsCallback()
+        self.stop = _StopRequest()
         self.steps_done = 0
         self.kl_coef: float | None = None
         self.eval_before: dict[str, Any] | None = None
         self.wall_before = 0.0  # wall time of earlier segments of a resumed run
         self.resumed_at: list[int] = []
         self.started = time.perf_counter()
+        self.checkpoint_steps: int | None = None  # steps of the last checkpoint on disk
 
     def state(self, model: BaseAlgorithm) -> dict[str, Any]:
         rewarder = lm_rewarder(self.env)
@@ -269,33 +404,94 @@ class _Run:
 
     def save(self, model: BaseAlgorithm) -> None:
         ckpt.save_checkpoint(self.config.out / ckpt.CHECKPOINT_NAME, model, self.state(model))
+        self.checkpoint_steps = int(model.num_timesteps)
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.steps_done = int(state["steps_done"])
-        self.recorder.history = RewardHistory(**state["history"])
-        self.kl_coef = state["kl_coef"]
-        self.eval_before = state["eval_before"]
-        self.wall_before = float(state["wall_s"])
-        self.resumed_at = [*state["resumed_at"], self.steps_done]
+    def restore(self, checkpoint: ckpt.Checkpoint) -> None:
+        """Take the run's state from ``checkpoint``; a CheckpointError names a damaged one."""
+        state = checkpoint.state
+        try:
+            steps_done = _count(state["steps_done"])
+            history = RewardHistory(**state["history"])
+            lengths = {len(getattr(history, f.name)) for f in fields(history)}
+            kl_coef = state["kl_coef"]
+            eval_before = state["eval_before"]
+            wall_s = float(state["wall_s"])
+            resumed_at = [_count(step) for step in state["resumed_at"]]
+            valid = (
+                len(lengths) == 1
+                and (kl_coef is None or (isinstance(kl_coef, float) and np.isfinite(kl_coef)))
+                and isinstance(eval_before, dict)
+                and {"reward", "kl", "reward_model"} <= set(eval_before)
+                and steps_done == checkpoint.counters.get("num_timesteps")
+            )
+        except (KeyError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise checkpoint.damaged(
+                ckpt.STATE,
+                "does not hold a run's state (steps, curve, β, evaluation) as lmgym writes it",
+            )
+        self.steps_done = steps_done
+        self.checkpoint_steps = steps_done
+        self.recorder.history = history
+        self.kl_coef = kl_coef
+        self.eval_before = eval_before
+        self.wall_before = wall_s
+        self.resumed_at = [*resumed_at, self.steps_done]
 
 
-def _build_or_resume(config: TrainConfig, run: _Run, resuming: bool) -> BaseAlgorithm:
-    path = config.out / ckpt.CHECKPOINT_NAME
-    if not (resuming and path.exists()):
-        set_seed(config.seed)
-        return build_model(config, run.env)
-    saved = ckpt.load_checkpoint(path)
-    run.restore(saved.state)
-    model = saved.load_model(ALGORITHMS[config.algo].cls, run.env)
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
+def _build_or_resume(
+    config: TrainConfig, run: _Run, checkpoint: ckpt.Checkpoint | None
+) -> BaseAlgorithm:
+    """The algorithm built from ``config``; with ``checkpoint``, its state loaded into it.
+
+    SB3's ``Algo.load`` is never used: it unpickles entries of its zip, and a run directory may
+    come from anyone.
+    """
+    set_seed(config.seed)
+    model = build_model(config, run.env)
+    if checkpoint is None:
+        return model
+    run.restore(checkpoint)
+    checkpoint.restore(model)
     # Fresh, reproducible streams for the rest of the run (see the module docstring).
-    seed = config.seed + run.steps_done
+    seed = resume_seed(config.seed, run.steps_done)
     set_seed(seed)
     model.set_random_seed(seed)
     return model
 
 
+def _finished_metrics(config: TrainConfig) -> dict[str, Any] | None:
+    """The metrics of the run in ``config.out`` if it already trained for ``config.steps``."""
+    assert config.steps is not None
+    path = config.out / "metrics.json"
+    if not path.exists():
+        return None
+    metrics = read_json_file(path, "the metrics.json that lmgym train writes at the end of a run")
+    steps = metrics.get("steps") if isinstance(metrics, dict) else None
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise RunDirError(
+            f"{path} is damaged: it has no int 'steps'. Delete it to resume the run from its "
+            "checkpoint, or start afresh with --overwrite."
+        )
+    return metrics if steps >= config.steps else None
+
+
 def run_train(config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate, plot and checkpoint one run; returns what metrics.json holds.
+
+    Raises:
+        RunDirError: ``config.out`` is in use by another process, holds another run, or (on
+            resume) its checkpoint is missing or damaged; nothing was changed.
+        RunWriteError: Writing to ``config.out`` failed (e.g. a full disk); the last checkpoint
+            is intact and the message says how to resume.
+        RunInterrupted: Ctrl-C; the message names the last checkpoint.
 
     Example:
         >>> import tempfile
@@ -303,25 +499,87 @@ def run_train(config: TrainConfig) -> dict[str, Any]:
         >>> m = run_train(TrainConfig(env="CatGrid-v0", algo="ppo", steps=256, n_envs=2,
         ...                           eval_episodes=2, out=out, progress=False))
         >>> m["steps"] >= 256, sorted(p.name for p in out.iterdir())
-        (True, ['checkpoint.zip', 'curve.png', 'metrics.json', 'run.json', 'tb'])
+        (True, ['.lmgym.lock', 'checkpoint.zip', 'curve.png', 'metrics.json', 'run.json', 'tb'])
     """
     assert config.steps is not None and config.n_envs is not None and config.policy is not None
-    torch.set_num_threads(config.threads)
-    resuming = prepare_out_dir(
-        config.out,
-        "train",
-        config.identity(),
-        resume=config.resume is not None,
-        overwrite=config.overwrite,
-        details={"steps": config.steps},
+    set_torch_threads(config.threads)
+    with claim(config.out, "train"):
+        resuming = prepare_out_dir(
+            config.out,
+            "train",
+            config.identity(),
+            resume=config.resume is not None,
+            overwrite=config.overwrite,
+            details={"steps": config.steps},
+        )
+        checkpoint = None
+        if resuming:
+            finished = _finished_metrics(config)
+            if finished is not None:
+                return finished  # a finished run: nothing to do
+            path = config.out / ckpt.CHECKPOINT_NAME
+            if not path.exists():
+                raise RunDirError(
+                    f"resume={str(config.out)!r}: {path} does not exist, so there is no step to "
+                    "continue from (the run stopped before its first checkpoint, or the file "
+                    "was removed). Start afresh with --overwrite."
+                )
+            checkpoint = ckpt.load_checkpoint(path)  # parsed and checked before any work
+        run: _Run | None = None
+        try:
+            run = _Run(config)
+            return _train(config, run, checkpoint)
+        except BaseException as err:
+            released = not resuming and _release_claim(config.out)
+            steps = None if released or run is None else run.checkpoint_steps
+            if steps is None and checkpoint is not None and not released:
+                steps = checkpoint.state.get("steps_done")
+            if isinstance(err, RunInterrupted):
+                raise
+            if isinstance(err, KeyboardInterrupt):
+                raise RunInterrupted(_stopped(config, steps)) from None
+            if isinstance(err, OSError) and not isinstance(err, RunWriteError):
+                raise RunWriteError(
+                    f"the run in {config.out} stopped on an OS error ({err}). "
+                    + _stopped(config, steps)
+                ) from err
+            raise
+
+
+def _release_claim(out: Path) -> bool:
+    """Give back a fresh run's claim on ``out`` if it never wrote a checkpoint; True if it did.
+
+    The corrected command then starts without ``--overwrite``; a run with a checkpoint is kept
+    for ``--resume``.
+    """
+    if (out / ckpt.CHECKPOINT_NAME).exists():
+        return False
+    for name in OUTPUTS["train"]:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+    return True
+
+
+def _stopped(config: TrainConfig, steps: int | None) -> str:
+    """What is left of a stopped run (its last checkpoint's steps) and how to go on."""
+    if steps is None:
+        return (
+            f"No checkpoint was written, and {config.out} holds no run: run the same command "
+            "again to start it."
+        )
+    return (
+        f"The last good checkpoint, {config.out / ckpt.CHECKPOINT_NAME} (step {steps}), is "
+        f"intact: continue with `lmgym train --resume {config.out}`."
     )
-    metrics_path = config.out / "metrics.json"
-    if resuming and metrics_path.exists():
-        finished = json.loads(metrics_path.read_text())
-        if finished["steps"] >= config.steps:
-            return finished  # a finished run: nothing to do
-    run = _Run(config)
-    model = _build_or_resume(config, run, resuming)
+
+
+def _train(config: TrainConfig, run: _Run, checkpoint: ckpt.Checkpoint | None) -> dict[str, Any]:
+    """The run itself, in a claimed and locked ``config.out``."""
+    assert config.steps is not None and config.n_envs is not None
+    model = _build_or_resume(config, run, checkpoint)
     kl_form = attach_policy(model, run.env, config)
     eval_env = make_env(config, min(config.n_envs, config.eval_episodes), evaluation=True)
     attach_policy(model, eval_env, config)
@@ -335,14 +593,23 @@ def run_train(config: TrainConfig) -> dict[str, Any]:
     train_started = time.perf_counter()
     remaining = config.steps - run.steps_done
     if remaining > 0:
-        model.learn(
-            remaining,
-            callback=CallbackList([run.recorder, _CheckpointCallback(run)]),
-            progress_bar=config.progress,
-            reset_num_timesteps=run.steps_done == 0,
-            tb_log_name="run",
-        )
-        run.save(model)
+        checkpoints = _CheckpointCallback(run)
+        with run.stop.installed():
+            model.learn(
+                remaining,
+                callback=CallbackList([run.recorder, checkpoints]),
+                progress_bar=config.progress,
+                reset_num_timesteps=run.steps_done == 0,
+                tb_log_name="run",
+            )
+        if not checkpoints.stopping:  # a stop saved at its rollout boundary, before this step
+            run.save(model)
+        if run.stop.requested:
+            raise RunInterrupted(
+                f"stopped at step {run.checkpoint_steps} with a final checkpoint, "
+                f"{config.out / ckpt.CHECKPOINT_NAME}: continue with `lmgym train --resume "
+                f"{config.out}`."
+            )
     train_wall = time.perf_counter() - train_started
 
     after = evaluate_episodes(model, eval_env, config.eval_episodes, seed=eval_seed)
@@ -389,7 +656,7 @@ def run_train(config: TrainConfig) -> dict[str, Any]:
         "hyperparameters": _hyper_summary(model),
         "config": {k: _jsonable(v) for k, v in asdict(config).items()},
     }
-    ckpt.atomic_write_json(metrics_path, metrics)
+    ckpt.atomic_write_json(config.out / "metrics.json", metrics)
     run.env.close()
     eval_env.close()
     if config.progress:

@@ -37,7 +37,7 @@ def numbers(cell: str) -> list[float]:
 def test_outputs_and_aggregates_match_the_runs(bench) -> None:
     out, results = bench
     assert sorted(p.name for p in out.iterdir()) == [
-        "curves.png", "results.json", "results.md", "run.json", "runs"]  # fmt: skip
+        ".lmgym.lock", "curves.png", "results.json", "results.md", "run.json", "runs"]  # fmt: skip
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     assert (out / "curves.png").stat().st_size > 10_000
     assert len(results["runs"]) == 6 and results["seeds"] == [0, 1, 2]

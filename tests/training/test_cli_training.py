@@ -74,16 +74,19 @@ def test_bad_input_lists_the_valid_choices(argv, cls, fragments) -> None:
         assert fragment in str(info.value)
 
 
-def test_train_then_refuse_a_second_run_in_the_same_out(tmp_path: Path) -> None:
+def test_train_then_refuse_a_second_run_in_the_same_out(tmp_path: Path, capsys) -> None:
     args = ["train", "--env", "CatGrid-v0", "--algo", "a2c", "--steps", "256", "--n-envs", "2",
             "--eval-episodes", "2", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["algo"] == "a2c" and metrics["steps"] >= 256
-    with pytest.raises(ValueError, match="already holds a train run") as info:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
         main([*args, "--steps", "512"])  # in-process: a second interpreter start costs ~5 s
-    assert "--resume" in str(info.value) and "--overwrite" in str(info.value)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "already holds a train run" in err and "--resume" in err and "--overwrite" in err
 
 
 def check_bench(out: Path, env: str, lm: bool) -> dict:

@@ -15,6 +15,7 @@ import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import lm_logprobs, lm_token_logprobs
 from lmgym.envs.token import LMTokenEnv
 from lmgym.error import ResetNeeded
+from lmgym.models.kv_cache import kv_layers
 from lmgym.models.scoring import score_completions
 from lmgym.rewards.kl import AdaptiveKLController
 from tests.conftest import build_tiny_model, build_tiny_tokenizer
@@ -63,6 +64,8 @@ CONFIGS = {
     "no_cache": {"reference_cache": False},
     "mask_array": {"action_mask": np.arange(27) % 2 == 0},
     "ansi": {"render_mode": "ansi"},
+    "one_new_token": {"max_new_tokens": 1},
+    "one_new_token_no_cache": {"max_new_tokens": 1, "reference_cache": False},
 }
 
 
@@ -75,6 +78,44 @@ def test_checkers_pass_without_warnings(tiny_lm_dir: Path, kwargs) -> None:
         warnings.simplefilter("error")
         gym_check_env(env.unwrapped, skip_render_check=True)
         sb3_check_env(env.unwrapped, warn=True)
+
+
+def env_state(env: LMTokenEnv) -> list:
+    """Everything a step can change, as plain values (arrays, tensors and RNG state)."""
+    reference = env.batch.reference
+    cache = [t.clone() for layer in kv_layers(reference.cache) for t in layer]
+    return [
+        env.batch.obs.tolist(), env.batch.lengths.tolist(), env.batch.episode_kl.tolist(),
+        env.batch.prompts, reference.ids.tolist(), reference.mask.tolist(),
+        reference.next_logits.tolist(), [t.tolist() for t in cache],
+        env.rewarder.controller.value, env.np_random.bit_generator.state,
+    ]  # fmt: skip
+
+
+NUMPY_FIVES = {
+    "0d_int64": np.array(5),
+    "0d_uint8": np.array(5, dtype=np.uint8),
+    "0d_uint64": np.array(5, dtype=np.uint64),
+    "uint8": np.uint8(5),
+    "int16": np.int16(5),
+    "int64": np.int64(5),
+}
+
+
+@pytest.mark.parametrize("action", NUMPY_FIVES.values(), ids=NUMPY_FIVES.keys())
+def test_numpy_scalar_and_0d_actions_are_the_int(tiny_lm_dir: Path, action) -> None:
+    env, twin = make(tiny_lm_dir).unwrapped, make(tiny_lm_dir).unwrapped
+    for e in (env, twin):
+        e.reset(seed=0)
+    got, want = env.step(action), twin.step(5)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1:] == want[1:] and type(got[1]) is float
+    assert env_state(env) == env_state(twin)
+    for token in (6, 7):  # and the episode goes on identically
+        got, want = env.step(np.array(token, dtype=action.dtype)), twin.step(token)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1:] == want[1:]
+    assert env_state(env) == env_state(twin)
 
 
 def test_spaces_and_observation_layout(tiny_lm_dir: Path) -> None:

@@ -310,3 +310,16 @@ def test_vector_adaptive_beta_without_a_policy_is_refused(tiny_lm_dir: Path) -> 
     envs.attach_policy(lm_token_logprobs(envs.lm.model, envs.lm))
     _, _, terminated, _, infos = envs.step(np.array([5, EOS]))
     assert terminated.tolist() == [False, True] and infos["completion_length"][0] == 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint64, np.int64], ids=str)
+def test_integer_action_dtypes_are_the_same_actions(tiny_lm_dir: Path, dtype) -> None:
+    envs, twin = make_vec(tiny_lm_dir, 3), make_vec(tiny_lm_dir, 3)
+    for e in (envs, twin):
+        e.reset(seed=0)
+    for step in range(6):
+        actions = np.array([5, EOS, 6], dtype=np.int64) if step % 3 else np.full(3, 7)
+        got, want = envs.step(actions.astype(dtype)), twin.step(actions)
+        for a, b in zip(got[:4], want[:4], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert got[4]["prompt"].tolist() == want[4]["prompt"].tolist()

@@ -431,19 +431,23 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} is damaged: it is not a readable zip file ({err}). The checkpoint cannot "
             "be resumed; start the run afresh (lmgym train --overwrite)."
         ) from None
-    if "model.zip" in members:
-        raise CheckpointError(
-            f"{path} is in the format of an older lmgym, which kept SB3's pickled model.zip; "
-            "lmgym no longer loads it, because unpickling a file from elsewhere can run code. "
-            "Start the run afresh (lmgym train --overwrite)."
-        )
     checkpoint = Checkpoint(path, {}, "", {}, members, None)
-    try:
-        header = json.loads(checkpoint._member(STATE))
-    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise checkpoint.damaged(STATE, f"is not JSON ({err})") from None
+    header: Any = None
+    problem = "is missing"
+    if STATE in members:
+        try:
+            header = json.loads(members[STATE])
+            problem = f"is not an lmgym checkpoint header (no format {FORMAT!r})"
+        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            problem = f"is not JSON ({err})"
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise checkpoint.damaged(STATE, f"is not an lmgym checkpoint header (no format {FORMAT!r})")
+        if "model.zip" in members:
+            raise CheckpointError(
+                f"{path} is in the format of an older lmgym, which kept SB3's pickled model.zip; "
+                "lmgym no longer loads it, because unpickling a file from elsewhere can run "
+                "code. Start the run afresh (lmgym train --overwrite)."
+            )
+        raise checkpoint.damaged(STATE, problem)
     if header.get("version") != VERSION:
         raise CheckpointError(
             f"{path} has checkpoint version {header.get('version')!r}; this lmgym reads "

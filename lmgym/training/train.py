@@ -525,15 +525,11 @@ def run_train(config: TrainConfig) -> dict[str, Any]:
                     "was removed). Start afresh with --overwrite."
                 )
             checkpoint = ckpt.load_checkpoint(path)  # parsed and checked before any work
-        run: _Run | None = None
         try:
-            run = _Run(config)
-            return _train(config, run, checkpoint)
+            return _train(config, _Run(config), checkpoint)
         except BaseException as err:
             released = not resuming and _release_claim(config.out)
-            steps = None if released or run is None else run.checkpoint_steps
-            if steps is None and checkpoint is not None and not released:
-                steps = checkpoint.state.get("steps_done")
+            steps = None if released else _checkpoint_steps(config.out)
             if isinstance(err, RunInterrupted):
                 raise
             if isinstance(err, KeyboardInterrupt):
@@ -544,6 +540,15 @@ def run_train(config: TrainConfig) -> dict[str, Any]:
                     + _stopped(config, steps)
                 ) from err
             raise
+
+
+def _checkpoint_steps(out: Path) -> int | None:
+    """Steps of the checkpoint on disk in ``out`` (read back: a save may have been cut short)."""
+    try:
+        steps = ckpt.load_checkpoint(out / ckpt.CHECKPOINT_NAME).state["steps_done"]
+    except (ckpt.CheckpointError, OSError, KeyError):
+        return None
+    return int(steps)
 
 
 def _release_claim(out: Path) -> bool:

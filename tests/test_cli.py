@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from lmgym.cli import build_parser
+from lmgym.cli import COMMANDS, build_parser, main
 from lmgym.demo import DemoConfig
+from lmgym.models.loading import DEFAULT_MODEL_DIR
 from tests.helpers import run_cli
 
 
@@ -69,3 +72,111 @@ def test_bad_config_value_is_a_usage_error_not_a_traceback() -> None:
     assert result.returncode == 2
     assert "demo: steps=0 must be an int > 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- one line and a status, never a traceback ---------------------------------------------------
+
+STAGE_INPUTS = {
+    "train": ["--env", "CatGrid-v0"],
+    "bench": ["--env", "CatGrid-v0"],
+    "demo": [],
+    "rlhf": ["--quick"],
+    "sft": [],
+    "reward-model": ["--policy", str(DEFAULT_MODEL_DIR)],
+    "ppo-rm": ["--policy", str(DEFAULT_MODEL_DIR), "--reward-model", str(DEFAULT_MODEL_DIR)],
+    "dpo": ["--policy", str(DEFAULT_MODEL_DIR)],
+}
+
+
+def no_work(monkeypatch) -> list[str]:
+    """Make every command's run function record that the work started instead of doing it."""
+    started: list[str] = []
+    for name, command in COMMANDS.items():
+        module = importlib.import_module(command.module)
+
+        def run(config, name=name):
+            started.append(name)
+            raise AssertionError(f"{name} started its work")
+
+        monkeypatch.setattr(module, command.run, run)
+    return started
+
+
+def exit_of(argv: list[str], capsys) -> tuple[int | None, str]:
+    capsys.readouterr()
+    try:
+        main(argv)
+    except SystemExit as exit_info:
+        return int(exit_info.code or 0), capsys.readouterr().err
+    except BaseException as err:  # a traceback (or Ctrl-C) escaping main is the failure
+        return None, f"raised {type(err).__name__}: {err}"
+    return 0, capsys.readouterr().err
+
+
+def unwritable(kind: str, tmp_path: Path) -> Path:
+    if kind == "a file":
+        (tmp_path / "file").write_text("keep me")
+        return tmp_path / "file"
+    if kind == "under a file":
+        (tmp_path / "file").write_text("keep me")
+        return tmp_path / "file" / "out"
+    if kind == "read-only":
+        if os.geteuid() != 0:
+            (tmp_path / "ro").mkdir(mode=0o555)
+            return tmp_path / "ro" / "out"
+        if not Path("/sys").is_dir():  # root writes through file modes: use a read-only fs
+            pytest.skip("no read-only place for root (no /sys)")
+        return Path("/sys/lmgym-out")
+    return Path("/proc/lmgym-out")
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file", "read-only", "/proc"])
+@pytest.mark.parametrize("command", list(STAGE_INPUTS))
+def test_an_out_that_cannot_be_written_is_one_line_before_any_work(
+    tmp_path, monkeypatch, capsys, command, kind
+) -> None:
+    started = no_work(monkeypatch)
+    out = unwritable(kind, tmp_path)
+    status, err = exit_of([command, *STAGE_INPUTS[command], "--out", str(out)], capsys)
+    assert started == []
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"lmgym: error: {command}: ") and f"out={str(out)!r}" in lines[0]
+    if kind in ("a file", "under a file"):
+        assert (tmp_path / "file").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--kl-coef", "-1"], "kl_coef=-1.0 must be a finite float >= 0"),
+        (["--kl-coef", "nan"], "kl_coef=nan"),
+        (["--kl-coef", "inf"], "kl_coef=inf"),
+        (["--seed", "-1"], "seed=-1 must be an int in [0, 4294967295]"),
+        (["--seed", "4294967296"], "seed=4294967296 must be an int in [0, 4294967295]"),
+        (["--kl-target", "0"], "kl_target=0.0 must be a finite float > 0"),
+        (["--kl-target", "nan"], "kl_target=nan"),
+    ],
+    ids=["kl_coef_neg", "kl_coef_nan", "kl_coef_inf", "seed_neg", "seed_2_32", "kl_target_0",
+         "kl_target_nan"],
+)  # fmt: skip
+def test_demo_validates_kl_coef_seed_and_kl_target(tmp_path, monkeypatch, capsys, args, fragment):
+    started = no_work(monkeypatch)
+    status, err = exit_of(["demo", *args, "--out", str(tmp_path / "demo")], capsys)
+    assert started == [] and status == 2, err
+    assert err.strip() == f"lmgym: error: demo: {err.strip().split('demo: ', 1)[1]}"
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", list(STAGE_INPUTS))
+def test_ctrl_c_is_one_line_and_status_130(tmp_path, monkeypatch, capsys, command) -> None:
+    module = importlib.import_module(COMMANDS[command].module)
+
+    def interrupted(config) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, COMMANDS[command].run, interrupted)
+    status, err = exit_of([command, *STAGE_INPUTS[command], "--out", str(tmp_path / "o")], capsys)
+    assert status == 130, err
+    assert err.strip() == f"lmgym: {command}: interrupted"

@@ -256,3 +256,15 @@ def test_policy_is_required(command, capsys) -> None:
         build_parser().parse_args([command])
     assert exit_info.value.code == 2
     assert "--policy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_unwritable_out_is_refused_by_the_config_before_the_stage_runs(command) -> None:
+    """The check sits in the config, so a library caller is stopped before the work too (it
+    used to fail only when the trained model was saved)."""
+    inputs = {"sft": [], "dpo": ["--policy", str(DEFAULT_MODEL_DIR)],
+              "reward-model": ["--policy", str(DEFAULT_MODEL_DIR)],
+              "ppo-rm": ["--policy", str(DEFAULT_MODEL_DIR),
+                         "--reward-model", str(DEFAULT_MODEL_DIR)]}[command]  # fmt: skip
+    with pytest.raises(ValueError, match=r"out='/proc/lmgym-stage' is not writable"):
+        parse(command, *inputs, "--out", "/proc/lmgym-stage")  # builds the config dataclass

@@ -251,8 +251,8 @@ def test_attached_policy_returning_garbage_says_what_it_must_return(
         e.reset(seed=0)
     env.attach_policy(lambda obs, *actions: garbage(len(obs)))
     action = np.full(T, GREAT) if kind == "bandit" else GREAT
-    with pytest.raises(TypeError, match=rf"the attached policy returned .*expected a floating-point "
-                                        rf"torch.Tensor of {expected}.*{protocol}"):  # fmt: skip
+    match = rf"the attached policy returned .*expected a floating-point torch.Tensor of {expected}"
+    with pytest.raises(TypeError, match=rf"{match}.*{protocol}"):
         env.step(action)
     env.attach_policy(None)
     assert env.step(action)[1] == twin.step(action)[1]

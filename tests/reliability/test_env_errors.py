@@ -26,6 +26,7 @@ from lmgym.envs.bandit_vector import LMBanditVectorEnv
 from lmgym.envs.token import LMTokenEnv
 from lmgym.envs.token_vector import LMTokenVectorEnv
 from lmgym.error import Error, ModelLoadError
+from tests.helpers import exec_doc_blocks
 
 PROMPTS = ["the food was", "i thought the staff were", "the soup is", "the service was very"]
 P, T = 8, 4
@@ -533,3 +534,10 @@ def test_messages_name_no_internal_error_text(tiny_lm_dir: Path) -> None:
         with pytest.raises(CLEAR_ERRORS) as caught:
             env.step(bad)
         assert re.match(r"action(=| has)", str(caught.value)), str(caught.value)
+
+
+def test_reliability_doc_code_runs(capsys) -> None:
+    assert exec_doc_blocks("docs/reliability.md") == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("options[\"prompt\"]='bad text \\ud814' holds '\\ud814'")
+    assert out[1] == "True True"  # the episode from before the failed reset went on

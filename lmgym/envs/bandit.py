@@ -76,8 +76,14 @@ class LMBanditEnv(gym.Env[np.ndarray, np.ndarray]):
       (completions per adaptive-β update, from their mean KL; default 64, capped at
       ``kl_horizon``, and ``num_envs`` in the vector env). An adaptive β needs π_θ attached
       (:meth:`attach_policy`): a step in the cross-entropy form raises ``ValueError``.
-    - ``max_prompt_tokens``, ``max_new_tokens``, ``truncate_prompts``, ``render_mode``
-      (``ansi`` or ``human``), ``trust_remote_code``.
+    - ``max_prompt_tokens``, ``max_new_tokens``: their sum must fit the model's positions
+      (``config.max_position_embeddings``). ``truncate_prompts``: keep the last tokens of a
+      longer prompt instead of raising, and shrink the prompt block to fit the positions
+      (``env.max_prompt_tokens`` is its width). ``render_mode`` (``ansi`` or ``human``),
+      ``trust_remote_code``.
+
+    Bad arguments raise before anything changes, and a call that raises leaves the env as it
+    was (see docs/reliability.md).
 
     ## Version History
     - v0: initial version.

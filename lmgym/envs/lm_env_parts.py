@@ -160,8 +160,10 @@ def fit_prompt_block(
     Example:
         >>> fit_prompt_block(16, 16, context=64, truncate_prompts=False)
         16
-        >>> fit_prompt_block(60, 30, context=64, truncate_prompts=True)  # doctest: +SKIP
-        34
+        >>> fit_prompt_block(60, 30, context=64, truncate_prompts=False)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: max_prompt_tokens=60 + max_new_tokens=30 = 90 tokens exceeds the model's ...
     """
     if context is None or max_prompt_tokens + max_new_tokens <= context:
         return max_prompt_tokens

@@ -146,22 +146,24 @@ def object_array(values: list[Any]) -> np.ndarray:
 def policy_output_tensor(output: Any, *, expected: str, protocol: str) -> torch.Tensor:
     """An attached policy's output as a float tensor, or a ``TypeError`` saying what it must be.
 
-    Accepts a real-valued torch tensor or NumPy array; anything else (a string, a list, an
+    Accepts a floating-point torch tensor or NumPy array; anything else (a string, a list, an
     integer or complex tensor) is refused here with the protocol's name, not deep in torch.
 
     Example:
         >>> policy_output_tensor(np.zeros((1, 2)), expected="(B, V) log-probs", protocol="f")
         tensor([[0., 0.]])
     """
-    if isinstance(output, np.ndarray) and output.dtype.kind in "iuf":
+    if isinstance(output, np.ndarray) and output.dtype.kind == "f":
         output = torch.from_numpy(output)
-    if not isinstance(output, torch.Tensor) or output.is_complex() or output.dtype == torch.bool:
-        what = f"dtype {output.dtype}" if isinstance(output, (torch.Tensor, np.ndarray)) else ""
+    if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+        if isinstance(output, (torch.Tensor, np.ndarray)):
+            got = f"a {type(output).__name__} of dtype {output.dtype}, shape {tuple(output.shape)}"
+        else:
+            got = f"{short_repr(output)} (type {type(output).__name__})"
         raise TypeError(
-            f"the attached policy returned {short_repr(output)} (type {type(output).__name__}"
-            f"{', ' + what if what else ''}); expected a real-valued torch.Tensor of {expected} "
-            f"(see {protocol}). Fix the function given to attach_policy, or attach an SB3 model "
-            "with lmgym.agents.attach_sb3(model)."
+            f"the attached policy returned {got}; expected a floating-point torch.Tensor of "
+            f"{expected} (see {protocol}). Fix the function given to attach_policy, or attach "
+            "an SB3 model with lmgym.agents.attach_sb3(model)."
         )
     output = output.detach().float()
     if torch.isnan(output).any():
@@ -186,12 +188,17 @@ def check_finite_kl(kl: np.ndarray, actions: np.ndarray) -> None:
     )
 
 
-def check_finite_reward(
-    reward: np.ndarray, reward_model: np.ndarray, kl: np.ndarray, kl_coef: float
-) -> None:
-    """Raise a ``ValueError`` if ``reward_model - kl_coef * kl`` overflowed (before any change)."""
+def combine_reward(reward_model: np.ndarray, kl: np.ndarray, kl_coef: float) -> np.ndarray:
+    """``reward_model - kl_coef * kl``, or a ``ValueError`` if it overflows (before any change).
+
+    Example:
+        >>> combine_reward(np.array([1.0]), np.array([2.0]), kl_coef=0.25)
+        array([0.5])
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the values
+        reward = reward_model - kl_coef * kl
     if np.isfinite(reward).all():
-        return
+        return reward
     bad = int(np.flatnonzero(~np.isfinite(reward))[0])
     raise ValueError(
         f"the reward of env {bad} is {reward[bad]}: reward_model={reward_model[bad]:g} - "
@@ -405,8 +412,7 @@ class SequenceRewarder:
         check_finite_kl(kl, actions)
         completions, reward_model, parts = self.score_texts(prompts, prompt_id_lists, id_lists)
         kl_coef = float(self.controller.value)
-        reward = reward_model - kl_coef * kl
-        check_finite_reward(reward, reward_model, kl, kl_coef)
+        reward = combine_reward(reward_model, kl, kl_coef)
         if update_controller:
             self.record_episode_kls(kl)
         has_eos = ((completion_ids == setup.eos_token_id) & completion_mask.bool()).any(1)

@@ -28,7 +28,7 @@ from lmgym.envs.sequence_reward import (
     KLForm,
     SequenceRewarder,
     check_finite_kl,
-    check_finite_reward,
+    combine_reward,
     object_array,
     policy_kl_per_token,
     policy_output_tensor,
@@ -280,8 +280,7 @@ class TokenBatch:
                 parts[name] = np.full(self.num_rows, np.nan)
                 parts[name][finished] = values
         kl_coef = float(self.rewarder.controller.value)
-        reward = reward_model - kl_coef * kl
-        check_finite_reward(reward, reward_model, kl, kl_coef)
+        reward = combine_reward(reward_model, kl, kl_coef)
         if finished.size < self.num_rows:  # the rows that go on need their next logits
             self.reference.advance(tokens)
         self.obs, self.lengths, self.episode_kl = obs, lengths, episode_kl

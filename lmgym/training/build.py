@@ -3,7 +3,8 @@
 LM envs run batched (``gym.make_vec`` under :class:`~lmgym.agents.SB3VecEnv`: the reference and
 reward models run once per batch); ``CatGrid-v0`` runs as SB3's ``DummyVecEnv``. The LM policy
 gets the env's model *directory* (``model=None`` is the embedded default), not the env's model
-object: the policy loads its own copy, and a saved checkpoint pickles a path, not a model.
+object: the policy loads its own copy, so a resumed run rebuilds the same policy from the run's
+settings and loads the checkpoint's weights into it.
 
 An LM run trains on the corpus's ``train`` prompts and is evaluated on its held-out ``test``
 prompts, whose nouns no training prompt uses (:func:`lmgym.models.corpus.prompts`): a score on

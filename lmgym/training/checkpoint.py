@@ -445,7 +445,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise CheckpointError(
                 f"{path} is in the format of an older lmgym, which kept SB3's pickled model.zip; "
                 "lmgym no longer loads it, because unpickling a file from elsewhere can run "
-                "code. Start the run afresh (lmgym train --overwrite)."
+                "code. Start the run afresh (lmgym train --overwrite), or, if you trust the "
+                "file, resume it with the lmgym version that wrote it."
             )
         raise checkpoint.damaged(STATE, problem)
     if header.get("version") != VERSION:

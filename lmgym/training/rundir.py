@@ -136,7 +136,10 @@ class DirectoryLock:
         try:
             _lock(fd)
         except OSError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            try:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            except OSError:  # Windows keeps a locked byte unreadable to others
+                holder = "unknown"
             os.close(fd)
             raise RunDirError(
                 f"out={str(self.directory)!r} is in use by another process ({holder}); two "

@@ -36,6 +36,12 @@ from lmgym.evaluation import evaluate_actions_on_prompts, lm_sampler
 from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.models.generation import DecodingConfig
 from lmgym.seeding import set_seed
+from lmgym.training.build import default_kl_horizon
+
+
+def kl_horizon(args: argparse.Namespace) -> int:
+    """The run's controller horizon: ``--kl-horizon``, else lmgym's default for the run."""
+    return args.kl_horizon or default_kl_horizon("LMBandit-v0", args.steps)
 
 
 def train(algo: str, args: argparse.Namespace) -> dict:
@@ -47,7 +53,8 @@ def train(algo: str, args: argparse.Namespace) -> dict:
             num_envs=16,
             kl_coef=0.0 if no_kl else args.kl_coef,
             kl_target=None if no_kl else args.kl_target,
-            kl_horizon=args.steps,
+            # Ziegler's controller needs a horizon well below the run's length to adapt at all.
+            kl_horizon=kl_horizon(args),
         )
     )
     vec.seed(args.seed)
@@ -92,6 +99,7 @@ def train(algo: str, args: argparse.Namespace) -> dict:
         "gain_ok": gain >= half_range,
         "after_kl": after.kl,
         "kl_target": None if no_kl else args.kl_target,
+        "kl_horizon": None if no_kl else kl_horizon(args),
         "kl_ok": None if no_kl else after.kl < 2 * args.kl_target,
         "final_kl_coef": float(env.rewarder.controller.value),
         "base_fluency": base.fluency,
@@ -108,6 +116,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12_288, help="completions per algorithm")
     parser.add_argument("--kl-coef", type=float, default=0.02, help="initial β")
     parser.add_argument("--kl-target", type=float, default=4.0, help="summed KL per completion")
+    parser.add_argument("--kl-horizon", type=int, default=None,
+                        help="controller horizon (default: 1/16 of the run)")  # fmt: skip
     parser.add_argument("--ppo-lr", type=float, default=1e-4)
     parser.add_argument("--a2c-lr", type=float, default=1e-4)
     parser.add_argument("--eval-samples", type=int, default=4)

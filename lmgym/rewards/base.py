@@ -241,6 +241,18 @@ def _as_real(item: Any) -> float | None:
     return None
 
 
+SCALAR_FROM_BATCH_FORM_HINT = (
+    " It was called in the batch form because it takes two positional parameters. A reward "
+    "function has one of two forms: the single-text form `def reward(completion: str) -> "
+    "float`, called once per completion, or the batch form `def reward(prompts: list[str], "
+    "completions: list[str]) -> list[float]`. To score one (prompt, completion) pair at a "
+    "time, write: def reward(prompts, completions): return [score(p, c) for p, c in "
+    "zip(prompts, completions)]."
+)
+"""Appended when a batch-form function returns one number: it was most likely written as a
+per-pair ``f(prompt, completion) -> float``, which lmgym does not take."""
+
+
 def _to_scores(output: Any, name: str, batch_size: int, prompts: Sequence[str]) -> np.ndarray:
     """Convert a reward function's output to a fresh float64 array (B,), or raise."""
 
@@ -251,7 +263,7 @@ def _to_scores(output: Any, name: str, batch_size: int, prompts: Sequence[str]) 
             f"reward function {name!r} returned {shape[0] if shape else 'a scalar, not'} "
             f"score(s) with shape {shape} for a batch of {batch_size} (prompt, completion) "
             f"pairs; expected shape ({batch_size},) or ({batch_size}, 1): one float per pair, "
-            "in order."
+            "in order." + ("" if shape else SCALAR_FROM_BATCH_FORM_HINT)
         )
 
     def bad_value(index: int, value: Any, problem: str) -> RewardFunctionError:
@@ -284,6 +296,7 @@ def _to_scores(output: Any, name: str, batch_size: int, prompts: Sequence[str]) 
             f"reward function {name!r} returned {_describe(output)} for a batch of {batch_size} "
             "(prompt, completion) pairs; expected a list, tuple, NumPy array or real-valued "
             "torch tensor of one float per pair."
+            + (SCALAR_FROM_BATCH_FORM_HINT if _as_real(output) is not None else "")
         )
 
     bad = np.flatnonzero(~np.isfinite(array))

@@ -315,3 +315,23 @@ def test_varargs_is_batch_form():
     prepared = as_reward_fn(lambda *args, **kwargs: [0.0] * len(args[0]))
     assert not prepared.single_text and prepared.token_id_kwargs == {"prompt_ids", "completion_ids"}
     np.testing.assert_array_equal(call(prepared), [0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "per_pair",
+    [lambda prompt, completion: 1.0, lambda prompt, completion: np.float32(1.0)],
+    ids=["float", "numpy_scalar"],
+)
+def test_a_per_pair_function_is_told_the_two_forms(per_pair) -> None:
+    with pytest.raises(RewardFunctionError) as caught:
+        call_reward_fn(per_pair, ["the food was"], ["great ."])
+    message = str(caught.value)
+    assert "single-text form `def reward(completion: str) -> float`" in message
+    assert "batch form `def reward(prompts: list[str], completions: list[str])" in message
+    assert "for p, c in zip(prompts, completions)" in message
+
+
+def test_a_list_of_the_wrong_length_gets_no_forms_hint() -> None:
+    with pytest.raises(RewardFunctionError) as caught:
+        call_reward_fn(lambda prompts, completions: [1.0, 2.0], ["a"], ["b"])
+    assert "single-text form" not in str(caught.value)

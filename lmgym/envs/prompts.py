@@ -6,6 +6,7 @@ callable is tokenized when it is drawn, with a cache, so no text is tokenized tw
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -43,6 +44,7 @@ class PromptSource:
         self._cache: dict[str, np.ndarray] = {}
         self._draw_fn: Callable[[np.random.Generator], str] | None = None
         self._texts: list[str] = []
+        self._warned_unknown = False
         if callable(prompts):
             self._draw_fn = prompts
             return
@@ -92,7 +94,9 @@ class PromptSource:
         if cached is not None:
             return cached
         check_encodable(text, where)
-        ids = np.asarray(self.tokenizer(text)["input_ids"], dtype=np.int64)
+        encoded = self.tokenizer(text, return_offsets_mapping=self.tokenizer.is_fast)
+        ids = np.asarray(encoded["input_ids"], dtype=np.int64)
+        self._warn_unknown_words(text, ids, encoded.get("offset_mapping"), where)
         if ids.size == 0:
             raise ValueError(
                 f"{where}={short_repr(text)} has no tokens; expected a non-empty prompt."
@@ -115,6 +119,34 @@ class PromptSource:
             self._cache.clear()  # a callable may never repeat itself: keep memory bounded
         self._cache[text] = ids
         return ids
+
+    def _warn_unknown_words(
+        self, text: str, ids: np.ndarray, offsets: list[tuple[int, int]] | None, where: str
+    ) -> None:
+        """Warn, once per source, that the tokenizer turned words of a prompt into its unk token.
+
+        A word-level vocabulary (the embedded model knows a few hundred lowercase words) maps
+        anything else to ``<unk>``: the agent then sees a prompt other than the one written.
+        """
+        unk = self.tokenizer.unk_token_id
+        if self._warned_unknown or unk is None or not np.any(ids == unk):
+            return
+        if offsets is not None:
+            unknown = [
+                text[start:end] for (start, end), i in zip(offsets, ids, strict=True) if i == unk
+            ]
+        else:
+            unknown = [f"{int(np.sum(ids == unk))} word(s)"]
+        shown = ", ".join(repr(word) for word in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        warnings.warn(
+            f"{where}={short_repr(text, 80)}: the tokenizer does not know {shown}{more}, which "
+            f"become {self.tokenizer.unk_token!r}. The embedded model knows "
+            f"{len(self.tokenizer)} tokens (lowercase review words; see docs/default-model.md); "
+            "pass model= and tokenizer= of your own model for other text. (Warned once per env.)",
+            stacklevel=3,
+        )
+        self._warned_unknown = True
 
     def pad(self, ids: np.ndarray, pad_token_id: int) -> np.ndarray:
         """Right-pad ``ids`` with ``pad_token_id`` to ``max_prompt_tokens`` (a new array)."""

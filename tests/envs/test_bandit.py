@@ -354,3 +354,14 @@ def test_weighted_sum_parts_in_info(tiny_lm_dir: Path) -> None:
     assert set(parts) == {"count_great", "LengthReward"}
     expected = 2.0 * parts["count_great"] + 0.5 * parts["LengthReward"]
     assert info["reward_model"] == pytest.approx(expected)
+
+
+def test_unknown_prompt_words_warn_once_per_env_naming_them() -> None:
+    env = gym.make("LMBandit-v0")
+    with pytest.warns(UserWarning, match=r"does not know 'hello', 'world'.*<unk>") as record:
+        env.reset(seed=0, options={"prompt": "hello world the salad was"})
+        env.reset(seed=0, options={"prompt": "goodbye the salad was"})
+    assert sum("does not know" in str(w.message) for w in record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym.make("LMBandit-v0").reset(seed=0, options={"prompt": "the salad was"})

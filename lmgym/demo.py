@@ -128,6 +128,19 @@ def _row(name: str, result: EvalResult) -> str:
     )
 
 
+def side_by_side(
+    before: list[tuple[str, str]], after: list[tuple[str, str]]
+) -> list[tuple[str, str, str]]:
+    """``(prompt, completion before, completion after)`` for the prompts both evaluations show.
+
+    Example:
+        >>> side_by_side([("the soup was", "cold .")], [("the soup was", "superb .")])
+        [('the soup was', 'cold .', 'superb .')]
+    """
+    after_by_prompt = dict(after)
+    return [(p, c, after_by_prompt[p]) for p, c in before if p in after_by_prompt]
+
+
 def run_demo(config: DemoConfig) -> dict[str, object]:
     """Train, evaluate and plot; return the figures that are also written to ``results.json``."""
     started = time.perf_counter()
@@ -213,8 +226,11 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
     print(_row("PPO agent, trained", after))
     print("(reward = r_φ − β·KL; r_φ = mean lexicon sentiment of the completion, in [−1, 1];")
     print(" fluency = share of prompt + completion that pass the corpus grammar check)")
-    for prompt, completion in after.examples:
-        print(f"  {prompt!r} -> {completion!r}")
+    print("\nWhat the agent writes on held-out prompts, before and after training:")
+    print("| prompt | untrained agent | trained agent |")
+    print("|---|---|---|")
+    for prompt, untrained, trained in side_by_side(before.examples, after.examples):
+        print(f"| {prompt} | {untrained} | {trained} |")
     wall = time.perf_counter() - started
     results: dict[str, object] = {
         "config": {k: str(v) for k, v in asdict(config).items()},

@@ -34,6 +34,10 @@ def test_demo_smoke_run(tmp_path: Path) -> None:
     result = run_cli("demo", "--steps", "512", "--out", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "PPO agent, trained" in result.stdout
+    # A few completions before and after, side by side: what a person wants to see.
+    assert "| prompt | untrained agent | trained agent |" in result.stdout
+    rows = result.stdout.split("| prompt | untrained agent | trained agent |")[1].splitlines()
+    assert sum(line.startswith("| ") and line.count(" | ") == 2 for line in rows) >= 3
     results = json.loads((out / "results.json").read_text())
     assert {"base_lm", "before", "after", "wall_s"} <= set(results)
     assert results["base_lm"]["kl"] == pytest.approx(0.0, abs=1e-4)

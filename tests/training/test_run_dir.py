@@ -369,6 +369,8 @@ def test_a_second_ctrl_c_stops_at_once_and_names_the_last_checkpoint(
     tmp_path, monkeypatch, capsys
 ) -> None:
     out = tmp_path / "run"
+    # Whatever this process had (pytest-xdist workers ignore SIGINT), it must get it back.
+    handler_before = signal.getsignal(signal.SIGINT)
 
     def ctrl_c_twice(number: int) -> None:
         if number == 2:
@@ -383,7 +385,7 @@ def test_a_second_ctrl_c_stops_at_once_and_names_the_last_checkpoint(
     line = err.strip().splitlines()[-1]
     assert "Traceback" not in err
     assert f"The last good checkpoint, {out / CHECKPOINT_NAME} (step 512), is intact" in line
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # restored
 
 
 def test_a_config_built_in_python_still_raises_plain_errors(tmp_path: Path) -> None:

@@ -3,11 +3,12 @@
 **The default.** The embedded model is tiny (1.8M parameters), so each op is too small for a
 second thread to pay for its synchronisation. Measured on a 2-core machine (PPO with
 ``LMActorCriticPolicy`` on ``LMBandit-v0``, ``learn(128)``, the other core busy): 19 s on one
-thread, 69 s on torch's default of two; an idle-machine measurement gave 22 s against 119 s.
+thread, 69 s on torch's default of two (an earlier measurement on an idle machine: 22 s and
+119 s).
 So loading the embedded model (:func:`lmgym.models.loading.load_default_model`) sets torch to
 one thread, unless the thread count was chosen already: by :func:`set_torch_threads`, by the
 ``LMGYM_TORCH_THREADS`` environment variable, or by ``OMP_NUM_THREADS``. Models of your own are
-left alone: from about 100M parameters up, more threads do pay.
+left alone: for a larger model more threads can pay, so that choice stays yours.
 
 **Fork.**
 Gymnasium's ``AsyncVectorEnv`` (``gym.make_vec(..., vectorization_mode="async")``) forks its

@@ -20,7 +20,11 @@ from transformers import (
 )
 
 from lmgym.error import short_repr
-from lmgym.models.loading import load_tokenizer, require_model_dir
+from lmgym.models.loading import (
+    load_tokenizer,
+    require_bool_trust_remote_code,
+    require_model_dir,
+)
 
 __all__ = ["SequenceClassifierReward"]
 
@@ -108,6 +112,7 @@ class SequenceClassifierReward:
         max_length: int = 512,
         trust_remote_code: bool = False,
     ) -> None:
+        require_bool_trust_remote_code(trust_remote_code)  # "no" is truthy: never guess
         if output not in ("logit", "prob", "logprob"):
             raise ValueError(f"output={output!r}; expected 'logit', 'prob' or 'logprob'.")
         if text not in ("concat", "pair", "completion"):

@@ -145,3 +145,14 @@ def test_remote_code_fixture_really_runs_with_true(tiny_lm_dir: Path, tmp_path: 
     model_dir, marker = _remote_code_dir(tmp_path, tiny_lm_dir)
     load_model(model_dir, trust_remote_code=True)
     assert marker.read_text() == "ran"
+
+
+def test_classifier_reward_refuses_a_string_trust_remote_code(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    from lmgym.rewards import SequenceClassifierReward
+
+    model_dir, marker = _remote_code_dir(tmp_path, tiny_lm_dir)
+    with pytest.raises(TypeError, match="trust_remote_code='no' .* is not a bool"):
+        SequenceClassifierReward(model_dir, trust_remote_code="no")  # type: ignore[arg-type]
+    assert not marker.exists()

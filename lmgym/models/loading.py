@@ -107,13 +107,13 @@ def require_bool_trust_remote_code(trust_remote_code: object) -> bool:
         >>> require_bool_trust_remote_code("no")
         Traceback (most recent call last):
         ...
-        TypeError: trust_remote_code='no' (type str) is not a bool; expected True or False. Pass trust_remote_code=True only for a checkpoint whose code you trust, else leave it False.
+        TypeError: trust_remote_code='no' (type str) is not a bool; expected True or False. Turn it on (True) only for a checkpoint whose code you trust, else leave it False.
     """  # noqa: E501
     if not isinstance(trust_remote_code, bool):
         raise TypeError(
             f"trust_remote_code={trust_remote_code!r:.60} (type {type(trust_remote_code).__name__}"
-            ") is not a bool; expected True or False. Pass trust_remote_code=True only for a "
-            "checkpoint whose code you trust, else leave it False."
+            ") is not a bool; expected True or False. Turn it on (True) only for a checkpoint "
+            "whose code you trust, else leave it False."
         )
     return trust_remote_code
 

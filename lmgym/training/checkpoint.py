@@ -39,6 +39,7 @@ import numpy as np
 import safetensors.numpy
 import safetensors.torch
 import torch
+from safetensors.torch import load as load_safetensors_bytes
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -265,7 +266,7 @@ class Checkpoint:
 
     def _tensors(self, name: str) -> dict[str, torch.Tensor]:
         try:
-            return safetensors.torch.load(self._member(name))
+            return load_safetensors_bytes(self._member(name))  # tensors only, no pickle
         except Exception as err:  # safetensors raises its own error type on a bad header
             raise self.damaged(name, f"is not a safetensors file ({err})") from None
 

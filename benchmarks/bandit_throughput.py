@@ -32,7 +32,7 @@ from lmgym.rewards import call_reward_fn
 
 
 def sample_actions(envs: LMBanditVectorEnv, observations: np.ndarray, rounds: int) -> list:
-    lm = envs.lm
+    lm = envs.models
     ids = torch.from_numpy(observations)
     out = []
     for _ in range(rounds):
@@ -56,7 +56,7 @@ def time_env(envs: LMBanditVectorEnv, actions: list, seed: int) -> float:
 def time_baseline(
     envs: LMBanditVectorEnv, observations: list, prompts: list, actions: list
 ) -> float:
-    lm, reward_fn = envs.lm, envs.rewarder.reward_fn
+    lm, reward_fn = envs.models, envs.rewarder.reward_fn
     start = time.perf_counter()
     for obs, texts, batch in zip(observations, prompts, actions, strict=True):
         prompt_ids = torch.from_numpy(obs)

@@ -36,7 +36,7 @@ from lmgym.evaluation import evaluate_actions_on_prompts, lm_sampler
 from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.models.generation import DecodingConfig
 from lmgym.seeding import set_seed
-from lmgym.training.build import default_kl_horizon
+from lmgym.training.algorithms import default_kl_horizon
 
 
 def kl_horizon(args: argparse.Namespace) -> int:
@@ -69,7 +69,7 @@ def train(algo: str, args: argparse.Namespace) -> dict:
                     | {"optimizer_class": torch.optim.Adam}, **common)  # fmt: skip
     test = corpus_prompts("test")
     torch.manual_seed(args.seed)
-    env.attach_policy(lm_logprobs(env.lm.model, env.lm))
+    env.attach_policy(lm_logprobs(env.models.model, env.models))
     base = evaluate_actions_on_prompts(
         env, test, lm_sampler(env, DecodingConfig(max_new_tokens=env.max_new_tokens)),
         samples_per_prompt=args.eval_samples,

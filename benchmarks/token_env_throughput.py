@@ -80,7 +80,7 @@ def time_env(envs: LMTokenVectorEnv, actions: list[np.ndarray], seed: int) -> fl
 
 
 def time_generate(envs: LMTokenVectorEnv, rounds: int, cache: bool, seed: int) -> float:
-    lm, n_new = envs.lm, envs.max_new_tokens
+    lm, n_new = envs.models, envs.max_new_tokens
     obs, _ = envs.reset(seed=seed)
     prompt = torch.from_numpy(obs[:, : envs.batch.max_prompt_tokens])
     left_ids, left_mask = right_to_left_padding(

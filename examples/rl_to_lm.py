@@ -75,7 +75,7 @@ def cat_trajectory(seed: int) -> list[Step]:
 def lm_trajectory(seed: int, prompt: str, kl_coef: float) -> list[Step]:
     """The default LM writing one completion, token by token, through LMToken-v0."""
     env = gym.make("LMToken-v0", kl_coef=kl_coef)
-    lm = env.unwrapped.lm
+    lm = env.unwrapped.models
     obs, info = env.reset(seed=seed, options={"prompt": prompt})
     # The policy is the LM: sample its completion (KV cache) and feed it to the env token by token.
     torch.manual_seed(seed)

@@ -14,6 +14,15 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 torch.set_num_threads(1)
 
+PROMPTS = ["the food was", "i thought the staff were", "the soup is", "the service was very"]
+"""Prompts the tiny tokenizer knows every word of."""
+
+
+def count_great(prompts, completions):
+    """A reward function: how often a completion says "great"."""
+    return [c.split().count("great") for c in completions]
+
+
 TINY_WORDS = (
     "the food staff soup service was were is great good bad awful rude friendly . and but "
     "i thought loved hated it very"

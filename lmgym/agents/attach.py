@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 
 from lmgym.agents.token_head import next_token_outputs
 from lmgym.agents.vec_env import SB3VecEnv
-from lmgym.envs.lm_setup import LMSetup
+from lmgym.envs.lm_env_parts import LMModels
 from lmgym.envs.sequence_reward import PolicyLogProbFn
 from lmgym.envs.token_batch import TokenPolicyLogProbFn
 from lmgym.models.scoring import completion_logprobs
@@ -102,7 +102,7 @@ def sb3_token_logprobs(model: BaseAlgorithm) -> TokenPolicyLogProbFn:
     return logprobs
 
 
-def lm_token_logprobs(lm: PreTrainedModel, setup: LMSetup) -> TokenPolicyLogProbFn:
+def lm_token_logprobs(lm: PreTrainedModel, setup: LMModels) -> TokenPolicyLogProbFn:
     """``f(observations) -> (B, V) log π_θ`` for a Hugging Face causal LM on ``LMToken-v0``.
 
     One forward over each observation's prompt and completion so far (no cache: meant for
@@ -111,7 +111,7 @@ def lm_token_logprobs(lm: PreTrainedModel, setup: LMSetup) -> TokenPolicyLogProb
     Example:
         >>> import gymnasium as gym, lmgym
         >>> env = gym.make("LMToken-v0").unwrapped
-        >>> env.attach_policy(lm_token_logprobs(env.lm.model, env.lm))
+        >>> env.attach_policy(lm_token_logprobs(env.models.model, env.models))
     """
 
     def logprobs(observations: np.ndarray) -> torch.Tensor:
@@ -125,7 +125,7 @@ def lm_token_logprobs(lm: PreTrainedModel, setup: LMSetup) -> TokenPolicyLogProb
     return logprobs
 
 
-def lm_logprobs(lm: PreTrainedModel, setup: LMSetup) -> PolicyLogProbFn:
+def lm_logprobs(lm: PreTrainedModel, setup: LMModels) -> PolicyLogProbFn:
     """``f(observations, actions) -> log π_θ`` for a Hugging Face causal LM as π_θ.
 
     One teacher-forced forward per batch returns the (B, T, V) log-distributions, so every
@@ -134,7 +134,7 @@ def lm_logprobs(lm: PreTrainedModel, setup: LMSetup) -> PolicyLogProbFn:
     Example:
         >>> import gymnasium as gym, lmgym
         >>> env = gym.make("LMBandit-v0").unwrapped
-        >>> env.attach_policy(lm_logprobs(env.lm.model, env.lm))
+        >>> env.attach_policy(lm_logprobs(env.models.model, env.models))
     """
 
     def logprobs(observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
@@ -193,7 +193,7 @@ def attach_logprobs(env: Any, fn: PolicyLogProbFn | TokenPolicyLogProbFn) -> Non
     Example:
         >>> import gymnasium as gym, lmgym
         >>> env = gym.make("LMBandit-v0")
-        >>> attach_logprobs(env, lm_logprobs(env.unwrapped.lm.model, env.unwrapped.lm))
+        >>> attach_logprobs(env, lm_logprobs(env.unwrapped.models.model, env.unwrapped.models))
     """
     while isinstance(env, VecEnvWrapper):
         env = env.venv

@@ -142,7 +142,7 @@ class LMPolicyMixin(_PolicyBase):
         if pad is None or eos is None:
             raise ValueError(
                 f"pad_token_id={pad!r} / eos_token_id={eos!r}: {type(self).__name__} needs both, "
-                "and they must match the env's. Pass tokenizer=env.unwrapped.lm.tokenizer (see "
+                "and they must match the env's. Pass tokenizer=env.unwrapped.models.tokenizer (see "
                 "lm_policy_kwargs(env)) or pad_token_id=... and eos_token_id=... ."
             )
         check_vocab(lm, observation_space, action_space)

@@ -106,11 +106,11 @@ def lm_policy_kwargs(env: Any, **overrides: Any) -> dict[str, Any]:
         >>> model = PPO(LMActorCriticPolicy, env,
         ...             policy_kwargs=lm_policy_kwargs(env, freeze_layers=1))
     """
-    lm = _find_lm_setup(env)
-    return {"model": lm.model, "tokenizer": lm.tokenizer, **overrides}
+    models = _find_env_models(env)
+    return {"model": models.model, "tokenizer": models.tokenizer, **overrides}
 
 
-def _find_lm_setup(env: Any) -> Any:
+def _find_env_models(env: Any) -> Any:
     from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
 
     from lmgym.agents.vec_env import SB3VecEnv
@@ -122,12 +122,13 @@ def _find_lm_setup(env: Any) -> Any:
     if isinstance(env, DummyVecEnv):
         env = env.envs[0]
     target = env.unwrapped if hasattr(env, "unwrapped") else env
-    if not hasattr(target, "lm"):
+    if not hasattr(target, "models"):
         raise TypeError(
-            f"env={env!r} is not an lmgym LM env (no .lm); expected gym.make('LMBandit-v0', ...), "
-            "gym.make_vec(...), or SB3's DummyVecEnv / lmgym.agents.SB3VecEnv around them."
+            f"env={env!r} is not an lmgym LM env (no .models); expected "
+            "gym.make('LMBandit-v0', ...), gym.make_vec(...), or SB3's DummyVecEnv / "
+            "lmgym.agents.SB3VecEnv around them."
         )
-    return target.lm
+    return target.models
 
 
 # ------------------------------------------------------------------------ construction

@@ -1,12 +1,59 @@
-"""Gymnasium environments; importing :mod:`lmgym` registers them with the Gymnasium registry."""
+"""Gymnasium environments; importing :mod:`lmgym` registers them with the Gymnasium registry.
+
+``CatGrid-v0`` is the gridworld that introduces the RL terms; ``LMBandit-v0`` and ``LMToken-v0``
+are the language-model envs (a whole completion per step, or one token per step), each with a
+batched vector env for ``gym.make_vec``.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from gymnasium.envs.registration import register, registry
+
+if TYPE_CHECKING:
+    from lmgym.envs.bandit import LMBanditEnv
+    from lmgym.envs.bandit_vector import LMBanditVectorEnv
+    from lmgym.envs.catgrid import CatGridEnv
+    from lmgym.envs.token import LMTokenEnv
+    from lmgym.envs.token_vector import LMTokenVectorEnv
+
+__all__ = [
+    "CatGridEnv",
+    "LMBanditEnv",
+    "LMBanditVectorEnv",
+    "LMTokenEnv",
+    "LMTokenVectorEnv",
+    "register_envs",
+]
+
+# The LM envs import torch and transformers, which take seconds; registering needs neither, so
+# the classes load on first use (PEP 562) and `import lmgym` stays quick.
+_LAZY = {
+    "CatGridEnv": "lmgym.envs.catgrid",
+    "LMBanditEnv": "lmgym.envs.bandit",
+    "LMBanditVectorEnv": "lmgym.envs.bandit_vector",
+    "LMTokenEnv": "lmgym.envs.token",
+    "LMTokenVectorEnv": "lmgym.envs.token_vector",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lmgym.envs' has no attribute {name!r}")
 
 
 def register_envs() -> None:
-    """Register lmgym's environment ids with Gymnasium (idempotent)."""
+    """Register lmgym's environment ids with Gymnasium (idempotent).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> register_envs()
+        >>> "LMToken-v0" in gym.registry
+        True
+    """
     if "CatGrid-v0" not in registry:
         register(
             id="CatGrid-v0", entry_point="lmgym.envs.catgrid:CatGridEnv", max_episode_steps=100

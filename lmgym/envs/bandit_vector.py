@@ -6,11 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from lmgym.envs.bandit import LMBanditEnv, check_completion_actions
-from lmgym.envs.lm_env_parts import generators_restored_on_error
+from lmgym.envs.bandit import COMPLETION_LAYOUT, LMBanditEnv
+from lmgym.envs.lm_env_parts import generators_restored_on_error, lm_env_arguments
+from lmgym.envs.lm_spaces import check_token_ids, completion_spaces
 from lmgym.envs.lm_vector import LMVectorEnv
-from lmgym.envs.sequence_reward import PolicyLogProbFn, object_array
-from lmgym.error import ResetNeeded
+from lmgym.envs.sequence_reward import PolicyLogProbFn
+from lmgym.envs.step_info import object_array
+
+__all__ = ["LMBanditVectorEnv"]
 
 
 class LMBanditVectorEnv(LMVectorEnv):
@@ -36,10 +39,10 @@ class LMBanditVectorEnv(LMVectorEnv):
         (4, 16)
     """
 
-    single_env_class = LMBanditEnv
-
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, **env_kwargs: Any):
-        super().__init__(num_envs, render_mode, **env_kwargs)
+        env_args = lm_env_arguments(LMBanditEnv, env_kwargs)
+        del env_args["render_mode"]  # the vector env's own render_mode is the one that counts
+        super().__init__(num_envs, render_mode, env_args, completion_spaces)
         self._prompts: list[str] = []
         self._obs = np.zeros(self.observation_space.shape or (), dtype=np.int64)
 
@@ -47,29 +50,9 @@ class LMBanditVectorEnv(LMVectorEnv):
         """Use ``policy`` as π_θ in the KL term; see :meth:`LMBanditEnv.attach_policy`."""
         self.rewarder.policy = policy
 
-    def reset(
-        self,
-        *,
-        seed: int | list[int | None] | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw a prompt for every env. ``seed`` is an int (env i gets ``seed + i``) or a list.
-
-        ``options={"prompt": text}`` forces one prompt for every env, ``{"prompt": [texts]}``
-        one per env. Bad arguments, or a prompts callable that raises, change nothing.
-        """
-        forced = self._forced_prompts(options)
-        generators = self._reset_generators(seed)
-        rows = list(range(self.num_envs))
-        with generators_restored_on_error(generators):
-            prompts, obs = self._draw_prompts(rows, generators, forced)
-        self._commit_reset(seed, generators)
-        self._prompts, self._obs = prompts, obs
-        self._needs_reset = False
-        return self._obs.copy(), {
-            "prompt": object_array(self._prompts),
-            "_prompt": np.ones(self.num_envs, dtype=np.bool_),
-        }
+    def _start(self, rows: np.ndarray, texts: list[str], prompt_ids: np.ndarray) -> np.ndarray:
+        self._prompts, self._obs = texts, prompt_ids
+        return self._obs
 
     def step(
         self, actions: np.ndarray
@@ -80,10 +63,10 @@ class LMBanditVectorEnv(LMVectorEnv):
         anything changes, so a step that raises (a reward function, the attached policy or the
         prompts callable) leaves the prompts, their generators and an adaptive β as they were.
         """
-        if self._needs_reset:
-            raise ResetNeeded("step() called before reset(); call envs.reset(seed=...) first.")
-        array = check_completion_actions(
-            actions, (self.num_envs, self.max_new_tokens), self.lm.vocab_size
+        self._check_started()
+        shape = (self.num_envs, self.max_new_tokens)
+        array = check_token_ids(
+            actions, shape, self.models.vocab_size, name="actions", layout=COMPLETION_LAYOUT
         )
         final_obs = self._obs.copy()
         prompts = list(self._prompts)
@@ -100,7 +83,7 @@ class LMBanditVectorEnv(LMVectorEnv):
         infos: dict[str, Any] = {
             "final_obs": finals,
             "_final_obs": all_envs,
-            "final_info": batch.batched_info(prompts),
+            "final_info": batch.batched_info(),
             "_final_info": all_envs.copy(),
             "prompt": object_array(self._prompts),
             "_prompt": all_envs.copy(),

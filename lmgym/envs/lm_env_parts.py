@@ -1,29 +1,72 @@
-"""The parts every LM environment builds the same way from its keyword arguments.
+"""The parts every LM environment builds the same way: models, reward, prompts, argument checks.
 
-``LMBandit-v0`` and ``LMToken-v0`` take the same model / reward / KL / prompt arguments and check
-them the same way; this module is the one place that does it, so the two envs cannot drift apart.
+``LMBandit-v0`` and ``LMToken-v0``, single and vector, take the same model / reward / KL / prompt
+arguments and check them the same way; this module is the one place that does it, so the envs
+cannot drift apart. An env keeps three parts side by side:
+
+- :class:`LMModels`: the models that serve the reward (the initial policy LM, the frozen
+  reference π_ref of the KL penalty, the tokenizer);
+- :class:`~lmgym.envs.sequence_reward.SequenceRewarder`: the task reward r_φ and the KL penalty;
+- :class:`~lmgym.envs.prompts.PromptSource`: the prompts.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import numbers
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgym.envs.lm_setup import LMSetup, ModelSpec, build_lm_setup
 from lmgym.envs.prompts import PromptSource, PromptSpec
 from lmgym.envs.sequence_reward import SequenceRewarder
 from lmgym.error import short_repr
 from lmgym.models.corpus import prompts as default_prompts
-from lmgym.rewards import LexiconSentimentReward
+from lmgym.models.loading import (
+    DEFAULT_MODEL_DIR,
+    check_vocab_fits,
+    disable_dropout,
+    load_model,
+    require_model_dir,
+)
+from lmgym.rewards import LexiconSentimentReward, RewardLike
+
+__all__ = [
+    "MAX_KL_COEF",
+    "RESET_OPTIONS",
+    "LMEnvParts",
+    "LMModels",
+    "ModelSpec",
+    "build_lm_env_parts",
+    "build_lm_models",
+    "check_bool",
+    "check_kl_coef",
+    "check_kl_target",
+    "check_lm_env_args",
+    "check_positive_int",
+    "check_render_mode",
+    "check_reset_options",
+    "check_seed",
+    "fit_prompt_block",
+    "require_int",
+    "forced_prompt",
+    "generators_restored_on_error",
+    "lm_env_arguments",
+    "model_context_length",
+    "rng_restored_on_error",
+]
+
+ModelSpec = str | Path | PreTrainedModel
+"""A local Hugging Face directory or a model object."""
 
 MAX_KL_COEF = 1e6
 """Largest β an env accepts. Far beyond it the KL term alone decides every reward (any reward
@@ -33,6 +76,100 @@ RESET_OPTIONS = ("prompt",)
 """The keys ``reset(options=...)`` of an LM env understands."""
 
 
+@dataclass
+class LMModels:
+    """The models that serve an LM environment's reward, and their tokenizer.
+
+    Attributes:
+        model: The initial policy LM. The env never runs it; an LM policy builds on it.
+        ref_model: The frozen reference π_ref of the KL penalty (no gradients, eval mode); the
+            envs only call it, so any module called like a causal LM serves (e.g. the LoRA
+            policy's base with adapters off, :class:`lmgym.agents.lora.AdapterDisabledReference`).
+        tokenizer: Shared by prompts, actions and decoding.
+        vocab_size: Number of token ids an action may use (``len(tokenizer)``).
+        pad_token_id: Marks padding in observations.
+        eos_token_id: Ends a completion.
+    """
+
+    model: PreTrainedModel
+    ref_model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    vocab_size: int
+    pad_token_id: int
+    eos_token_id: int
+
+
+def build_lm_models(
+    model: ModelSpec | None = None,
+    tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+    ref_model: ModelSpec | nn.Module | None = None,
+    *,
+    trust_remote_code: bool = False,
+) -> LMModels:
+    """Load (or take) the policy LM, its tokenizer and the reference LM.
+
+    ``model=None`` means the embedded default model. ``ref_model=None`` means a frozen copy of
+    ``model`` as it is now, so later changes to ``model`` (training) never move the reference.
+    A ``ref_model`` that is an ``nn.Module`` but no ``PreTrainedModel`` is used as it is, called
+    like a causal LM (``AdapterDisabledReference`` shares the policy's weights this way).
+    """
+    policy_model, tok = load_model(
+        DEFAULT_MODEL_DIR if model is None else model,
+        tokenizer,
+        trust_remote_code=trust_remote_code,
+    )
+    if ref_model is None:
+        reference = copy.deepcopy(policy_model)
+    elif isinstance(ref_model, PreTrainedModel):
+        reference = ref_model
+    elif isinstance(ref_model, nn.Module):
+        # Duck-typed: the envs only call the reference. It must expose config and
+        # get_input_embeddings() for the vocabulary check below.
+        reference = cast(PreTrainedModel, ref_model)
+    elif isinstance(ref_model, (str, Path)):
+        # Checked here so that the error names ref_model=, not the loader's model=.
+        require_model_dir(Path(ref_model), "ref_model")
+        reference, _ = load_model(ref_model, tok, trust_remote_code=trust_remote_code)
+    else:
+        raise TypeError(
+            f"ref_model={short_repr(ref_model)} (type {type(ref_model).__name__}) is not "
+            "supported; expected None (a frozen copy of model), a local directory saved with "
+            "save_pretrained, or a transformers PreTrainedModel."
+        )
+    check_vocab_fits(reference, tok)
+    disable_dropout(reference)
+    reference.eval()
+    reference.requires_grad_(False)
+    if tok.eos_token_id is None:
+        raise ValueError(
+            f"tokenizer {type(tok).__name__} has no eos_token; expected one to end completions. "
+            "Set tokenizer.eos_token before creating the env."
+        )
+    return LMModels(
+        model=policy_model,
+        ref_model=reference,
+        tokenizer=tok,
+        vocab_size=len(tok),
+        pad_token_id=int(tok.pad_token_id),
+        eos_token_id=int(tok.eos_token_id),
+    )
+
+
+def require_int(name: str, value: Any, expected: str) -> int:
+    """Return ``value`` as an int if it is one (NumPy integers too, bools not), else raise.
+
+    Example:
+        >>> require_int("num_envs", np.int64(2), "an int >= 1")
+        2
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name}={short_repr(value)} (type {type(value).__name__}) is not an int; expected "
+            f"{expected}."
+        )
+    return int(value)
+
+
 def check_positive_int(name: str, value: Any, example: int) -> int:
     """Return ``value`` as an int if it is an int (or NumPy integer) >= 1, else raise naming it.
 
@@ -40,11 +177,7 @@ def check_positive_int(name: str, value: Any, example: int) -> int:
         >>> check_positive_int("max_new_tokens", 4, example=16)
         4
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"{name}={short_repr(value)} (type {type(value).__name__}) is not an int; expected "
-            f"an int >= 1, e.g. {name}={example}."
-        )
+    value = require_int(name, value, f"an int >= 1, e.g. {name}={example}")
     if value < 1:
         raise ValueError(f"{name}={value!r} must be an int >= 1, e.g. {name}={example}.")
     return int(value)
@@ -133,13 +266,13 @@ def check_lm_env_args(
     check_bool("truncate_prompts", truncate_prompts)
 
 
-def model_context_length(lm: LMSetup) -> int | None:
+def model_context_length(models: LMModels) -> int | None:
     """Positions the policy and reference models can take (the smaller), ``None`` if unknown.
 
     Read from ``config.max_position_embeddings`` (GPT-2's ``n_positions`` answers to it too).
     """
     limits = []
-    for model in (lm.model, lm.ref_model):
+    for model in (models.model, models.ref_model):
         # Not every config names a position limit (e.g. models without position embeddings).
         limit = getattr(model.config, "max_position_embeddings", None)
         if isinstance(limit, int) and limit > 0:
@@ -198,14 +331,10 @@ def check_seed(seed: Any, name: str = "seed") -> int | None:
     """
     if seed is None:
         return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(
-            f"{name}={short_repr(seed)} (type {type(seed).__name__}) is not an int; expected "
-            f"an int >= 0 or None, e.g. {name}=0."
-        )
+    seed = require_int(name, seed, f"an int >= 0 or None, e.g. {name}=0")
     if seed < 0:
         raise ValueError(f"{name}={seed!r} is negative; expected an int >= 0 or None.")
-    return int(seed)
+    return seed
 
 
 def check_reset_options(options: Any) -> Mapping[str, Any]:
@@ -286,20 +415,55 @@ def generators_restored_on_error(generators: list[np.random.Generator]) -> Itera
         raise
 
 
+def check_render_mode(render_mode: Any, render_modes: list[str]) -> str | None:
+    """Return ``render_mode`` if it is ``None`` or one of ``render_modes``, else raise naming it.
+
+    Example:
+        >>> check_render_mode("ansi", ["ansi", "human"])
+        'ansi'
+    """
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(
+            f"render_mode={short_repr(render_mode)} is not supported; expected one of "
+            f"{render_modes} or None."
+        )
+    return render_mode
+
+
+def lm_env_arguments(env_class: type[gym.Env], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` completed with the defaults of ``env_class``'s signature (a vector env's args).
+
+    The single env's signature is the one place that states the arguments and their defaults;
+    a vector env takes the same keyword arguments and builds its parts from them without
+    building a single env. An unknown name raises ``TypeError``, as the single env would.
+
+    Example:
+        >>> from lmgym.envs.bandit import LMBanditEnv
+        >>> lm_env_arguments(LMBanditEnv, {"kl_coef": 0.1})["max_new_tokens"]
+        16
+    """
+    try:
+        bound = inspect.signature(env_class).bind(**kwargs)
+    except TypeError as err:
+        raise TypeError(f"{env_class.__name__}: {err}; see help({env_class.__name__}).") from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 @dataclass
 class LMEnvParts:
-    """Models, reward and prompts of one LM env (shared by its vector env).
+    """Models, reward and prompts of one LM env, single or vector.
 
     Attributes:
-        lm: Models and tokenizer.
-        rewarder: Reward function, KL estimator and β controller.
+        models: The models that serve the reward (policy LM, reference LM) and the tokenizer.
+        rewarder: Task reward r_φ, KL estimator and β controller.
         prompt_source: Draws and encodes the prompts.
         max_prompt_tokens: Width of the observation's prompt block: the argument, or less when
             ``truncate_prompts=True`` had to shrink it to fit the model's positions.
         max_new_tokens: Completion length limit.
     """
 
-    lm: LMSetup
+    models: LMModels
     rewarder: SequenceRewarder
     prompt_source: PromptSource
     max_prompt_tokens: int
@@ -310,9 +474,9 @@ def build_lm_env_parts(
     *,
     model: ModelSpec | None,
     tokenizer: str | Path | PreTrainedTokenizerBase | None,
-    ref_model: str | Path | PreTrainedModel | None,
+    ref_model: ModelSpec | nn.Module | None,
     prompts: PromptSpec | None,
-    reward_fn: Any,
+    reward_fn: RewardLike | None,
     kl_coef: float,
     kl_estimator: str,
     kl_target: float | None,
@@ -321,8 +485,6 @@ def build_lm_env_parts(
     max_prompt_tokens: int,
     max_new_tokens: int,
     truncate_prompts: bool,
-    render_mode: str | None,
-    render_modes: list[str],
     trust_remote_code: bool,
 ) -> LMEnvParts:
     """Check the shared arguments (cheap checks first), then load and build the parts.
@@ -331,6 +493,15 @@ def build_lm_env_parts(
     reward ("write a positive review"), ``prompts=None`` the default training prompts. Once the
     models are loaded, ``max_prompt_tokens + max_new_tokens`` is checked against their positions
     (:func:`fit_prompt_block`).
+
+    Example:
+        >>> parts = build_lm_env_parts(
+        ...     model=None, tokenizer=None, ref_model=None, prompts=None,
+        ...     reward_fn=None, kl_coef=0.05, kl_estimator="k1", kl_target=None,
+        ...     kl_horizon=10_000, kl_batch_size=None, max_prompt_tokens=8, max_new_tokens=8,
+        ...     truncate_prompts=False, trust_remote_code=False)
+        >>> parts.max_prompt_tokens + parts.max_new_tokens
+        16
     """
     check_lm_env_args(
         kl_coef=kl_coef,
@@ -340,18 +511,13 @@ def build_lm_env_parts(
         max_new_tokens=max_new_tokens,
         truncate_prompts=truncate_prompts,
     )
-    if render_mode is not None and render_mode not in render_modes:
-        raise ValueError(
-            f"render_mode={short_repr(render_mode)} is not supported; expected one of "
-            f"{render_modes} or None."
-        )
-    lm = build_lm_setup(model, tokenizer, ref_model, trust_remote_code=trust_remote_code)
+    models = build_lm_models(model, tokenizer, ref_model, trust_remote_code=trust_remote_code)
     new_tokens = int(max_new_tokens)
     prompt_tokens = fit_prompt_block(
-        int(max_prompt_tokens), new_tokens, model_context_length(lm), truncate_prompts
+        int(max_prompt_tokens), new_tokens, model_context_length(models), truncate_prompts
     )
     rewarder = SequenceRewarder(
-        lm,
+        models,
         LexiconSentimentReward() if reward_fn is None else reward_fn,
         kl_coef=check_kl_coef(kl_coef),
         kl_estimator=kl_estimator,
@@ -361,12 +527,12 @@ def build_lm_env_parts(
     )
     prompt_source = PromptSource(
         default_prompts("train") if prompts is None else prompts,
-        lm.tokenizer,
+        models.tokenizer,
         prompt_tokens,
         truncate_prompts,
     )
     return LMEnvParts(
-        lm=lm,
+        models=models,
         rewarder=rewarder,
         prompt_source=prompt_source,
         max_prompt_tokens=prompt_tokens,

@@ -1,24 +1,38 @@
-"""What the batched LM vector envs share: one set of models, per-env prompt generators, seeding.
+"""What the batched LM vector envs share: one set of parts, per-env prompt generators, seeding.
 
-A vector env builds one single env as a template (it checks every argument and loads the models
-once), reuses its models, reward and prompt source for the whole batch, and gives each env its
-own prompt generator, seeded as Gymnasium's ``SyncVectorEnv`` seeds its sub-envs (``seed + i``),
-so a vector env and N single envs see the same prompts.
+A vector env builds the same parts as a single env (every argument checked, the models loaded
+once; :func:`~lmgym.envs.lm_env_parts.build_lm_env_parts`) and uses them for the whole batch.
+Each env gets its own prompt generator, seeded as Gymnasium's ``SyncVectorEnv`` seeds its
+sub-envs (``seed + i``), so a vector env and N single envs see the same prompts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from abc import abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
+from gymnasium import spaces as gym_spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from lmgym.envs.lm_env_parts import check_positive_int, check_reset_options, check_seed
-from lmgym.error import short_repr
+from lmgym.envs.lm_env_parts import (
+    build_lm_env_parts,
+    check_positive_int,
+    check_render_mode,
+    check_reset_options,
+    check_seed,
+    generators_restored_on_error,
+)
+from lmgym.envs.step_info import object_array
+from lmgym.error import ResetNeeded, short_repr
+
+__all__ = ["LMVectorEnv", "SpacesFn"]
+
+SpacesFn = Callable[[int, int, int], tuple[gym_spaces.Box, gym_spaces.Space[Any]]]
+"""``f(max_prompt_tokens, max_new_tokens, vocab_size) -> (observation space, action space)``."""
 
 
 class LMVectorEnv(VectorEnv):
@@ -27,41 +41,81 @@ class LMVectorEnv(VectorEnv):
     Args:
         num_envs: Envs stepped as one batch.
         render_mode: ``"ansi"`` or ``None``.
-        **env_kwargs: Keyword arguments of the single env (``single_env_class``).
-            ``kl_batch_size`` defaults to ``num_envs`` here (capped at ``kl_horizon``).
+        env_args: The single env's arguments shared by both LM envs (see
+            :class:`~lmgym.envs.bandit.LMBanditEnv`), defaults filled in.
+            ``kl_batch_size=None`` means ``num_envs`` here (capped at ``kl_horizon``).
+        spaces: Builds the single env's observation and action spaces from
+            ``(max_prompt_tokens, max_new_tokens, vocab_size)``.
     """
 
     metadata = {
         "render_modes": ["ansi"],
         "autoreset_mode": AutoresetMode.SAME_STEP,
     }
-    single_env_class: ClassVar[type[gym.Env]]
 
-    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **env_kwargs: Any):
+    def __init__(
+        self,
+        num_envs: int,
+        render_mode: str | None,
+        env_args: dict[str, Any],
+        spaces: SpacesFn,
+    ) -> None:
         num_envs = check_positive_int("num_envs", num_envs, example=8)
-        if render_mode not in (None, "ansi"):
-            raise ValueError(
-                f"render_mode={short_repr(render_mode)} is not supported; expected 'ansi' or None."
-            )
-        template: Any = self.single_env_class(**env_kwargs)
-        self._template = template
-        if env_kwargs.get("kl_batch_size") is None:
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        parts = build_lm_env_parts(**env_args)
+        if env_args["kl_batch_size"] is None:
             # One adaptive-β update per num_envs finished episodes: a whole step's batch in the
             # bandit env, about one episode per env in the token env.
-            template.rewarder.use_default_kl_batch_size(num_envs)
+            parts.rewarder.use_default_kl_batch_size(num_envs)
         self.num_envs = num_envs
-        self.render_mode = render_mode
-        self.lm = template.lm
-        self.rewarder = template.rewarder
-        self.prompt_source = template.prompt_source
-        self.max_new_tokens: int = template.max_new_tokens
-        self.single_observation_space = template.observation_space
-        self.single_action_space = template.action_space
+        self.models = parts.models
+        self.rewarder = parts.rewarder
+        self.prompt_source = parts.prompt_source
+        self.max_prompt_tokens = parts.max_prompt_tokens
+        self.max_new_tokens = parts.max_new_tokens
+        self.single_observation_space, self.single_action_space = spaces(
+            self.max_prompt_tokens, self.max_new_tokens, self.models.vocab_size
+        )
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._generators = [seeding.np_random()[0] for _ in range(num_envs)]
         self._needs_reset = True
         self._last_render = ""
+
+    def reset(
+        self,
+        *,
+        seed: int | list[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode in every env. ``seed`` is an int (env i gets ``seed + i``) or a list.
+
+        ``options={"prompt": text}`` forces one prompt for every env, ``{"prompt": [texts]}``
+        one per env. Bad arguments, or a prompts callable that raises, change nothing.
+        """
+        forced = self._forced_prompts(options)
+        generators = self._reset_generators(seed)
+        rows = np.arange(self.num_envs)
+        with generators_restored_on_error(generators):
+            texts, padded = self._draw_prompts(rows.tolist(), generators, forced)
+            obs = self._start(rows, texts, padded)
+        self._commit_reset(seed, generators)
+        self._needs_reset = False
+        return obs.copy(), {
+            "prompt": object_array(texts),
+            "_prompt": np.ones(self.num_envs, dtype=np.bool_),
+        }
+
+    @abstractmethod
+    def _start(self, rows: np.ndarray, texts: list[str], prompt_ids: np.ndarray) -> np.ndarray:
+        """Start episodes in ``rows`` on prompts ``texts`` ((R, P) ids); return all observations.
+
+        Called inside ``reset``'s guard: it may raise only before it changes anything.
+        """
+
+    def _check_started(self) -> None:
+        if self._needs_reset:
+            raise ResetNeeded("step() called before reset(); call envs.reset(seed=...) first.")
 
     def _reset_generators(self, seed: Any) -> list[np.random.Generator]:
         """The envs' prompt generators after ``reset(seed=seed)``, built without changing any.
@@ -144,7 +198,7 @@ class LMVectorEnv(VectorEnv):
             given = None if forced is None else forced[i]
             text, ids = self.prompt_source.draw(generators[i]) if given is None else given
             texts.append(text)
-            padded[j] = self.prompt_source.pad(ids, self.lm.pad_token_id)
+            padded[j] = self.prompt_source.pad(ids, self.models.pad_token_id)
         return texts, padded
 
     def render(self) -> str | None:  # type: ignore[override]

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from lmgym.envs.lm_setup import LMSetup
+from lmgym.envs.step_info import info_columns, row_info, vector_info
 from lmgym.error import short_repr
 from lmgym.models.padding import completion_mask_from_ids
 from lmgym.models.scoring import score_completions
-from lmgym.rewards import WeightedSum, as_reward_fn, call_reward_fn
+from lmgym.rewards import RewardLike, WeightedSum, as_reward_fn, call_reward_fn
 from lmgym.rewards.kl import (
     KL_ESTIMATORS,
     AdaptiveKLController,
@@ -34,6 +34,25 @@ from lmgym.rewards.kl import (
     sequence_kl,
     vocab_log_softmax,
 )
+
+if TYPE_CHECKING:  # lm_env_parts builds the rewarder, so it imports this module
+    from lmgym.envs.lm_env_parts import LMModels
+
+__all__ = [
+    "SINGLE_ENV_KL_BATCH",
+    "KLForm",
+    "PolicyLogProbFn",
+    "SequenceRewardBatch",
+    "SequenceRewarder",
+    "check_finite_kl",
+    "check_kl_batch_size",
+    "check_kl_estimator",
+    "combine_reward",
+    "default_kl_batch_size",
+    "make_kl_controller",
+    "policy_kl_per_token",
+    "policy_output_tensor",
+]
 
 PolicyLogProbFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]
 """``f(observations, actions) -> log π_θ`` for a batch, where observations are (B, P) prompt ids
@@ -60,6 +79,7 @@ class SequenceRewardBatch:
     """Reward parts for a batch of completions (arrays are (B,)).
 
     Attributes:
+        prompts: Prompt texts (B).
         reward: ``reward_model - kl_coef * kl``.
         reward_model: r_φ(x, y) from the reward function.
         kl: Σ_t k_t over the completion's counted tokens (see ``kl_form``).
@@ -77,6 +97,7 @@ class SequenceRewardBatch:
             scores by name; empty otherwise.
     """
 
+    prompts: list[str]
     reward: np.ndarray
     reward_model: np.ndarray
     kl: np.ndarray
@@ -88,59 +109,28 @@ class SequenceRewardBatch:
     length_limited: np.ndarray
     reward_parts: dict[str, np.ndarray]
 
-    def batched_info(self, prompts: list[str]) -> dict[str, Any]:
-        """All envs' infos in Gymnasium's vector format (arrays plus ``_key`` masks).
+    def _columns(self) -> dict[str, np.ndarray]:
+        return info_columns(
+            prompts=self.prompts,
+            completions=self.completions,
+            reward_model=self.reward_model,
+            kl=self.kl,
+            kl_coef=self.kl_coef,
+            kl_form=self.kl_form,
+            completion_length=self.completion_lengths,
+            eos=self.terminated_by_eos,
+            length_limited=self.length_limited,
+        )
 
-        Built column by column rather than env by env, so a batch of 64 costs a few array
-        constructions, not 64 dict merges.
-        """
-        n = len(prompts)
-        columns: dict[str, Any] = {
-            "prompt": object_array(prompts),
-            "completion": object_array(self.completions),
-            "reward_model": self.reward_model.astype(np.float64),
-            "kl": self.kl.astype(np.float64),
-            "kl_coef": np.full(n, self.kl_coef),
-            "kl_form": object_array([self.kl_form] * n),
-            "completion_length": self.completion_lengths.astype(np.int64),
-            "eos": self.terminated_by_eos.astype(np.bool_),
-            "length_limited": self.length_limited.astype(np.bool_),
-        }
-        if self.reward_parts:
-            parts: dict[str, Any] = {k: v.astype(np.float64) for k, v in self.reward_parts.items()}
-            parts.update({f"_{k}": np.ones(n, dtype=np.bool_) for k in self.reward_parts})
-            columns["reward_parts"] = parts
-        columns.update({f"_{k}": np.ones(n, dtype=np.bool_) for k in list(columns)})
-        return columns
+    def batched_info(self) -> dict[str, Any]:
+        """All envs' infos in Gymnasium's vector format (arrays plus ``_key`` masks)."""
+        every = np.ones(len(self.prompts), dtype=np.bool_)
+        return vector_info(self._columns(), self.reward_parts, every, every)
 
-    def info(self, index: int, prompt: str) -> dict[str, Any]:
+    def info(self, index: int) -> dict[str, Any]:
         """The ``info`` dict of one env of the batch (new objects on every call)."""
-        info: dict[str, Any] = {
-            "prompt": prompt,
-            "completion": self.completions[index],
-            "reward_model": float(self.reward_model[index]),
-            "kl": float(self.kl[index]),
-            "kl_coef": self.kl_coef,
-            "kl_form": self.kl_form,
-            "completion_length": int(self.completion_lengths[index]),
-            "eos": bool(self.terminated_by_eos[index]),
-            "length_limited": bool(self.length_limited[index]),
-        }
-        if self.reward_parts:
-            info["reward_parts"] = {k: float(v[index]) for k, v in self.reward_parts.items()}
-        return info
-
-
-def object_array(values: list[Any]) -> np.ndarray:
-    """A 1-D object array of ``values`` (strings, arrays), as Gymnasium's vector infos hold them.
-
-    Example:
-        >>> object_array(["a", "b"])
-        array(['a', 'b'], dtype=object)
-    """
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
+        every = np.ones(len(self.prompts), dtype=np.bool_)
+        return row_info(self._columns(), self.reward_parts, every, index)
 
 
 def policy_output_tensor(output: Any, *, expected: str, protocol: str) -> torch.Tensor:
@@ -275,7 +265,7 @@ class SequenceRewarder:
     """Scores batches of (prompt, completion) pairs: reward model, KL and their combination.
 
     Args:
-        setup: Models and tokenizer of the env.
+        models: The models that serve the reward (the reference LM) and the tokenizer.
         reward_fn: Anything :func:`lmgym.rewards.as_reward_fn` accepts.
         kl_coef: Initial β (>= 0).
         kl_estimator: ``"k1" | "k2" | "k3" | "full"``.
@@ -293,8 +283,8 @@ class SequenceRewarder:
 
     def __init__(
         self,
-        setup: LMSetup,
-        reward_fn: Any,
+        models: LMModels,
+        reward_fn: RewardLike,
         *,
         kl_coef: float,
         kl_estimator: str,
@@ -302,7 +292,7 @@ class SequenceRewarder:
         kl_horizon: int,
         kl_batch_size: int | None = None,
     ) -> None:
-        self.setup = setup
+        self.models = models
         self.kl_estimator = check_kl_estimator(kl_estimator)
         self._controller_args = (kl_coef, kl_target, kl_horizon)
         self.controller = make_kl_controller(*self._controller_args)
@@ -369,34 +359,36 @@ class SequenceRewarder:
         ``update_controller=False`` leaves an adaptive β where it is (for evaluation); it
         also allows the cross-entropy form with an adaptive β, since nothing is fed to it.
         """
-        setup = self.setup
+        models = self.models
         kl_form: KLForm = "cross_entropy" if self.policy is None else "policy"
         if update_controller:
             self.check_kl_form(kl_form)
         prompt_ids = torch.from_numpy(np.ascontiguousarray(observations, dtype=np.int64))
-        prompt_mask = (prompt_ids != setup.pad_token_id).long()
+        prompt_mask = (prompt_ids != models.pad_token_id).long()
         completion_ids = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))
         # The text ends at the first EOS or pad id, as in the token env: the pad id is no text
         # token, and counting it (and what follows) would make the two envs disagree.
-        ends = torch.where(completion_ids == setup.pad_token_id, setup.eos_token_id, completion_ids)
-        completion_mask = completion_mask_from_ids(ends, setup.eos_token_id)
-        ended = ((ends == setup.eos_token_id) & completion_mask.bool()).any(1)
+        ends = torch.where(
+            completion_ids == models.pad_token_id, models.eos_token_id, completion_ids
+        )
+        completion_mask = completion_mask_from_ids(ends, models.eos_token_id)
+        ended = ((ends == models.eos_token_id) & completion_mask.bool()).any(1)
 
         with torch.inference_mode():
             ref = score_completions(
-                setup.ref_model,
+                models.ref_model,
                 prompt_ids,
                 prompt_mask,
                 completion_ids,
                 completion_mask,
-                pad_token_id=setup.pad_token_id,
+                pad_token_id=models.pad_token_id,
                 keep_logits=True,  # a view of the forward's output: no copy
             )
             assert ref.logits is not None
-            ref_logits = ref.logits[..., : setup.vocab_size]  # (B, T, V): the tokenizer's tokens
+            ref_logits = ref.logits[..., : models.vocab_size]  # (B, T, V): the tokenizer's tokens
             ref_logprobs = ref.logprobs
-            if ref.logits.shape[-1] != setup.vocab_size:  # embedding padded past the tokenizer
-                support = vocab_log_softmax(ref.logits.float(), setup.vocab_size)  # (B, T, V)
+            if ref.logits.shape[-1] != models.vocab_size:  # embedding padded past the tokenizer
+                support = vocab_log_softmax(ref.logits.float(), models.vocab_size)  # (B, T, V)
                 ref_logprobs = support.gather(2, completion_ids[..., None])[..., 0]
                 ref_logprobs = ref_logprobs * completion_mask
             per_token = self._kl_per_token(ref_logprobs, ref_logits, observations, actions)
@@ -415,8 +407,9 @@ class SequenceRewarder:
         reward = combine_reward(reward_model, kl, kl_coef)
         if update_controller:
             self.record_episode_kls(kl)
-        has_eos = ((completion_ids == setup.eos_token_id) & completion_mask.bool()).any(1)
+        has_eos = ((completion_ids == models.eos_token_id) & completion_mask.bool()).any(1)
         return SequenceRewardBatch(
+            prompts=list(prompts),
             reward=reward,
             reward_model=reward_model,
             kl=kl,
@@ -446,7 +439,7 @@ class SequenceRewarder:
             ``(completions, reward_model, reward_parts)``: the decoded texts (special tokens
             removed), r_φ per pair (B,), and each part's scores for a ``WeightedSum`` reward.
         """
-        completions = self.setup.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        completions = self.models.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         reward_model = call_reward_fn(
             self.reward_fn,
             prompts,
@@ -479,7 +472,7 @@ class SequenceRewarder:
             ref_logprobs,
             ref_logits,
             chosen,
-            vocab_size=self.setup.vocab_size,
+            vocab_size=self.models.vocab_size,
             what="(batch, max_new_tokens)",
         )
 

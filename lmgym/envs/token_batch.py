@@ -22,18 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmgym.envs.lm_setup import LMSetup
+from lmgym.envs.lm_env_parts import LMModels
 from lmgym.envs.ref_cache import ReferenceState
 from lmgym.envs.sequence_reward import (
     KLForm,
     SequenceRewarder,
     check_finite_kl,
     combine_reward,
-    object_array,
     policy_kl_per_token,
     policy_output_tensor,
 )
+from lmgym.envs.step_info import info_columns, row_info, vector_info
 from lmgym.rewards.kl import vocab_log_softmax
+
+__all__ = ["TokenBatch", "TokenPolicyLogProbFn", "TokenStepBatch"]
 
 TokenPolicyLogProbFn = Callable[[np.ndarray], torch.Tensor]
 """``f(observations) -> log π_θ(· | observation)`` for a batch: observations are (B, L) token-env
@@ -90,50 +92,30 @@ class TokenStepBatch:
         """Rows whose episode ended at this step."""
         return self.terminated | self.truncated
 
+    def _columns(self) -> dict[str, np.ndarray]:
+        return info_columns(
+            prompts=self.prompts,
+            completions=self.completions,
+            reward_model=self.reward_model,
+            kl=self.kl,
+            kl_coef=self.kl_coef,
+            kl_form=self.kl_form,
+            completion_length=self.completion_lengths,
+            eos=self.eos,
+            length_limited=self.length_limited,
+            episode_kl=self.episode_kl,
+        )
+
     def info(self, index: int) -> dict[str, Any]:
-        """The ``info`` dict of row ``index`` (new objects on every call)."""
-        info: dict[str, Any] = {
-            "prompt": self.prompts[index],
-            "completion": self.completions[index],
-            "reward_model": float(self.reward_model[index]),
-            "kl": float(self.kl[index]),
-            "kl_coef": self.kl_coef,
-            "kl_form": self.kl_form,
-            "episode_kl": float(self.episode_kl[index]),
-            "completion_length": int(self.completion_lengths[index]),
-            "eos": bool(self.eos[index]),
-            "length_limited": bool(self.length_limited[index]),
-        }
-        if self.reward_parts and self.done[index]:
-            info["reward_parts"] = {k: float(v[index]) for k, v in self.reward_parts.items()}
-        return info
+        """The ``info`` dict of row ``index`` (new objects on every call).
+
+        ``reward_parts`` only where the episode ended (the rows that were scored).
+        """
+        return row_info(self._columns(), self.reward_parts, self.done, index)
 
     def batched_info(self, rows: np.ndarray) -> dict[str, Any]:
-        """Infos of the rows where ``rows`` is True, in Gymnasium's vector format.
-
-        Arrays over all rows plus a ``_key`` mask per key; built column by column.
-        """
-        n = len(self.prompts)
-        columns: dict[str, Any] = {
-            "prompt": object_array(self.prompts),
-            "completion": object_array(self.completions),
-            "reward_model": self.reward_model.copy(),
-            "kl": self.kl.copy(),
-            "kl_coef": np.full(n, self.kl_coef),
-            "kl_form": object_array([self.kl_form] * n),
-            "episode_kl": self.episode_kl.copy(),
-            "completion_length": self.completion_lengths.copy(),
-            "eos": self.eos.copy(),
-            "length_limited": self.length_limited.copy(),
-        }
-        with_parts = rows & self.done
-        if self.reward_parts and with_parts.any():
-            parts: dict[str, Any] = {k: v.copy() for k, v in self.reward_parts.items()}
-            parts.update({f"_{k}": with_parts.copy() for k in self.reward_parts})
-            columns["reward_parts"] = parts
-            columns["_reward_parts"] = with_parts.copy()
-        columns.update({f"_{k}": rows.copy() for k in list(columns) if not k.startswith("_")})
-        return columns
+        """Infos of the rows where ``rows`` is True, in Gymnasium's vector format."""
+        return vector_info(self._columns(), self.reward_parts, self.done, rows)
 
 
 class TokenBatch:
@@ -145,7 +127,7 @@ class TokenBatch:
     rows) and the reward function once over the rows whose episode ended.
 
     Args:
-        setup: Models and tokenizer.
+        models: The models that serve the reward (the reference LM) and the tokenizer.
         rewarder: Reward function, KL estimator and β controller (shared with the bandit env).
         max_prompt_tokens: Prompt block width P of the observation.
         max_new_tokens: Episode length limit T.
@@ -156,19 +138,19 @@ class TokenBatch:
     Example:
         >>> import gymnasium as gym, lmgym
         >>> env = gym.make("LMToken-v0").unwrapped  # its parts, and a batch of 2 rows
-        >>> batch = TokenBatch(env.lm, env.rewarder, max_prompt_tokens=16, max_new_tokens=16,
-        ...                    num_rows=2)
+        >>> batch = TokenBatch(env.models, env.rewarder, max_prompt_tokens=16,
+        ...                    max_new_tokens=16, num_rows=2)
         >>> text, ids = env.prompt_source.draw(np.random.default_rng(0))
-        >>> prompt = env.prompt_source.pad(ids, env.lm.pad_token_id)
+        >>> prompt = env.prompt_source.pad(ids, env.models.pad_token_id)
         >>> batch.start(np.arange(2), [text, text], np.stack([prompt, prompt]))
-        >>> result = batch.step(np.array([env.lm.eos_token_id, 5]))
+        >>> result = batch.step(np.array([env.models.eos_token_id, 5]))
         >>> result.terminated.tolist(), result.reward.shape
         ([True, False], (2,))
     """
 
     def __init__(
         self,
-        setup: LMSetup,
+        models: LMModels,
         rewarder: SequenceRewarder,
         *,
         max_prompt_tokens: int,
@@ -176,23 +158,23 @@ class TokenBatch:
         num_rows: int,
         reference_cache: bool = True,
     ) -> None:
-        self.setup = setup
+        self.models = models
         self.rewarder = rewarder
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.num_rows = num_rows
         self.policy: TokenPolicyLogProbFn | None = None
         length = max_prompt_tokens + max_new_tokens
-        self.obs = np.full((num_rows, length), setup.pad_token_id, dtype=np.int64)  # (B, L)
+        self.obs = np.full((num_rows, length), models.pad_token_id, dtype=np.int64)  # (B, L)
         self.prompts = [""] * num_rows
         self.lengths = np.zeros(num_rows, dtype=np.int64)  # tokens generated per row
         self.episode_kl = np.zeros(num_rows, dtype=np.float64)
         self.reference = ReferenceState(
-            setup.ref_model,
+            models.ref_model,
             num_rows,
             max_prompt_tokens,
             max_new_tokens,
-            pad_token_id=setup.pad_token_id,
+            pad_token_id=models.pad_token_id,
             use_cache=reference_cache,
         )
 
@@ -205,9 +187,9 @@ class TokenBatch:
         self.reference.prefill(
             torch.from_numpy(np.asarray(rows, dtype=np.int64)),
             ids,
-            (ids != self.setup.pad_token_id).long(),
+            (ids != self.models.pad_token_id).long(),
         )
-        self.obs[rows] = self.setup.pad_token_id
+        self.obs[rows] = self.models.pad_token_id
         self.obs[rows, : self.max_prompt_tokens] = prompt_ids
         for row, text in zip(rows.tolist(), texts, strict=True):
             self.prompts[row] = text
@@ -224,14 +206,14 @@ class TokenBatch:
         return self._text_ends(actions) | (self.lengths + 1 >= self.max_new_tokens)
 
     def _text_ends(self, actions: np.ndarray) -> np.ndarray:
-        return (actions == self.setup.eos_token_id) | (actions == self.setup.pad_token_id)
+        return (actions == self.models.eos_token_id) | (actions == self.models.pad_token_id)
 
     def step(self, actions: np.ndarray) -> TokenStepBatch:
         """Append ``actions`` (B,) valid token ids to every row and score them.
 
         Rows whose episode ends are left as they are: call :meth:`start` on them next.
         """
-        setup, n_prompt = self.setup, self.max_prompt_tokens
+        models, n_prompt = self.models, self.max_prompt_tokens
         kl_form: KLForm = "cross_entropy" if self.policy is None else "policy"
         self.rewarder.check_kl_form(kl_form)  # before anything changes
         rows = np.arange(self.num_rows)
@@ -239,8 +221,8 @@ class TokenBatch:
         tokens = torch.from_numpy(actions)
         # One support for π_ref and π_θ: the tokenizer's tokens, even when the model's embedding
         # has more rows (they are no tokens, and the policy can never pick them).
-        ref_logits = self.reference.next_logits[:, : setup.vocab_size]  # (B, V)
-        ref_logp = vocab_log_softmax(ref_logits, setup.vocab_size).gather(1, tokens[:, None])
+        ref_logits = self.reference.next_logits[:, : models.vocab_size]  # (B, V)
+        ref_logp = vocab_log_softmax(ref_logits, models.vocab_size).gather(1, tokens[:, None])
         if self.policy is None:
             per_token = -ref_logp[:, 0]  # a cross-entropy (see KLForm)
         else:
@@ -255,7 +237,7 @@ class TokenBatch:
         obs[rows, n_prompt + self.lengths] = actions
         lengths = self.lengths + 1
         episode_kl = self.episode_kl + kl
-        eos = actions == setup.eos_token_id
+        eos = actions == models.eos_token_id
         terminated = self.ends(actions)
         length_limited = terminated & ~self._text_ends(actions)
         truncated = np.zeros_like(terminated)
@@ -264,7 +246,7 @@ class TokenBatch:
             row[n_prompt : n_prompt + n].tolist()
             for row, n in zip(obs, lengths.tolist(), strict=True)
         ]
-        completions = setup.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        completions = models.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         reward_model = np.zeros(self.num_rows, dtype=np.float64)
         parts: dict[str, np.ndarray] = {}
         finished = np.flatnonzero(terminated)
@@ -272,7 +254,7 @@ class TokenBatch:
             prompt_blocks = obs[finished, :n_prompt]
             _, scores, done_parts = self.rewarder.score_texts(
                 [self.prompts[i] for i in finished],
-                [block[block != setup.pad_token_id].tolist() for block in prompt_blocks],
+                [block[block != models.pad_token_id].tolist() for block in prompt_blocks],
                 [completion_ids[i] for i in finished],
             )
             reward_model[finished] = scores
@@ -316,7 +298,7 @@ class TokenBatch:
             expected="(B, V) next-token log-probs, one row per observation",
             protocol="lmgym.envs.token_batch.TokenPolicyLogProbFn",
         )
-        expected = (self.num_rows, self.setup.vocab_size)
+        expected = (self.num_rows, self.models.vocab_size)
         if (
             policy_out.ndim != 2
             or policy_out.shape[0] != expected[0]
@@ -333,6 +315,6 @@ class TokenBatch:
             ref_logp,
             ref_logits[:, None, :],
             tokens[:, None],
-            vocab_size=self.setup.vocab_size,
+            vocab_size=self.models.vocab_size,
             what="(batch, 1)",
         )[:, 0]

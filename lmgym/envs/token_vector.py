@@ -6,13 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from lmgym.envs.bandit import as_action_array
-from lmgym.envs.lm_env_parts import generators_restored_on_error
+from lmgym.envs.lm_env_parts import check_bool, generators_restored_on_error, lm_env_arguments
+from lmgym.envs.lm_spaces import TokenActionMask, check_token_ids, token_spaces
 from lmgym.envs.lm_vector import LMVectorEnv
-from lmgym.envs.sequence_reward import object_array
+from lmgym.envs.step_info import object_array
 from lmgym.envs.token import LMTokenEnv
 from lmgym.envs.token_batch import TokenBatch, TokenPolicyLogProbFn
-from lmgym.error import ResetNeeded
+
+__all__ = ["LMTokenVectorEnv"]
 
 
 class LMTokenVectorEnv(LMVectorEnv):
@@ -45,17 +46,20 @@ class LMTokenVectorEnv(LMVectorEnv):
         >>> obs, rewards, terminated, truncated, info = envs.step(envs.action_masks().argmax(1))
     """
 
-    single_env_class = LMTokenEnv
-
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, **env_kwargs: Any):
-        super().__init__(num_envs, render_mode, **env_kwargs)
+        env_args = lm_env_arguments(LMTokenEnv, env_kwargs)
+        del env_args["render_mode"]  # the vector env's own render_mode is the one that counts
+        action_mask = env_args.pop("action_mask")
+        reference_cache = check_bool("reference_cache", env_args.pop("reference_cache"))
+        super().__init__(num_envs, render_mode, env_args, token_spaces)
+        self.masks = TokenActionMask(self.models, action_mask)
         self.batch = TokenBatch(
-            self.lm,
+            self.models,
             self.rewarder,
-            max_prompt_tokens=self._template.max_prompt_tokens,
+            max_prompt_tokens=self.max_prompt_tokens,
             max_new_tokens=self.max_new_tokens,
             num_rows=num_envs,
-            reference_cache=self._template.reference_cache,
+            reference_cache=reference_cache,
         )
 
     def attach_policy(self, policy: TokenPolicyLogProbFn | None) -> None:
@@ -64,33 +68,11 @@ class LMTokenVectorEnv(LMVectorEnv):
 
     def action_masks(self) -> np.ndarray:
         """Allowed next tokens of every env, (num_envs, V) bool (for ``MaskablePPO``)."""
-        if self._template.mask_fn is None:
-            return np.repeat(self._template.base_action_mask[None, :], self.num_envs, axis=0)
-        return np.stack([self._template.mask_for(row) for row in self.batch.obs])
+        return self.masks.for_batch(self.batch.obs)
 
-    def reset(
-        self,
-        *,
-        seed: int | list[int | None] | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode in every env. ``seed`` is an int (env i gets ``seed + i``) or a list.
-
-        ``options={"prompt": text}`` forces one prompt for every env, ``{"prompt": [texts]}``
-        one per env. Bad arguments, or a prompts callable that raises, change nothing.
-        """
-        forced = self._forced_prompts(options)
-        generators = self._reset_generators(seed)
-        rows = np.arange(self.num_envs)
-        with generators_restored_on_error(generators):
-            texts, padded = self._draw_prompts(rows.tolist(), generators, forced)
-            self.batch.start(rows, texts, padded)
-        self._commit_reset(seed, generators)
-        self._needs_reset = False
-        return self.batch.obs.copy(), {
-            "prompt": object_array(list(self.batch.prompts)),
-            "_prompt": np.ones(self.num_envs, dtype=np.bool_),
-        }
+    def _start(self, rows: np.ndarray, texts: list[str], prompt_ids: np.ndarray) -> np.ndarray:
+        self.batch.start(rows, texts, prompt_ids)
+        return self.batch.obs
 
     def step(
         self, actions: np.ndarray
@@ -101,9 +83,14 @@ class LMTokenVectorEnv(LMVectorEnv):
         the step runs, so a prompts callable that raises leaves every env as it was (no env
         keeps writing past its EOS), and a retry gives what an env that never failed gives.
         """
-        if self._needs_reset:
-            raise ResetNeeded("step() called before reset(); call envs.reset(seed=...) first.")
-        tokens = check_token_actions(actions, self.num_envs, self.lm.vocab_size)
+        self._check_started()
+        tokens = check_token_ids(
+            actions,
+            (self.num_envs,),
+            self.models.vocab_size,
+            name="actions",
+            layout="one token id per env",
+        )
         ending = np.flatnonzero(self.batch.ends(tokens))
         with generators_restored_on_error([self._generators[i] for i in ending]):
             texts, padded = self._draw_prompts(ending.tolist(), self._generators)
@@ -130,28 +117,3 @@ class LMTokenVectorEnv(LMVectorEnv):
             result.truncated,
             infos,
         )
-
-
-def check_token_actions(actions: Any, num_envs: int, vocab_size: int) -> np.ndarray:
-    """Validate a batch of token actions (num_envs,) and return them as int64."""
-    array = as_action_array(actions, "actions", (num_envs,))
-    if (
-        array.dtype == object
-        or array.dtype == np.bool_
-        or not np.issubdtype(array.dtype, np.integer)
-    ):
-        raise TypeError(
-            f"actions has dtype {array.dtype}; expected integer token ids (e.g. np.int64) of "
-            f"shape ({num_envs},)."
-        )
-    if array.shape != (num_envs,):
-        raise ValueError(
-            f"actions has shape {array.shape}; expected ({num_envs},): one token id per env."
-        )
-    bad = np.flatnonzero((array < 0) | (array >= vocab_size))
-    if bad.size:
-        raise ValueError(
-            f"actions[{int(bad[0])}]={int(array[bad[0]])} is not a token id; expected ids in "
-            f"[0, {vocab_size}) (the tokenizer's vocabulary)."
-        )
-    return array.astype(np.int64, copy=True)

@@ -12,7 +12,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents.callbacks import RewardPartsCallback
-from tests.envs.test_bandit import PROMPTS, count_great
+from tests.conftest import PROMPTS, count_great
 
 
 class EpisodeKLSums(BaseCallback):

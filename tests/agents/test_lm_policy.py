@@ -21,8 +21,7 @@ from lmgym.models.generation import DecodingConfig
 from lmgym.models.loading import load_model
 from lmgym.models.scoring import completion_logprobs
 from lmgym.seeding import set_seed
-from tests.conftest import build_tiny_model, build_tiny_tokenizer
-from tests.envs.test_bandit import PROMPTS, count_great
+from tests.conftest import PROMPTS, build_tiny_model, build_tiny_tokenizer, count_great
 
 KWARGS = {
     "prompts": PROMPTS,
@@ -80,13 +79,13 @@ def test_algorithms_train_the_lm_with_policy_kl(tiny_lm_dir: Path, algo) -> None
     model = algo(env, lm_policy_kwargs(env))
     policy = model.policy
     before = lm_state(policy)
-    env_before = {k: v.clone() for k, v in env.unwrapped.lm.model.state_dict().items()}
+    env_before = {k: v.clone() for k, v in env.unwrapped.models.model.state_dict().items()}
     policy.attach_to(env)
     model.learn(64)
     assert model.num_timesteps >= 64
     assert any(not torch.equal(before[k], v) for k, v in policy.lm.state_dict().items())
     # The env's model object was deep-copied, never trained.
-    for k, v in env.unwrapped.lm.model.state_dict().items():
+    for k, v in env.unwrapped.models.model.state_dict().items():
         assert torch.equal(env_before[k], v), k
     # Every env step found the sampled completion's log-probs in the cache.
     assert policy.logprob_cache_hits >= 64 and policy.logprob_cache_misses == 0
@@ -251,7 +250,7 @@ def test_save_pretrained_then_load_model(tiny_lm_dir: Path, tmp_path: Path) -> N
     lm, tokenizer = load_model(tmp_path / "tuned")
     for k, v in model.policy.lm.state_dict().items():
         assert torch.equal(lm.state_dict()[k], v), k
-    assert tokenizer.get_vocab() == env.unwrapped.lm.tokenizer.get_vocab()
+    assert tokenizer.get_vocab() == env.unwrapped.models.tokenizer.get_vocab()
     # The tuned directory builds an env and a policy like any other model directory.
     make_policy(make_env(tmp_path / "tuned"), model=tmp_path / "tuned")
 
@@ -325,7 +324,7 @@ def test_bad_arguments_raise(tiny_lm_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ortho_init"):
         make_policy(env, model=tiny_lm_dir, ortho_init=True)
     with pytest.raises(ValueError, match="pad_token_id"):
-        make_policy(env, model=env.unwrapped.lm.model)  # a model object, no tokenizer
+        make_policy(env, model=env.unwrapped.models.model)  # a model object, no tokenizer
     with pytest.raises(ValueError, match="embedding has 10 rows"):
         make_policy(env, model=build_tiny_model(10), pad_token_id=0, eos_token_id=2)
     with pytest.raises(TypeError, match="MultiDiscrete"):

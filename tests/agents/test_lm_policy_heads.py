@@ -20,7 +20,7 @@ from lmgym.models.generation import DecodingConfig
 from lmgym.models.padding import completion_mask_from_ids
 from lmgym.models.scoring import completion_logprobs
 from lmgym.seeding import set_seed
-from tests.envs.test_bandit import PROMPTS, count_great
+from tests.conftest import PROMPTS, count_great
 
 KWARGS = {"prompts": PROMPTS, "reward_fn": count_great, "max_prompt_tokens": 8}
 

@@ -11,12 +11,12 @@ import torch
 from stable_baselines3 import PPO
 
 import lmgym  # noqa: F401  (registers the envs)
-from lmgym.agents import AdapterDisabledReference
+from lmgym.agents.lora import AdapterDisabledReference
 from lmgym.agents.lm_policy import LMActorCriticPolicy
 from lmgym.models.loading import load_model
 from lmgym.models.scoring import score_completions
 from lmgym.seeding import set_seed
-from tests.envs.test_bandit import PROMPTS, count_great
+from tests.conftest import PROMPTS, count_great
 
 KWARGS = {
     "prompts": PROMPTS,
@@ -82,7 +82,7 @@ def test_reference_with_adapters_disabled(tiny_lm_dir: Path, env_id: str) -> Non
     reference = policy.reference_model()
     env = gym.make(env_id, model=tiny_lm_dir, ref_model=reference, **KWARGS, kl_estimator="k3")
     model.set_env(env)
-    assert env.unwrapped.lm.ref_model is reference
+    assert env.unwrapped.models.ref_model is reference
     # No second copy of the weights: the reference owns no parameters and reads the policy's.
     assert list(reference.parameters()) == []
     base = policy.lm.get_base_model()
@@ -171,4 +171,4 @@ def test_bad_arguments_raise(tiny_lm_dir: Path) -> None:
     with pytest.raises(ValueError, match="LoRA"):
         make(model=tiny_lm_dir).reference_model()
     with pytest.raises(TypeError, match="peft model"):
-        AdapterDisabledReference(env.unwrapped.lm.model)
+        AdapterDisabledReference(env.unwrapped.models.model)

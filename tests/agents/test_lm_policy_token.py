@@ -21,8 +21,7 @@ from lmgym.agents import (
 from lmgym.agents.token_head import next_token_outputs
 from lmgym.models.scoring import score_completions
 from lmgym.seeding import set_seed
-from tests.conftest import build_tiny_model, build_tiny_tokenizer
-from tests.envs.test_bandit import PROMPTS, count_great
+from tests.conftest import PROMPTS, build_tiny_model, build_tiny_tokenizer, count_great
 
 KWARGS = {
     "prompts": PROMPTS,

@@ -13,7 +13,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import lmgym  # noqa: F401
 from lmgym.agents import SB3VecEnv, attach_sb3
-from tests.envs.test_bandit import PROMPTS, count_great
+from tests.conftest import PROMPTS, count_great
 
 KWARGS = {
     "prompts": PROMPTS,

@@ -12,8 +12,9 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, PPO
 
 import lmgym  # noqa: F401
-from lmgym.agents import SB3VecEnv, attach_sb3, sb3_token_logprobs
-from tests.envs.test_bandit import PROMPTS, count_great
+from lmgym.agents import SB3VecEnv, attach_sb3
+from lmgym.agents.attach import sb3_token_logprobs
+from tests.conftest import PROMPTS, count_great
 
 KWARGS = {
     "prompts": PROMPTS,

@@ -18,23 +18,8 @@ from lmgym.error import ResetNeeded, RewardFunctionError
 from lmgym.models.loading import load_model
 from lmgym.models.scoring import score_completions
 from lmgym.rewards.kl import AdaptiveKLController
-from tests.conftest import build_tiny_model
-
-PROMPTS = ["the food was", "i thought the staff were", "the soup is", "the service was very"]
-
-
-def count_great(prompts, completions):
-    return [c.split().count("great") for c in completions]
-
-
-def make(tiny_lm_dir: Path, **kwargs) -> gym.Env:
-    kwargs.setdefault("model", tiny_lm_dir)
-    kwargs.setdefault("prompts", PROMPTS)
-    kwargs.setdefault("reward_fn", count_great)
-    kwargs.setdefault("max_prompt_tokens", 8)
-    kwargs.setdefault("max_new_tokens", 6)
-    return gym.make("LMBandit-v0", **kwargs)
-
+from tests.conftest import PROMPTS, build_tiny_model, count_great
+from tests.envs.conftest import make_bandit
 
 CONFIGS = {
     "default_k1": {},
@@ -47,9 +32,9 @@ CONFIGS = {
 
 @pytest.mark.parametrize("kwargs", CONFIGS.values(), ids=CONFIGS.keys())
 def test_checkers_pass_without_warnings(tiny_lm_dir: Path, kwargs) -> None:
-    env = make(tiny_lm_dir, **kwargs)
+    env = make_bandit(tiny_lm_dir, **kwargs)
     if "kl_target" in kwargs:  # an adaptive β needs π_θ attached (a KL, not a cross-entropy)
-        env.unwrapped.attach_policy(lm_logprobs(env.unwrapped.lm.model, env.unwrapped.lm))
+        env.unwrapped.attach_policy(lm_logprobs(env.unwrapped.models.model, env.unwrapped.models))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gym_check_env(env.unwrapped, skip_render_check=True)
@@ -57,7 +42,7 @@ def test_checkers_pass_without_warnings(tiny_lm_dir: Path, kwargs) -> None:
 
 
 def test_reward_invariant_and_info_keys(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir, kl_coef=0.1)
+    env = make_bandit(tiny_lm_dir, kl_coef=0.1)
     obs, info = env.reset(seed=3)
     assert info["prompt"] in PROMPTS
     action = env.action_space.sample()
@@ -72,9 +57,9 @@ def test_reward_invariant_and_info_keys(tiny_lm_dir: Path) -> None:
 
 
 def test_reference_only_kl_is_negative_ref_logprob_sum(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir)
+    env = make_bandit(tiny_lm_dir)
     obs, _ = env.reset(seed=0)
-    words = env.unwrapped.lm.tokenizer
+    words = env.unwrapped.models.tokenizer
     eos = words.eos_token_id
     action = np.array([words.convert_tokens_to_ids("great"), eos, 5, 5, 5, 5])
     _, _, _, _, info = env.step(action)
@@ -97,16 +82,16 @@ def test_reference_only_kl_is_negative_ref_logprob_sum(tiny_lm_dir: Path) -> Non
 
 def test_kl_is_zero_when_policy_is_reference(tiny_lm_dir: Path) -> None:
     for estimator in ("k1", "k2", "k3", "full"):
-        env = make(tiny_lm_dir, kl_estimator=estimator).unwrapped
-        model = env.lm.ref_model
-        pad = env.lm.pad_token_id
+        env = make_bandit(tiny_lm_dir, kl_estimator=estimator).unwrapped
+        model = env.models.ref_model
+        pad = env.models.pad_token_id
 
         def reference_policy(observations, actions, env=env, model=model, pad=pad):
             p = torch.as_tensor(observations)
             a = torch.as_tensor(actions)
             from lmgym.models.padding import completion_mask_from_ids
 
-            m = completion_mask_from_ids(a, env.lm.eos_token_id)
+            m = completion_mask_from_ids(a, env.models.eos_token_id)
             s = score_completions(model, p, (p != pad).long(), a, m, pad_token_id=pad,
                                   keep_logits=True)  # fmt: skip
             return torch.log_softmax(s.logits, -1)
@@ -119,8 +104,8 @@ def test_kl_is_zero_when_policy_is_reference(tiny_lm_dir: Path) -> None:
 
 
 def test_length_limited_is_a_completion_without_eos(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir)
-    eos = env.unwrapped.lm.eos_token_id
+    env = make_bandit(tiny_lm_dir)
+    eos = env.unwrapped.models.eos_token_id
     for action, limited in (
         ([5] * 6, True),
         ([5] * 5 + [eos], False),
@@ -134,7 +119,7 @@ def test_length_limited_is_a_completion_without_eos(tiny_lm_dir: Path) -> None:
 
 def attach_other_policy(env: gym.Env) -> None:
     """π_θ = another tiny LM: a KL that differs from episode to episode."""
-    lm = env.unwrapped.lm
+    lm = env.unwrapped.models
     env.unwrapped.attach_policy(lm_logprobs(build_tiny_model(lm.vocab_size, seed=1).eval(), lm))
 
 
@@ -154,12 +139,12 @@ def play_bandit_episodes(env: gym.Env) -> tuple[list[float], list[float]]:
 
 
 def test_adaptive_beta_updates_once_per_batch_from_the_mean_kl(tiny_lm_dir: Path) -> None:
-    fixed = make(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1)
+    fixed = make_bandit(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1)
     attach_other_policy(fixed)
     kls, _ = play_bandit_episodes(fixed)
     target = float(np.mean(kls)) / 1.1
     n = len(SKEWED_COMPLETIONS)
-    env = make(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1, kl_target=target, kl_horizon=10,
+    env = make_bandit(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1, kl_target=target, kl_horizon=10,
                kl_batch_size=n)  # fmt: skip
     attach_other_policy(env)
     kls_again, betas = play_bandit_episodes(env)
@@ -176,7 +161,7 @@ def test_adaptive_beta_updates_once_per_batch_from_the_mean_kl(tiny_lm_dir: Path
 
 
 def test_adaptive_beta_without_a_policy_is_refused(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir, kl_target=3.0)
+    env = make_bandit(tiny_lm_dir, kl_target=3.0)
     obs, _ = env.reset(seed=0)
     action = np.array([5, 2, 4, 4, 4, 4])
     with pytest.raises(ValueError, match=r"kl_target=3\.0 .*cross_entropy.*kl_target=None"):
@@ -195,7 +180,7 @@ def test_adaptive_beta_without_a_policy_is_refused(tiny_lm_dir: Path) -> None:
 
 def test_same_seed_same_prompts_and_rewards(tiny_lm_dir: Path) -> None:
     def rollout(seed: int):
-        env = make(tiny_lm_dir)
+        env = make_bandit(tiny_lm_dir)
         env.action_space.seed(seed)
         out = []
         obs, _ = env.reset(seed=seed)
@@ -210,7 +195,7 @@ def test_same_seed_same_prompts_and_rewards(tiny_lm_dir: Path) -> None:
 
 
 def test_pickle_round_trip(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir)
+    env = make_bandit(tiny_lm_dir)
     clone = pickle.loads(pickle.dumps(env))
     a = env.reset(seed=5)[0]
     b = clone.reset(seed=5)[0]
@@ -220,7 +205,7 @@ def test_pickle_round_trip(tiny_lm_dir: Path) -> None:
 
 
 def test_ansi_render_shows_parts(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir, render_mode="ansi")
+    env = make_bandit(tiny_lm_dir, render_mode="ansi")
     env.reset(seed=0)
     env.step(env.action_space.sample())
     text = env.render()
@@ -228,7 +213,7 @@ def test_ansi_render_shows_parts(tiny_lm_dir: Path) -> None:
 
 
 def test_options_prompt_forces_prompt(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir)
+    env = make_bandit(tiny_lm_dir)
     _, info = env.reset(seed=0, options={"prompt": "the soup is"})
     assert info["prompt"] == "the soup is"
 
@@ -249,7 +234,7 @@ def test_options_prompt_forces_prompt(tiny_lm_dir: Path) -> None:
     ids=["short", "2d", "float", "too_big", "negative", "strings"],
 )
 def test_bad_action_leaves_episode_usable(tiny_lm_dir, action, error, fragment) -> None:
-    env = make(tiny_lm_dir)
+    env = make_bandit(tiny_lm_dir)
     env.reset(seed=0)
     with pytest.raises(error, match=fragment):
         env.step(action)
@@ -311,14 +296,14 @@ def test_step_after_terminated_and_before_reset(tiny_lm_dir: Path) -> None:
 )
 def test_bad_construction_arguments(tiny_lm_dir, kwargs, error, fragment) -> None:
     with pytest.raises(error, match=fragment):
-        make(tiny_lm_dir, **kwargs)
+        make_bandit(tiny_lm_dir, **kwargs)
 
 
 def test_truncate_prompts_keeps_the_end(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir, prompts=["the food was very great"], max_prompt_tokens=3,
+    env = make_bandit(tiny_lm_dir, prompts=["the food was very great"], max_prompt_tokens=3,
                truncate_prompts=True)  # fmt: skip
     obs, _ = env.reset(seed=0)
-    tok = env.unwrapped.lm.tokenizer
+    tok = env.unwrapped.models.tokenizer
     assert tok.decode(obs[obs != tok.pad_token_id]) == "was very great"
 
 
@@ -326,7 +311,7 @@ def test_raising_reward_fn_is_reraised_with_context(tiny_lm_dir: Path) -> None:
     def broken(prompts, completions):
         raise KeyError("boom")
 
-    env = make(tiny_lm_dir, reward_fn=broken)
+    env = make_bandit(tiny_lm_dir, reward_fn=broken)
     env.reset(seed=0)
     with pytest.raises(RewardFunctionError, match="broken") as caught:
         env.step(env.action_space.sample())
@@ -337,7 +322,7 @@ def test_nan_reward_names_function_and_index(tiny_lm_dir: Path) -> None:
     def nan_reward(prompts, completions):
         return [float("nan")] * len(prompts)
 
-    env = make(tiny_lm_dir, reward_fn=nan_reward)
+    env = make_bandit(tiny_lm_dir, reward_fn=nan_reward)
     env.reset(seed=0)
     with pytest.raises(RewardFunctionError, match=r"nan_reward.*0"):
         env.step(env.action_space.sample())
@@ -347,7 +332,7 @@ def test_weighted_sum_parts_in_info(tiny_lm_dir: Path) -> None:
     from lmgym.rewards import LengthReward, WeightedSum
 
     reward = WeightedSum({count_great: 2.0, LengthReward(3): 0.5})
-    env = make(tiny_lm_dir, reward_fn=reward)
+    env = make_bandit(tiny_lm_dir, reward_fn=reward)
     env.reset(seed=0)
     _, _, _, _, info = env.step(env.action_space.sample())
     parts = info["reward_parts"]

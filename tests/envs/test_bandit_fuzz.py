@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from lmgym.envs.bandit import LMBanditEnv
 from lmgym.error import ResetNeeded
-from tests.envs.test_bandit import PROMPTS, count_great
+from tests.conftest import PROMPTS, count_great
 
 ALLOWED = (ValueError, TypeError, ResetNeeded)
 

@@ -9,7 +9,8 @@ import pytest
 import lmgym  # noqa: F401
 from lmgym.agents.vec_env import unbatch_info
 from lmgym.envs.bandit_vector import LMBanditVectorEnv
-from tests.envs.test_bandit import PROMPTS, count_great, make
+from tests.conftest import PROMPTS, count_great
+from tests.envs.conftest import make_bandit
 
 KWARGS = {
     "prompts": PROMPTS,
@@ -40,13 +41,13 @@ def test_make_vec_returns_batched_env(tiny_lm_dir: Path) -> None:
 def test_vector_matches_single_envs(tiny_lm_dir: Path) -> None:
     n, seed = 4, 11
     envs = make_vec(tiny_lm_dir, n, kl_estimator="k3")
-    singles = [make(tiny_lm_dir, **KWARGS, kl_estimator="k3") for _ in range(n)]
+    singles = [make_bandit(tiny_lm_dir, **KWARGS, kl_estimator="k3") for _ in range(n)]
     obs, _ = envs.reset(seed=seed)
     single_obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(singles)]
     np.testing.assert_array_equal(obs, np.stack(single_obs))
     rng = np.random.default_rng(0)
     for _ in range(3):
-        actions = rng.integers(0, envs.lm.vocab_size, size=(n, 6))
+        actions = rng.integers(0, envs.models.vocab_size, size=(n, 6))
         obs, rewards, _, _, infos = envs.step(actions)
         final_infos = [i["final_info"] for i in unbatch_info(infos, n)]
         single_rewards = []
@@ -73,7 +74,7 @@ def test_one_reference_pass_and_one_reward_call_per_batch(tiny_lm_dir: Path) -> 
         return [0.0] * len(prompts)
 
     envs = make_vec(tiny_lm_dir, 8, reward_fn=counting_reward)
-    envs.lm.ref_model.register_forward_hook(
+    envs.models.ref_model.register_forward_hook(
         lambda *a: calls.__setitem__("forward", calls["forward"] + 1)
     )
     envs.reset(seed=0)

@@ -18,33 +18,12 @@ from lmgym.error import ResetNeeded
 from lmgym.models.kv_cache import kv_layers
 from lmgym.models.scoring import score_completions
 from lmgym.rewards.kl import AdaptiveKLController
-from tests.conftest import build_tiny_model, build_tiny_tokenizer
-from tests.envs.test_bandit import PROMPTS, count_great
-
-P, T = 8, 6
-EOS, PAD, BOS = 2, 0, 1
-
-
-def make(tiny_lm_dir: Path, **kwargs) -> gym.Env:
-    kwargs.setdefault("model", tiny_lm_dir)
-    kwargs.setdefault("prompts", PROMPTS)
-    kwargs.setdefault("reward_fn", count_great)
-    kwargs.setdefault("max_prompt_tokens", P)
-    kwargs.setdefault("max_new_tokens", T)
-    return gym.make("LMToken-v0", **kwargs)
-
-
-def make_bandit(tiny_lm_dir: Path, **kwargs) -> gym.Env:
-    kwargs.setdefault("model", tiny_lm_dir)
-    kwargs.setdefault("prompts", PROMPTS)
-    kwargs.setdefault("reward_fn", count_great)
-    kwargs.setdefault("max_prompt_tokens", P)
-    kwargs.setdefault("max_new_tokens", T)
-    return gym.make("LMBandit-v0", **kwargs)
+from tests.conftest import PROMPTS, build_tiny_model, build_tiny_tokenizer
+from tests.envs.conftest import BOS, EOS, PAD, P, T, make_bandit, make_token
 
 
 def ids(env: gym.Env, text: str) -> list[int]:
-    return env.unwrapped.lm.tokenizer.convert_tokens_to_ids(text.split())
+    return env.unwrapped.models.tokenizer.convert_tokens_to_ids(text.split())
 
 
 def run_episode(env: gym.Env, prompt: str, tokens: list[int]) -> list[tuple]:
@@ -71,9 +50,10 @@ CONFIGS = {
 
 @pytest.mark.parametrize("kwargs", CONFIGS.values(), ids=CONFIGS.keys())
 def test_checkers_pass_without_warnings(tiny_lm_dir: Path, kwargs) -> None:
-    env = make(tiny_lm_dir, **kwargs)
+    env = make_token(tiny_lm_dir, **kwargs)
     if "kl_target" in kwargs:  # an adaptive β needs π_θ attached (a KL, not a cross-entropy)
-        env.unwrapped.attach_policy(lm_token_logprobs(env.unwrapped.lm.model, env.unwrapped.lm))
+        models = env.unwrapped.models
+        env.unwrapped.attach_policy(lm_token_logprobs(models.model, models))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gym_check_env(env.unwrapped, skip_render_check=True)
@@ -104,7 +84,7 @@ NUMPY_FIVES = {
 
 @pytest.mark.parametrize("action", NUMPY_FIVES.values(), ids=NUMPY_FIVES.keys())
 def test_numpy_scalar_and_0d_actions_are_the_int(tiny_lm_dir: Path, action) -> None:
-    env, twin = make(tiny_lm_dir).unwrapped, make(tiny_lm_dir).unwrapped
+    env, twin = make_token(tiny_lm_dir).unwrapped, make_token(tiny_lm_dir).unwrapped
     for e in (env, twin):
         e.reset(seed=0)
     got, want = env.step(action), twin.step(5)
@@ -119,8 +99,8 @@ def test_numpy_scalar_and_0d_actions_are_the_int(tiny_lm_dir: Path, action) -> N
 
 
 def test_spaces_and_observation_layout(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir)
-    vocab = env.unwrapped.lm.vocab_size
+    env = make_token(tiny_lm_dir)
+    vocab = env.unwrapped.models.vocab_size
     assert env.action_space == gym.spaces.Discrete(vocab)
     assert env.observation_space.shape == (P + T,) and env.observation_space.dtype == np.int64
     obs, info = env.reset(seed=0, options={"prompt": "the food was"})
@@ -132,7 +112,7 @@ def test_spaces_and_observation_layout(tiny_lm_dir: Path) -> None:
 
 
 def test_info_keys_and_reward_invariant_on_every_step(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir, kl_coef=0.1)
+    env = make_token(tiny_lm_dir, kl_coef=0.1)
     steps = run_episode(env, "the soup is", [*ids(env, "great and great"), EOS, 5, 5])
     assert len(steps) == 4
     keys = {"prompt", "completion", "reward_model", "kl", "kl_coef", "kl_form", "episode_kl",
@@ -152,7 +132,7 @@ def test_info_keys_and_reward_invariant_on_every_step(tiny_lm_dir: Path) -> None
 
 
 def test_length_limit_terminates_and_is_recorded_in_info(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir)
+    env = make_token(tiny_lm_dir)
     steps = run_episode(env, "the food was", [5] * T)
     # Scored at the limit and nothing follows: terminated, so no value is bootstrapped past it.
     assert [s[2] for s in steps] == [False] * (T - 1) + [True]
@@ -175,7 +155,7 @@ def test_length_limit_terminates_and_is_recorded_in_info(tiny_lm_dir: Path) -> N
 
 def test_pad_ends_the_completion_in_both_envs(tiny_lm_dir: Path) -> None:
     tokens = [5, PAD, 7, 8, EOS, 9]
-    token_env = make(tiny_lm_dir, kl_coef=0.2)
+    token_env = make_token(tiny_lm_dir, kl_coef=0.2)
     bandit = make_bandit(tiny_lm_dir, kl_coef=0.2)
     steps = run_episode(token_env, "the soup is", tokens)
     assert len(steps) == 2 and steps[-1][2]
@@ -185,7 +165,8 @@ def test_pad_ends_the_completion_in_both_envs(tiny_lm_dir: Path) -> None:
     assert info["completion_length"] == final["completion_length"] == 2
     assert info["kl"] == pytest.approx(final["episode_kl"], rel=1e-5)
     assert reward == pytest.approx(sum(s[1] for s in steps), rel=1e-5)
-    assert info["completion"] == final["completion"] == token_env.unwrapped.lm.tokenizer.decode(5)
+    tokenizer = token_env.unwrapped.models.tokenizer
+    assert info["completion"] == final["completion"] == tokenizer.decode(5)
     assert not info["eos"] and not final["eos"]
     assert not info["length_limited"] and not final["length_limited"]
 
@@ -196,12 +177,12 @@ def test_pad_ends_the_completion_in_both_envs(tiny_lm_dir: Path) -> None:
     ids=["ref_only_k1", "ref_only_k3", "policy_k1", "policy_k3", "policy_full"],
 )
 def test_episode_rewards_sum_to_bandit_reward(tiny_lm_dir: Path, estimator, policy) -> None:
-    token_env = make(tiny_lm_dir, kl_estimator=estimator, kl_coef=0.2)
+    token_env = make_token(tiny_lm_dir, kl_estimator=estimator, kl_coef=0.2)
     bandit = make_bandit(tiny_lm_dir, kl_estimator=estimator, kl_coef=0.2)
     if policy:
-        other = build_tiny_model(token_env.unwrapped.lm.vocab_size, seed=1).eval()
-        token_env.unwrapped.attach_policy(lm_token_logprobs(other, token_env.unwrapped.lm))
-        bandit.unwrapped.attach_policy(lm_logprobs(other, bandit.unwrapped.lm))
+        other = build_tiny_model(token_env.unwrapped.models.vocab_size, seed=1).eval()
+        token_env.unwrapped.attach_policy(lm_token_logprobs(other, token_env.unwrapped.models))
+        bandit.unwrapped.attach_policy(lm_logprobs(other, bandit.unwrapped.models))
     completions = {
         "eos": [*ids(token_env, "great food and"), EOS, 7, 7],
         "truncated": ids(token_env, "the staff were very great great"),
@@ -223,12 +204,12 @@ def test_episode_rewards_sum_to_bandit_reward(tiny_lm_dir: Path, estimator, poli
 
 def test_cached_logprobs_equal_teacher_forced_scores(tiny_lm_dir: Path) -> None:
     for cache in (True, False):
-        env = make(tiny_lm_dir, reference_cache=cache)
-        model = env.unwrapped.lm.ref_model
+        env = make_token(tiny_lm_dir, reference_cache=cache)
+        model = env.unwrapped.models.ref_model
         rng = np.random.default_rng(0)
         for episode in range(4):
             obs, _ = env.reset(seed=episode)
-            tokens = rng.integers(4, env.unwrapped.lm.vocab_size, size=T)
+            tokens = rng.integers(4, env.unwrapped.models.vocab_size, size=T)
             steps = [env.step(int(t)) for t in tokens]
             prompt = torch.tensor(obs)[None, :P]
             completion = torch.tensor(tokens)[None]
@@ -243,8 +224,8 @@ def test_cached_logprobs_equal_teacher_forced_scores(tiny_lm_dir: Path) -> None:
 
 def test_kl_is_zero_when_policy_is_reference(tiny_lm_dir: Path) -> None:
     for estimator in ("k1", "k2", "k3", "full"):
-        env = make(tiny_lm_dir, kl_estimator=estimator).unwrapped
-        env.attach_policy(lm_token_logprobs(env.lm.ref_model, env.lm))
+        env = make_token(tiny_lm_dir, kl_estimator=estimator).unwrapped
+        env.attach_policy(lm_token_logprobs(env.models.ref_model, env.models))
         env.reset(seed=1)
         for token in (5, 9, EOS):
             *_, info = env.step(token)
@@ -254,7 +235,7 @@ def test_kl_is_zero_when_policy_is_reference(tiny_lm_dir: Path) -> None:
 
 def attach_other_policy(env: gym.Env) -> None:
     """π_θ = another tiny LM: a KL that differs from episode to episode."""
-    lm = env.unwrapped.lm
+    lm = env.unwrapped.models
     env.unwrapped.attach_policy(
         lm_token_logprobs(build_tiny_model(lm.vocab_size, seed=1).eval(), lm)
     )
@@ -279,12 +260,12 @@ def play_token_episodes(env: gym.Env) -> tuple[list[float], list[float]]:
 
 
 def test_adaptive_beta_updates_once_per_batch_from_the_mean_kl(tiny_lm_dir: Path) -> None:
-    fixed = make(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1)
+    fixed = make_token(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1)
     attach_other_policy(fixed)
     kls, _ = play_token_episodes(fixed)
     target = float(np.mean(kls)) / 1.1  # the batch mean is 10% over target: e = 0.1, unclipped
     n = len(SKEWED_EPISODES)
-    env = make(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1, kl_target=target, kl_horizon=10,
+    env = make_token(tiny_lm_dir, kl_estimator="k3", kl_coef=0.1, kl_target=target, kl_horizon=10,
                kl_batch_size=n)  # fmt: skip
     attach_other_policy(env)
     kls_again, betas = play_token_episodes(env)
@@ -304,7 +285,7 @@ def test_adaptive_beta_updates_once_per_batch_from_the_mean_kl(tiny_lm_dir: Path
 
 
 def test_adaptive_beta_without_a_policy_is_refused(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir, kl_target=3.0)
+    env = make_token(tiny_lm_dir, kl_target=3.0)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"kl_target=3\.0 .*cross_entropy.*attach") as caught:
         env.step(5)
@@ -315,7 +296,7 @@ def test_adaptive_beta_without_a_policy_is_refused(tiny_lm_dir: Path) -> None:
 
 
 def test_cross_entropy_form_with_a_fixed_beta_is_allowed(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir, kl_coef=0.3)
+    env = make_token(tiny_lm_dir, kl_coef=0.3)
     env.reset(seed=0)
     info = env.step(5)[-1]
     assert info["kl_form"] == "cross_entropy" and info["kl"] > 0
@@ -323,7 +304,7 @@ def test_cross_entropy_form_with_a_fixed_beta_is_allowed(tiny_lm_dir: Path) -> N
 
 def test_same_seed_same_rollouts(tiny_lm_dir: Path) -> None:
     def rollout(seed: int) -> list:
-        env = make(tiny_lm_dir)
+        env = make_token(tiny_lm_dir)
         env.action_space.seed(seed)
         out = []
         obs, _ = env.reset(seed=seed)
@@ -339,7 +320,7 @@ def test_same_seed_same_rollouts(tiny_lm_dir: Path) -> None:
 
 
 def test_pickle_round_trip_mid_episode(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir)
+    env = make_token(tiny_lm_dir)
     env.reset(seed=5)
     env.step(5)
     clone = pickle.loads(pickle.dumps(env))
@@ -350,15 +331,15 @@ def test_pickle_round_trip_mid_episode(tiny_lm_dir: Path) -> None:
 
 
 def test_action_masks(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir)
+    env = make_token(tiny_lm_dir)
     env.reset(seed=0)
     mask = env.unwrapped.action_masks()
-    assert mask.dtype == np.bool_ and mask.shape == (env.unwrapped.lm.vocab_size,)
+    assert mask.dtype == np.bool_ and mask.shape == (env.unwrapped.models.vocab_size,)
     assert not mask[PAD] and not mask[BOS] and mask[EOS] and mask[4:].all()
 
     allowed = np.zeros(mask.shape, dtype=bool)
     allowed[[BOS, EOS, 7]] = True
-    env = make(tiny_lm_dir, action_mask=allowed)
+    env = make_token(tiny_lm_dir, action_mask=allowed)
     env.reset(seed=0)
     assert np.flatnonzero(env.unwrapped.action_masks()).tolist() == [EOS, 7]
 
@@ -367,7 +348,7 @@ def test_action_masks(tiny_lm_dir: Path) -> None:
         out[EOS] = (observation[P:] != PAD).sum() >= 2
         return out
 
-    env = make(tiny_lm_dir, action_mask=eos_after_two)
+    env = make_token(tiny_lm_dir, action_mask=eos_after_two)
     env.reset(seed=0)
     assert not env.unwrapped.action_masks()[EOS]
     env.step(5)
@@ -392,7 +373,7 @@ def test_action_masks(tiny_lm_dir: Path) -> None:
     ids=["too_big", "negative", "vocab_size", "float", "bool", "str", "array"],
 )
 def test_bad_action_leaves_episode_usable(tiny_lm_dir, action, error, fragment) -> None:
-    env = make(tiny_lm_dir)
+    env = make_token(tiny_lm_dir)
     obs, _ = env.reset(seed=0)
     with pytest.raises(error, match=fragment):
         env.step(action)
@@ -439,7 +420,7 @@ def test_step_after_episode_end_and_before_reset(tiny_lm_dir: Path) -> None:
 )
 def test_bad_construction_arguments(tiny_lm_dir, kwargs, error, fragment) -> None:
     with pytest.raises(error, match=fragment):
-        make(tiny_lm_dir, **kwargs)
+        make_token(tiny_lm_dir, **kwargs)
 
 
 def test_callable_mask_that_masks_everything_is_a_clear_error(tiny_lm_dir: Path) -> None:
@@ -449,7 +430,7 @@ def test_callable_mask_that_masks_everything_is_a_clear_error(tiny_lm_dir: Path)
         calls["n"] += 1
         return np.full(27, (observation[P:] == PAD).all())
 
-    env = make(tiny_lm_dir, action_mask=nothing_after_one)
+    env = make_token(tiny_lm_dir, action_mask=nothing_after_one)
     env.reset(seed=0)
     assert env.unwrapped.action_masks().any()
     env.step(5)
@@ -459,7 +440,7 @@ def test_callable_mask_that_masks_everything_is_a_clear_error(tiny_lm_dir: Path)
 
 
 def test_policy_with_wrong_output_shape_is_rejected(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir).unwrapped
+    env = make_token(tiny_lm_dir).unwrapped
     env.attach_policy(lambda observations: torch.zeros(len(observations), 5))
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"returned shape \(1, 5\); expected \(1, 27\)"):
@@ -469,7 +450,7 @@ def test_policy_with_wrong_output_shape_is_rejected(tiny_lm_dir: Path) -> None:
 
 
 def test_ansi_render(tiny_lm_dir: Path) -> None:
-    env = make(tiny_lm_dir, render_mode="ansi")
+    env = make_token(tiny_lm_dir, render_mode="ansi")
     env.reset(seed=0)
     assert "no token yet" in env.render()
     env.step(ids(env, "great")[0])
@@ -488,7 +469,7 @@ def test_raising_reward_fn_leaves_the_step_retryable(tiny_lm_dir: Path) -> None:
             raise KeyError("boom")
         return [1.0] * len(prompts)
 
-    env = make(tiny_lm_dir, reward_fn=flaky)
+    env = make_token(tiny_lm_dir, reward_fn=flaky)
     env.reset(seed=0)
     env.step(5)
     with pytest.raises(RewardFunctionError, match="flaky"):
@@ -514,7 +495,7 @@ def padded_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def support_logprobs(env: gym.Env, observations: np.ndarray, actions: np.ndarray) -> torch.Tensor:
     """(B, T, V) log π_ref over the tokenizer's tokens only: the support of the env's KL."""
-    lm = env.unwrapped.lm
+    lm = env.unwrapped.models
     prompt, completion = torch.as_tensor(observations), torch.as_tensor(actions)
     with torch.inference_mode():
         scores = score_completions(
@@ -526,8 +507,8 @@ def support_logprobs(env: gym.Env, observations: np.ndarray, actions: np.ndarray
 
 @pytest.mark.parametrize("estimator", ["k1", "k2", "k3", "full"])
 def test_padded_vocabulary_gives_zero_kl_when_policy_is_reference(padded_lm_dir, estimator):
-    token_env = make(padded_lm_dir, kl_estimator=estimator)
-    lm = token_env.unwrapped.lm
+    token_env = make_token(padded_lm_dir, kl_estimator=estimator)
+    lm = token_env.unwrapped.models
     assert lm.ref_model.get_input_embeddings().weight.shape[0] == 64 > lm.vocab_size == 27
     token_env.unwrapped.attach_policy(lm_token_logprobs(lm.ref_model, lm))
     tokens = [5, 9, 12, 7, EOS]
@@ -537,7 +518,8 @@ def test_padded_vocabulary_gives_zero_kl_when_policy_is_reference(padded_lm_dir,
     # The bandit, with π_θ given as full (B, T, V_model) log-distributions, and (k1/k2/k3) as
     # the chosen tokens' log-probs over the tokenizer's tokens.
     bandit = make_bandit(padded_lm_dir, kl_estimator=estimator)
-    policies = {"full_rows": lm_logprobs(bandit.unwrapped.lm.ref_model, bandit.unwrapped.lm)}
+    models = bandit.unwrapped.models
+    policies = {"full_rows": lm_logprobs(models.ref_model, models)}
     if estimator != "full":
         policies["chosen_tokens"] = lambda obs, actions: support_logprobs(
             bandit, obs, actions
@@ -552,7 +534,7 @@ def test_padded_vocabulary_gives_zero_kl_when_policy_is_reference(padded_lm_dir,
 
 def test_padded_vocabulary_cross_entropy_is_over_the_tokenizers_tokens(padded_lm_dir) -> None:
     tokens = [5, 9, 12, 7, EOS]
-    token_env, bandit = make(padded_lm_dir), make_bandit(padded_lm_dir)
+    token_env, bandit = make_token(padded_lm_dir), make_bandit(padded_lm_dir)
     steps = run_episode(token_env, "the soup is", tokens)
     obs, _ = bandit.reset(seed=0, options={"prompt": "the soup is"})
     info = bandit.step(np.array([*tokens, 4]))[-1]

@@ -17,9 +17,8 @@ from lmgym.error import ResetNeeded
 from lmgym.models.scoring import score_completions
 from lmgym.rewards.kl import AdaptiveKLController
 from lmgym.seeding import set_seed
-from tests.conftest import build_tiny_model
-from tests.envs.test_bandit import PROMPTS, count_great
-from tests.envs.test_token import EOS, PAD, P, make
+from tests.conftest import PROMPTS, build_tiny_model, count_great
+from tests.envs.conftest import EOS, PAD, P, make_token
 
 KWARGS = {"prompts": PROMPTS, "reward_fn": count_great, "max_prompt_tokens": P}
 
@@ -62,7 +61,9 @@ def test_make_vec_returns_batched_env(tiny_lm_dir: Path) -> None:
 def test_vector_matches_single_envs_across_autoresets(tiny_lm_dir: Path, cache: bool) -> None:
     n, seed, steps = 4, 11, 14
     envs = make_vec(tiny_lm_dir, n, kl_estimator="k3", reference_cache=cache)
-    singles = [make(tiny_lm_dir, **KWARGS, max_new_tokens=4, kl_estimator="k3") for _ in range(n)]
+    singles = [
+        make_token(tiny_lm_dir, **KWARGS, max_new_tokens=4, kl_estimator="k3") for _ in range(n)
+    ]
     obs, _ = envs.reset(seed=seed)
     np.testing.assert_array_equal(obs, [e.reset(seed=seed + i)[0] for i, e in enumerate(singles)])
     rng = np.random.default_rng(0)
@@ -95,7 +96,7 @@ def test_cached_logprobs_equal_teacher_forced_scores_across_resets(
                     truncate_prompts=True)  # fmt: skip
     if table == "one_prompt_table":  # evicts on every new prompt: exercises the LRU and misses
         envs.batch.reference.prompt_cache_bytes = 0
-    model = envs.lm.ref_model
+    model = envs.models.ref_model
     obs, _ = envs.reset(seed=3)
     rng = np.random.default_rng(1)
     episodes: list[tuple[np.ndarray, list[int], list[float]]] = []
@@ -135,7 +136,7 @@ def test_one_reference_forward_and_one_reward_call_per_step(tiny_lm_dir: Path) -
     drawn = iter(f"the {a} {b} was" for a in ("food", "soup", "staff", "service", "it")
                  for b in ("great", "good", "bad", "awful", "rude", "friendly"))  # fmt: skip
     envs = make_vec(tiny_lm_dir, 8, reward_fn=counting_reward, prompts=lambda rng: next(drawn))
-    envs.lm.ref_model.register_forward_hook(
+    envs.models.ref_model.register_forward_hook(
         lambda *a: calls.__setitem__("forward", calls["forward"] + 1)
     )
     envs.reset(seed=0)
@@ -152,7 +153,7 @@ def test_one_reference_forward_and_one_reward_call_per_step(tiny_lm_dir: Path) -
 def test_known_prompts_are_not_encoded_again(tiny_lm_dir: Path) -> None:
     calls = {"forward": 0}
     envs = make_vec(tiny_lm_dir, 4, prompts=["the food was"])
-    envs.lm.ref_model.register_forward_hook(
+    envs.models.ref_model.register_forward_hook(
         lambda *a: calls.__setitem__("forward", calls["forward"] + 1)
     )
     envs.reset(seed=0)
@@ -283,12 +284,12 @@ def play_vector_episodes(envs: LMTokenVectorEnv) -> tuple[list[float], list[floa
 def test_vector_adaptive_beta_updates_once_per_batch_of_episodes(tiny_lm_dir: Path) -> None:
     other = build_tiny_model(27, seed=1).eval()  # no dropout: the same KLs twice
     fixed = make_vec(tiny_lm_dir, 3, kl_estimator="k3", kl_coef=0.1)
-    fixed.attach_policy(lm_token_logprobs(other, fixed.lm))
+    fixed.attach_policy(lm_token_logprobs(other, fixed.models))
     kls, _ = play_vector_episodes(fixed)
     target = float(np.mean(kls)) / 1.1
     envs = make_vec(tiny_lm_dir, 3, kl_estimator="k3", kl_coef=0.1, kl_target=target,
                     kl_horizon=10)  # fmt: skip
-    envs.attach_policy(lm_token_logprobs(other, envs.lm))
+    envs.attach_policy(lm_token_logprobs(other, envs.models))
     kls_again, betas = play_vector_episodes(envs)
     assert kls_again == pytest.approx(kls)
     # The three episodes end at different steps; β moves once, after the third (num_envs).
@@ -307,7 +308,7 @@ def test_vector_adaptive_beta_without_a_policy_is_refused(tiny_lm_dir: Path) -> 
     envs.reset(seed=0)
     with pytest.raises(ValueError, match=r"kl_target=3\.0 .*cross_entropy"):
         envs.step(np.array([5, EOS]))
-    envs.attach_policy(lm_token_logprobs(envs.lm.model, envs.lm))
+    envs.attach_policy(lm_token_logprobs(envs.models.model, envs.models))
     _, _, terminated, _, infos = envs.step(np.array([5, EOS]))
     assert terminated.tolist() == [False, True] and infos["completion_length"][0] == 1
 

@@ -58,7 +58,7 @@ def make_adaptive(kind: str, tiny_lm_dir: Path, vector: bool = False, **kwargs: 
     kwargs = {"kl_target": 3.0, "kl_horizon": 20, "kl_batch_size": 1, **kwargs}
     env = make_vec(kind, tiny_lm_dir, **kwargs) if vector else make_env(kind, tiny_lm_dir, **kwargs)
     attach = lm_logprobs if kind == "bandit" else lm_token_logprobs
-    env.attach_policy(attach(env.lm.model, env.lm))
+    env.attach_policy(attach(env.models.model, env.models))
     return env
 
 
@@ -133,7 +133,7 @@ def test_truncate_prompts_fits_the_prompt_block_to_the_positions(
     assert env.observation_space.shape == ((34,) if kind == "bandit" else (64,))
     for _ in range(2):  # used to raise IndexError deep in the embedding, and then every time
         obs, _ = env.reset(seed=0, options={"prompt": long_prompt})
-        assert (obs[:34] != PAD).all() and obs[33] == env.lm.tokenizer.convert_tokens_to_ids(
+        assert (obs[:34] != PAD).all() and obs[33] == env.models.tokenizer.convert_tokens_to_ids(
             "great"
         )
         if kind == "bandit":
@@ -427,7 +427,7 @@ def test_numpy_kl_coef_is_a_number(tiny_lm_dir: Path, kind: str) -> None:
     env = make_env(kind, tiny_lm_dir, kl_coef=np.float32(0.1), kl_target=np.float64(3.0),
                    kl_horizon=np.int64(100), max_new_tokens=np.int32(T))  # fmt: skip
     env.attach_policy(
-        (lm_logprobs if kind == "bandit" else lm_token_logprobs)(env.lm.model, env.lm)
+        (lm_logprobs if kind == "bandit" else lm_token_logprobs)(env.models.model, env.models)
     )
     env.reset(seed=0)
     info = env.step(np.full(T, GREAT) if kind == "bandit" else GREAT)[-1]

@@ -148,7 +148,7 @@ def test_lm_env_construction_is_valid_or_a_clear_error(
             return
     if kwargs.get("kl_target") is not None:  # an adaptive β needs π_θ attached
         attach = lm_logprobs if kind == "bandit" else lm_token_logprobs
-        env.attach_policy(attach(env.lm.model, env.lm))
+        env.attach_policy(attach(env.models.model, env.models))
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
     assert env.max_prompt_tokens + env.max_new_tokens <= 64  # fits the tiny model's positions

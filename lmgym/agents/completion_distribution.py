@@ -54,6 +54,8 @@ class AutoregressiveCompletion(TorchDistribution):
         max_new_tokens: T, the length of a completion.
         eos_token_id: Ends a completion; tokens after the first EOS do not count.
         pad_token_id: Fills padding.
+        vocab_size: The action space's number of tokens, where the model's embedding has more
+            rows: sampling and log-probs stay on those tokens (``None``: every logit).
     """
 
     arg_constraints: dict[str, Any] = {}
@@ -67,6 +69,7 @@ class AutoregressiveCompletion(TorchDistribution):
         *,
         eos_token_id: int,
         pad_token_id: int,
+        vocab_size: int | None = None,
     ) -> None:
         super().__init__(
             batch_shape=prompt_ids.shape[:1],
@@ -79,6 +82,7 @@ class AutoregressiveCompletion(TorchDistribution):
         self.max_new_tokens = max_new_tokens
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
+        self.vocab_size = vocab_size
         self.grad_enabled = torch.is_grad_enabled()
         self.generation: Generation | None = None  # the last sample() / mode()
         self._scored_actions: torch.Tensor | None = None
@@ -118,6 +122,7 @@ class AutoregressiveCompletion(TorchDistribution):
             decoding,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
+            vocab_size=self.vocab_size,
         )
         return self.generation.completion_ids
 
@@ -137,6 +142,7 @@ class AutoregressiveCompletion(TorchDistribution):
                 pad_token_id=self.pad_token_id,
                 keep_logits=True,
                 keep_hidden=True,
+                vocab_size=self.vocab_size,
             )
         self._scored_actions = actions
         return self._scores
@@ -205,6 +211,7 @@ class CompletionDistribution(Distribution):
         max_new_tokens: T, the length of a completion (the action space's).
         eos_token_id: Ends a completion.
         pad_token_id: Fills padding.
+        vocab_size: The action space's number of tokens (``None``: every logit of the model).
 
     Example:
         >>> from lmgym.models.loading import load_default_model
@@ -219,11 +226,19 @@ class CompletionDistribution(Distribution):
 
     distribution: AutoregressiveCompletion  # type: ignore[assignment]
 
-    def __init__(self, max_new_tokens: int, *, eos_token_id: int, pad_token_id: int) -> None:
+    def __init__(
+        self,
+        max_new_tokens: int,
+        *,
+        eos_token_id: int,
+        pad_token_id: int,
+        vocab_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.max_new_tokens = max_new_tokens
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
+        self.vocab_size = vocab_size
 
     def proba_distribution_net(self, *args: Any, **kwargs: Any) -> nn.Module:
         """Not used: the language model itself parametrises this distribution."""
@@ -243,6 +258,7 @@ class CompletionDistribution(Distribution):
             self.max_new_tokens,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
+            vocab_size=self.vocab_size,
         )
         return self
 

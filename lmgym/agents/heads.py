@@ -168,16 +168,28 @@ class CompletionHead(LMHead):
             :meth:`act` always samples from π_θ itself at temperature 1).
         pad_token_id: Padding id of the observations.
         eos_token_id: Ends a completion.
+        n_actions: V, the action space's number of tokens: sampling and log-probs stay on them
+            where the model's embedding is padded past the tokenizer.
     """
 
     action_dist: CompletionDistribution
 
-    def __init__(self, decoding: DecodingConfig, *, pad_token_id: int, eos_token_id: int) -> None:
+    def __init__(
+        self,
+        decoding: DecodingConfig,
+        *,
+        pad_token_id: int,
+        eos_token_id: int,
+        n_actions: int | None = None,
+    ) -> None:
         super().__init__(pad_token_id=pad_token_id)
         self.decoding = decoding
         self.eos_token_id = eos_token_id
         self.action_dist = CompletionDistribution(
-            decoding.max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id
+            decoding.max_new_tokens,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            vocab_size=n_actions,
         )
 
     def distribution(
@@ -392,4 +404,10 @@ def make_head(
             int(action_space.n), pad_token_id=pad_token_id, distribution_class=distribution_class
         )
     assert decoding is not None and not maskable, "checked by the policy's constructor"
-    return CompletionHead(decoding, pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+    assert isinstance(action_space, spaces.MultiDiscrete)
+    return CompletionHead(
+        decoding,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        n_actions=int(action_space.nvec.max()),
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
 from lmgym.models.padding import completion_mask_from_ids, right_to_left_padding
 
@@ -95,6 +95,7 @@ def generate(
     *,
     eos_token_id: int,
     pad_token_id: int,
+    vocab_size: int | None = None,
 ) -> Generation:
     """Sample one completion per prompt with a KV cache.
 
@@ -108,6 +109,10 @@ def generate(
         config: Decoding settings.
         eos_token_id: Ends a completion.
         pad_token_id: Fills prompt padding and the positions after EOS.
+        vocab_size: The tokenizer's number of tokens, where the model's embedding is padded past
+            it (checkpoints round it up to a multiple of 64 or 128): sampling stays on real
+            tokens and the log-probs are normalised over them, as the envs' are. ``None``: all
+            of the model's logits.
 
     Returns:
         A :class:`Generation` with tensors of shape (B, ``config.max_new_tokens``).
@@ -130,10 +135,14 @@ def generate(
             generation_config=config.to_generation_config(
                 eos_token_id=eos_token_id, pad_token_id=pad_token_id
             ),
+            logits_processor=LogitsProcessorList(
+                [] if vocab_size is None else [_TokensOnly(vocab_size)]
+            ),
         )
     new_ids = out.sequences[:, n_prompt:]  # (B, T') with T' <= max_new_tokens
-    raw_logits = torch.stack(out.logits, dim=1).float()  # (B, T', V)
-    processed = torch.stack(out.scores, dim=1).float()  # (B, T', V), after temperature etc.
+    columns = slice(None) if vocab_size is None else slice(0, vocab_size)
+    raw_logits = torch.stack(out.logits, dim=1)[..., columns].float()  # (B, T', V)
+    processed = torch.stack(out.scores, dim=1)[..., columns].float()  # after temperature etc.
     logprobs = _gather_logprobs(raw_logits, new_ids)
     sampling_logprobs = _gather_logprobs(processed, new_ids)
 
@@ -153,6 +162,20 @@ def generate(
         logprobs=logprobs * mask,
         sampling_logprobs=sampling_logprobs * mask,
     )
+
+
+class _TokensOnly(LogitsProcessor):
+    """Never sample an embedding row past the tokenizer's last token (it is no token)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[-1] <= self.vocab_size:
+            return scores
+        padded = scores.clone()
+        padded[:, self.vocab_size :] = -float("inf")
+        return padded  # type: ignore[return-value]
 
 
 def _gather_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ def score_completions(
     pad_token_id: int,
     keep_logits: bool = False,
     keep_hidden: bool = False,
+    vocab_size: int | None = None,
 ) -> CompletionScores:
     """Score completions under ``model`` with one teacher-forced forward pass.
 
@@ -63,6 +64,9 @@ def score_completions(
         pad_token_id: Id used for padding.
         keep_logits: Also return the (B, T, V) logits.
         keep_hidden: Also return the (B, T, H) last hidden states.
+        vocab_size: Keep only the first ``vocab_size`` logits (the tokenizer's tokens) where the
+            embedding is padded past them, so the distribution is over real tokens, as in
+            :func:`lmgym.models.generation.generate`. ``None``: all of them.
 
     Returns:
         A :class:`CompletionScores`.
@@ -99,7 +103,8 @@ def score_completions(
         use_cache=False,
     )
     # The logits at position i predict token i+1: completion token t is predicted at P-1+t.
-    logits = outputs.logits[:, n_prompt - 1 : n_prompt - 1 + n_completion, :]  # (B, T, V)
+    columns = slice(None) if vocab_size is None else slice(0, vocab_size)
+    logits = outputs.logits[:, n_prompt - 1 : n_prompt - 1 + n_completion, columns]  # (B, T, V)
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     logprobs = torch.gather(logp_all, 2, completion_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)
     logprobs = logprobs * completion_mask

@@ -254,3 +254,29 @@ def test_a_50k_vocabulary() -> None:
     oracle = manual_logprobs(model, tokenizer.encode("w1 w2 w3"), [49_000, 50_256, 7, 2])
     assert info["completion_length"] == 4
     assert info["kl"] == pytest.approx(float(-oracle.sum()), abs=1e-3)
+
+
+def test_lm_policy_never_samples_a_padded_embedding_row() -> None:
+    from lmgym.agents import LMActorCriticPolicy, lm_policy_kwargs
+
+    tokenizer = train_bpe_tokenizer()
+    model, tokenizer = load_model(llama(tokenizer, extra_rows=13), tokenizer)
+    with torch.no_grad():  # make the 13 padded rows the most likely "tokens" by far
+        model.lm_head.weight[len(tokenizer) :] = 5.0 * model.model.norm.weight
+    env = gym.make(
+        "LMBandit-v0", model=model, tokenizer=tokenizer, prompts=PROMPTS, max_new_tokens=4
+    )
+    policy = LMActorCriticPolicy(
+        env.observation_space, env.action_space, lambda _: 1e-3, **lm_policy_kwargs(env)
+    )
+    obs, _ = env.reset(seed=0)
+    torch.manual_seed(0)
+    batch = torch.as_tensor(np.repeat(obs[None], 8, axis=0))
+    actions, _, logprob = policy(batch)
+    assert int(actions.max()) < len(tokenizer)  # a real token, so the env takes it
+    # The log-probs are over the real tokens, as the env's are: the sum recomputed by scoring
+    # with the vocabulary cut agrees with the one from sampling.
+    _, again, _ = policy.evaluate_actions(batch, actions)
+    torch.testing.assert_close(again, logprob, atol=1e-4, rtol=0)
+    _, reward, *_ = env.step(actions[0].numpy())
+    assert np.isfinite(reward)

@@ -28,21 +28,23 @@ __all__ = [
     "register_envs",
 ]
 
-# The LM envs import torch and transformers, which take seconds; registering needs neither, so
-# the classes load on first use (PEP 562) and `import lmgym` stays quick.
-_LAZY = {
-    "CatGridEnv": "lmgym.envs.catgrid",
-    "LMBanditEnv": "lmgym.envs.bandit",
-    "LMBanditVectorEnv": "lmgym.envs.bandit_vector",
-    "LMTokenEnv": "lmgym.envs.token",
-    "LMTokenVectorEnv": "lmgym.envs.token_vector",
-}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lmgym.envs' has no attribute {name!r}")
+    """Import an env class on first use (PEP 562).
+
+    The LM envs import torch and transformers, which take seconds; registering needs neither,
+    so ``import lmgym`` stays quick.
+    """
+    module = {
+        "CatGridEnv": "catgrid",
+        "LMBanditEnv": "bandit",
+        "LMBanditVectorEnv": "bandit_vector",
+        "LMTokenEnv": "token",
+        "LMTokenVectorEnv": "token_vector",
+    }.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lmgym.envs' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lmgym.envs.{module}"), name)
 
 
 def register_envs() -> None:

@@ -124,14 +124,7 @@ class LMBanditEnv(LMEnv[np.ndarray]):
         """The last step as text (or the current prompt before any step)."""
         if self._last is None:
             return f"prompt: {self._prompt!r}\n(no completion yet)"
-        info = self._last.info(0)
-        return (
-            f"prompt:     {info['prompt']!r}\n"
-            f"completion: {info['completion']!r}\n"
-            f"reward = reward_model - kl_coef * kl = {info['reward_model']:.4f} - "
-            f"{info['kl_coef']:.4f} * {info['kl']:.4f} = {float(self._last.reward[0]):.4f} "
-            f"(kl form: {info['kl_form']})"
-        )
+        return self._last.describe(0)
 
 
 def check_completion_action(action: Any, max_new_tokens: int, vocab_size: int) -> np.ndarray:

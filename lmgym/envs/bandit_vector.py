@@ -25,23 +25,22 @@ class LMBanditVectorEnv(LMVectorEnv):
     (``AutoresetMode.SAME_STEP``): the returned observations are the next prompts, and the
     episode that just ended is in ``info["final_obs"]`` / ``info["final_info"]``.
 
-    Env ``i`` draws its prompts from its own generator seeded with ``seed + i``, exactly as
-    ``SyncVectorEnv`` seeds its sub-envs, so N single envs with seeds ``s, s+1, ...`` see the
-    same prompts and get the same rewards for the same actions.
-
-    Takes the same keyword arguments as :class:`~lmgym.envs.bandit.LMBanditEnv`.
+    It takes the keyword arguments of :class:`~lmgym.envs.bandit.LMBanditEnv`. Env ``i`` draws
+    its prompts from its own generator seeded with ``seed + i``, exactly as ``SyncVectorEnv``
+    seeds its sub-envs, so N single envs with seeds ``s, s+1, ...`` see the same prompts and get
+    the same rewards for the same actions.
 
     Example:
         >>> import gymnasium as gym, lmgym
         >>> envs = gym.make_vec("LMBandit-v0", num_envs=4)
         >>> obs, info = envs.reset(seed=0)
-        >>> obs.shape
-        (4, 16)
+        >>> obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
+        >>> obs.shape, rewards.shape, bool(terminated.all())
+        ((4, 16), (4,), True)
     """
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, **env_kwargs: Any):
         env_args = lm_env_arguments(LMBanditEnv, env_kwargs)
-        del env_args["render_mode"]  # the vector env's own render_mode is the one that counts
         super().__init__(num_envs, render_mode, env_args, completion_spaces)
         self._prompts: list[str] = []
         self._obs = np.zeros(self.observation_space.shape or (), dtype=np.int64)

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmgym.envs.lm_env_parts import (
     ModelSpec,
+    UsesLMEnvParts,
     build_lm_env_parts,
     check_render_mode,
     check_seed,
@@ -32,7 +33,7 @@ __all__ = ["LMEnv"]
 ActType = TypeVar("ActType")
 
 
-class LMEnv(gym.Env[np.ndarray, ActType]):
+class LMEnv(UsesLMEnvParts, gym.Env[np.ndarray, ActType]):
     """Base of :class:`~lmgym.envs.bandit.LMBanditEnv` and :class:`~lmgym.envs.token.LMTokenEnv`.
 
     Not registered by itself. It holds the env's three parts side by side:
@@ -42,6 +43,9 @@ class LMEnv(gym.Env[np.ndarray, ActType]):
     - ``rewarder`` (:class:`~lmgym.envs.sequence_reward.SequenceRewarder`): the task reward and
       the KL penalty;
     - ``prompt_source`` (:class:`~lmgym.envs.prompts.PromptSource`): the prompts.
+
+    ``parts`` (:class:`~lmgym.envs.lm_env_parts.LMEnvParts`) holds the three together, with the
+    sizes ``max_prompt_tokens`` and ``max_new_tokens``.
 
     The arguments are documented on :class:`~lmgym.envs.bandit.LMBanditEnv`.
 
@@ -89,11 +93,7 @@ class LMEnv(gym.Env[np.ndarray, ActType]):
             truncate_prompts=truncate_prompts,
             trust_remote_code=trust_remote_code,
         )
-        self.models = parts.models
-        self.rewarder = parts.rewarder
-        self.prompt_source = parts.prompt_source
-        self.max_prompt_tokens = parts.max_prompt_tokens
-        self.max_new_tokens = parts.max_new_tokens
+        self.parts = parts
         self.observation_space, self.action_space = self._spaces()
         self._done = True
 

@@ -43,6 +43,7 @@ from lmgym.rewards import LexiconSentimentReward, RewardLike
 __all__ = [
     "MAX_KL_COEF",
     "RESET_OPTIONS",
+    "UsesLMEnvParts",
     "LMEnvParts",
     "LMModels",
     "ModelSpec",
@@ -431,11 +432,12 @@ def check_render_mode(render_mode: Any, render_modes: list[str]) -> str | None:
 
 
 def lm_env_arguments(env_class: type[gym.Env], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``kwargs`` completed with the defaults of ``env_class``'s signature (a vector env's args).
+    """A vector env's ``kwargs``, completed with the defaults of ``env_class``'s signature.
 
     The single env's signature is the one place that states the arguments and their defaults;
     a vector env takes the same keyword arguments and builds its parts from them without
     building a single env. An unknown name raises ``TypeError``, as the single env would.
+    ``render_mode`` is left out: a vector env has its own.
 
     Example:
         >>> from lmgym.envs.bandit import LMBanditEnv
@@ -447,7 +449,7 @@ def lm_env_arguments(env_class: type[gym.Env], kwargs: Mapping[str, Any]) -> dic
     except TypeError as err:
         raise TypeError(f"{env_class.__name__}: {err}; see help({env_class.__name__}).") from None
     bound.apply_defaults()
-    return dict(bound.arguments)
+    return {name: value for name, value in bound.arguments.items() if name != "render_mode"}
 
 
 @dataclass
@@ -468,6 +470,37 @@ class LMEnvParts:
     prompt_source: PromptSource
     max_prompt_tokens: int
     max_new_tokens: int
+
+
+class UsesLMEnvParts:
+    """What an LM env, single or vector, reads from its :class:`LMEnvParts` (``self.parts``)."""
+
+    parts: LMEnvParts
+
+    @property
+    def models(self) -> LMModels:
+        """The models that serve the reward (policy LM, reference LM) and the tokenizer."""
+        return self.parts.models
+
+    @property
+    def rewarder(self) -> SequenceRewarder:
+        """Task reward r_φ, KL estimator and β controller."""
+        return self.parts.rewarder
+
+    @property
+    def prompt_source(self) -> PromptSource:
+        """Draws and encodes the prompts."""
+        return self.parts.prompt_source
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """Width of the observation's prompt block."""
+        return self.parts.max_prompt_tokens
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Completion length limit."""
+        return self.parts.max_new_tokens
 
 
 def build_lm_env_parts(

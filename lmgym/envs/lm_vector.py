@@ -19,6 +19,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lmgym.envs.lm_env_parts import (
+    UsesLMEnvParts,
     build_lm_env_parts,
     check_positive_int,
     check_render_mode,
@@ -35,8 +36,11 @@ SpacesFn = Callable[[int, int, int], tuple[gym_spaces.Box, gym_spaces.Space[Any]
 """``f(max_prompt_tokens, max_new_tokens, vocab_size) -> (observation space, action space)``."""
 
 
-class LMVectorEnv(VectorEnv):
+class LMVectorEnv(UsesLMEnvParts, VectorEnv):
     """Base of ``LMBanditVectorEnv`` and ``LMTokenVectorEnv``; not registered by itself.
+
+    Holds the same parts as a single env (``parts``, and ``models``, ``rewarder``,
+    ``prompt_source``, ``max_prompt_tokens``, ``max_new_tokens`` from it) for all its envs.
 
     Args:
         num_envs: Envs stepped as one batch.
@@ -68,11 +72,7 @@ class LMVectorEnv(VectorEnv):
             # bandit env, about one episode per env in the token env.
             parts.rewarder.use_default_kl_batch_size(num_envs)
         self.num_envs = num_envs
-        self.models = parts.models
-        self.rewarder = parts.rewarder
-        self.prompt_source = parts.prompt_source
-        self.max_prompt_tokens = parts.max_prompt_tokens
-        self.max_new_tokens = parts.max_new_tokens
+        self.parts = parts
         self.single_observation_space, self.single_action_space = spaces(
             self.max_prompt_tokens, self.max_new_tokens, self.models.vocab_size
         )

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from lmgym.envs.step_info import info_columns, row_info, vector_info
+from lmgym.envs.step_info import KLForm, StepRecord
 from lmgym.error import short_repr
 from lmgym.models.padding import completion_mask_from_ids
 from lmgym.models.scoring import score_completions
@@ -40,7 +40,6 @@ if TYPE_CHECKING:  # lm_env_parts builds the rewarder, so it imports this module
 
 __all__ = [
     "SINGLE_ENV_KL_BATCH",
-    "KLForm",
     "PolicyLogProbFn",
     "SequenceRewardBatch",
     "SequenceRewarder",
@@ -62,11 +61,6 @@ the ``full`` estimator needs; columns past ``len(tokenizer)``, from an embedding
 tokenizer, are dropped and the rest renormalised). Attach one with
 ``env.unwrapped.attach_policy(f)`` or :func:`lmgym.agents.attach_sb3`."""
 
-KLForm = Literal["policy", "cross_entropy"]
-"""``info["kl_form"]``: ``"policy"`` when π_θ is attached and ``kl`` estimates KL(π_θ ‖ π_ref);
-``"cross_entropy"`` when nothing is attached and ``kl`` is −log π_ref(y), a cross-entropy that
-exceeds the KL by the policy's entropy (:func:`lmgym.rewards.kl.reference_only_kl`)."""
-
 SINGLE_ENV_KL_BATCH = 64
 """Finished episodes per adaptive-β update in a single env (a vector env uses ``num_envs``).
 
@@ -75,62 +69,11 @@ Either default is capped at ``kl_horizon`` (see :func:`default_kl_batch_size`)."
 
 
 @dataclass
-class SequenceRewardBatch:
-    """Reward parts for a batch of completions (arrays are (B,)).
+class SequenceRewardBatch(StepRecord):
+    """Reward parts for a batch of whole completions (arrays are (B,)); see :class:`StepRecord`.
 
-    Attributes:
-        prompts: Prompt texts (B).
-        reward: ``reward_model - kl_coef * kl``.
-        reward_model: r_φ(x, y) from the reward function.
-        kl: Σ_t k_t over the completion's counted tokens (see ``kl_form``).
-        kl_coef: β used for this batch (before the adaptive controller's update).
-        kl_form: ``"policy"`` when a policy is attached (k_t from log π_θ − log π_ref), else
-            ``"cross_entropy"`` (k_t = −log π_ref: a cross-entropy, not a KL; see
-            :data:`KLForm`).
-        completions: Decoded completion texts (special tokens and tokens after the end removed).
-        completion_lengths: Counted tokens per completion (up to and including the first EOS or
-            pad id).
-        terminated_by_eos: Whether each completion's text ends with an EOS.
-        length_limited: Whether each completion was cut at ``max_new_tokens`` (no EOS or pad id
-            among its tokens).
-        reward_parts: For a :class:`~lmgym.rewards.WeightedSum` reward, each part's unweighted
-            scores by name; empty otherwise.
+    ``kl`` is Σ_t k_t over each completion's counted tokens, and every row is scored.
     """
-
-    prompts: list[str]
-    reward: np.ndarray
-    reward_model: np.ndarray
-    kl: np.ndarray
-    kl_coef: float
-    kl_form: KLForm
-    completions: list[str]
-    completion_lengths: np.ndarray
-    terminated_by_eos: np.ndarray
-    length_limited: np.ndarray
-    reward_parts: dict[str, np.ndarray]
-
-    def _columns(self) -> dict[str, np.ndarray]:
-        return info_columns(
-            prompts=self.prompts,
-            completions=self.completions,
-            reward_model=self.reward_model,
-            kl=self.kl,
-            kl_coef=self.kl_coef,
-            kl_form=self.kl_form,
-            completion_length=self.completion_lengths,
-            eos=self.terminated_by_eos,
-            length_limited=self.length_limited,
-        )
-
-    def batched_info(self) -> dict[str, Any]:
-        """All envs' infos in Gymnasium's vector format (arrays plus ``_key`` masks)."""
-        every = np.ones(len(self.prompts), dtype=np.bool_)
-        return vector_info(self._columns(), self.reward_parts, every, every)
-
-    def info(self, index: int) -> dict[str, Any]:
-        """The ``info`` dict of one env of the batch (new objects on every call)."""
-        every = np.ones(len(self.prompts), dtype=np.bool_)
-        return row_info(self._columns(), self.reward_parts, every, index)
 
 
 def policy_output_tensor(output: Any, *, expected: str, protocol: str) -> torch.Tensor:
@@ -417,7 +360,7 @@ class SequenceRewarder:
             kl_form=kl_form,
             completions=completions,
             completion_lengths=lengths.numpy(),
-            terminated_by_eos=has_eos.numpy(),
+            eos=has_eos.numpy(),
             length_limited=(~ended).numpy(),
             reward_parts=parts,
         )

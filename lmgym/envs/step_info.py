@@ -1,17 +1,25 @@
-"""The ``info`` of an LM env step, built once for the bandit and the token env, single or vector.
+"""The reward parts of an LM env step, and its ``info``: one builder for every LM env.
 
-A step of a batch of envs yields columns (one array per key, one entry per env). A single env's
-``info`` is one row of them as plain Python values; a vector env's is the columns themselves in
-Gymnasium's vector format, with a ``_key`` mask per key saying which envs hold a value.
+A step of a batch of envs (the bandit's :class:`~lmgym.envs.sequence_reward.SequenceRewardBatch`,
+the token env's :class:`~lmgym.envs.token_batch.TokenStepBatch`) is a :class:`StepRecord`: one
+array entry per env. A single env's ``info`` is one row of it as plain Python values; a vector
+env's is the columns themselves in Gymnasium's vector format, with a ``_key`` mask per key
+saying which envs hold a value.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["info_columns", "object_array", "row_info", "vector_info"]
+__all__ = ["KLForm", "StepRecord", "object_array"]
+
+KLForm = Literal["policy", "cross_entropy"]
+"""``info["kl_form"]``: ``"policy"`` when π_θ is attached and ``kl`` estimates KL(π_θ ‖ π_ref);
+``"cross_entropy"`` when nothing is attached and ``kl`` is −log π_ref(y), a cross-entropy that
+exceeds the KL by the policy's entropy (:func:`lmgym.rewards.kl.reference_only_kl`)."""
 
 
 def object_array(values: list[Any]) -> np.ndarray:
@@ -26,86 +34,108 @@ def object_array(values: list[Any]) -> np.ndarray:
     return out
 
 
-def info_columns(
-    *,
-    prompts: list[str],
-    completions: list[str],
-    reward_model: np.ndarray,
-    kl: np.ndarray,
-    kl_coef: float,
-    kl_form: str,
-    completion_length: np.ndarray,
-    eos: np.ndarray,
-    length_limited: np.ndarray,
-    episode_kl: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """The reward parts of a batch of envs as (B,) arrays (new arrays, never views), by key.
+@dataclass
+class StepRecord:
+    """The reward parts of one step of B envs; arrays are (B,).
 
-    ``reward == reward_model - kl_coef * kl`` holds row by row. ``episode_kl`` (Σ k_t so far)
-    is the token env's only extra key.
+    Attributes:
+        prompts: Prompt texts of the episodes stepped.
+        completions: Completion texts (special tokens and tokens after the end removed).
+        reward: ``reward_model - kl_coef * kl``.
+        reward_model: r_φ(x, y) of the completions scored at this step (0 for the others).
+        kl: The KL term of this step (see ``kl_form``).
+        kl_coef: β used for this step (before an adaptive controller's update).
+        kl_form: ``"policy"`` or ``"cross_entropy"`` (see :data:`KLForm`).
+        completion_lengths: Counted tokens per completion (up to and including the first EOS
+            or pad id).
+        eos: Whether the completion's text ends with an EOS.
+        length_limited: Whether the completion was cut at ``max_new_tokens`` (no EOS or pad id
+            among its tokens).
+        reward_parts: For a :class:`~lmgym.rewards.WeightedSum` reward, each part's unweighted
+            scores by name (NaN for rows not scored); empty otherwise.
 
     Example:
-        >>> columns = info_columns(prompts=["a"], completions=["b"],
+        >>> record = StepRecord(prompts=["a"], completions=["b"], reward=np.array([0.0]),
         ...     reward_model=np.array([1.0]), kl=np.array([2.0]), kl_coef=0.5,
-        ...     kl_form="policy", completion_length=np.array([1]), eos=np.array([True]),
-        ...     length_limited=np.array([False]))
-        >>> row_info(columns, {}, np.array([False]), 0)["kl"]
-        2.0
+        ...     kl_form="policy", completion_lengths=np.array([1]), eos=np.array([True]),
+        ...     length_limited=np.array([False]), reward_parts={})
+        >>> record.info(0)["kl"], record.batched_info()["_kl"]
+        (2.0, array([ True]))
     """
-    n = len(prompts)
-    columns: dict[str, np.ndarray] = {
-        "prompt": object_array(prompts),
-        "completion": object_array(completions),
-        "reward_model": np.asarray(reward_model, dtype=np.float64).copy(),
-        "kl": np.asarray(kl, dtype=np.float64).copy(),
-        "kl_coef": np.full(n, kl_coef, dtype=np.float64),
-        "kl_form": object_array([kl_form] * n),
-    }
-    if episode_kl is not None:
-        columns["episode_kl"] = np.asarray(episode_kl, dtype=np.float64).copy()
-    columns["completion_length"] = np.asarray(completion_length, dtype=np.int64).copy()
-    columns["eos"] = np.asarray(eos, dtype=np.bool_).copy()
-    columns["length_limited"] = np.asarray(length_limited, dtype=np.bool_).copy()
-    return columns
 
+    prompts: list[str]
+    completions: list[str]
+    reward: np.ndarray
+    reward_model: np.ndarray
+    kl: np.ndarray
+    kl_coef: float
+    kl_form: KLForm
+    completion_lengths: np.ndarray
+    eos: np.ndarray
+    length_limited: np.ndarray
+    reward_parts: dict[str, np.ndarray]
 
-def row_info(
-    columns: dict[str, np.ndarray],
-    reward_parts: dict[str, np.ndarray],
-    parts_rows: np.ndarray,
-    index: int,
-) -> dict[str, Any]:
-    """One env's ``info``: row ``index`` of ``columns`` as plain Python values (new objects).
+    @property
+    def scored(self) -> np.ndarray:
+        """Rows whose completion the reward function scored at this step (B,) bool."""
+        return np.ones(len(self.prompts), dtype=np.bool_)
 
-    ``reward_parts`` (each part's score of a ``WeightedSum`` reward) is added where
-    ``parts_rows[index]``: the rows that were scored.
-    """
-    info: dict[str, Any] = {}
-    for key, column in columns.items():
-        value = column[index]
-        info[key] = value.item() if isinstance(value, np.generic) else value
-    if reward_parts and parts_rows[index]:
-        info["reward_parts"] = {k: float(v[index]) for k, v in reward_parts.items()}
-    return info
+    def columns(self) -> dict[str, np.ndarray]:
+        """The ``info`` keys as (B,) arrays (new arrays, never views)."""
+        n = len(self.prompts)
+        return {
+            "prompt": object_array(self.prompts),
+            "completion": object_array(self.completions),
+            "reward_model": np.asarray(self.reward_model, dtype=np.float64).copy(),
+            "kl": np.asarray(self.kl, dtype=np.float64).copy(),
+            "kl_coef": np.full(n, self.kl_coef, dtype=np.float64),
+            "kl_form": object_array([self.kl_form] * n),
+            "completion_length": np.asarray(self.completion_lengths, dtype=np.int64).copy(),
+            "eos": np.asarray(self.eos, dtype=np.bool_).copy(),
+            "length_limited": np.asarray(self.length_limited, dtype=np.bool_).copy(),
+        }
 
+    def info(self, index: int) -> dict[str, Any]:
+        """The ``info`` dict of row ``index`` (new objects on every call).
 
-def vector_info(
-    columns: dict[str, np.ndarray],
-    reward_parts: dict[str, np.ndarray],
-    parts_rows: np.ndarray,
-    rows: np.ndarray,
-) -> dict[str, Any]:
-    """The ``info`` of the envs where ``rows`` is True, in Gymnasium's vector format.
+        ``reward_parts`` is there only if the row was scored at this step.
+        """
+        info: dict[str, Any] = {}
+        for key, column in self.columns().items():
+            value = column[index]
+            info[key] = value.item() if isinstance(value, np.generic) else value
+        if self.reward_parts and self.scored[index]:
+            info["reward_parts"] = {k: float(v[index]) for k, v in self.reward_parts.items()}
+        return info
 
-    Arrays over all envs plus a ``_key`` mask per key; built column by column rather than env
-    by env, so a batch of 64 costs a few array copies, not 64 dict merges. ``reward_parts`` is
-    a nested dict of the same form, held by the rows in ``rows & parts_rows``.
-    """
-    info: dict[str, Any] = {key: column.copy() for key, column in columns.items()}
-    with_parts = rows & parts_rows
-    if reward_parts and with_parts.any():
-        parts: dict[str, Any] = {k: v.astype(np.float64) for k, v in reward_parts.items()}
-        parts.update({f"_{k}": with_parts.copy() for k in reward_parts})
-        info["reward_parts"] = parts
-    info.update({f"_{key}": rows.copy() for key in list(info)})
-    return info
+    def describe(self, index: int) -> str:
+        """Row ``index`` as text: prompt, completion and the reward's parts (``ansi`` render)."""
+        info = self.info(index)
+        return (
+            f"prompt:     {info['prompt']!r}\n"
+            f"completion: {info['completion']!r}\n"
+            f"reward = reward_model - kl_coef * kl = {info['reward_model']:.4f} - "
+            f"{info['kl_coef']:.4f} * {info['kl']:.4f} = {float(self.reward[index]):.4f} "
+            f"(kl form: {info['kl_form']}{self._kl_note(index)})"
+        )
+
+    def _kl_note(self, index: int) -> str:
+        return ""
+
+    def batched_info(self, rows: np.ndarray | None = None) -> dict[str, Any]:
+        """The infos of the rows where ``rows`` is True (all by default), in vector format.
+
+        Arrays over all rows plus a ``_key`` mask per key; built column by column rather than
+        row by row, so a batch of 64 costs a few array copies, not 64 dict merges.
+        ``reward_parts`` is a nested dict of the same form, held by the scored rows.
+        """
+        if rows is None:
+            rows = np.ones(len(self.prompts), dtype=np.bool_)
+        info: dict[str, Any] = self.columns()
+        with_parts = rows & self.scored
+        if self.reward_parts and with_parts.any():
+            parts: dict[str, Any] = {k: v.astype(np.float64) for k, v in self.reward_parts.items()}
+            parts.update({f"_{k}": with_parts.copy() for k in self.reward_parts})
+            info["reward_parts"] = parts
+        info.update({f"_{key}": rows.copy() for key in list(info)})
+        return info

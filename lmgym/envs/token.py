@@ -139,14 +139,7 @@ class LMTokenEnv(LMEnv[np.int64]):
             render_mode, trust_remote_code,
         )  # fmt: skip
         self.masks = TokenActionMask(self.models, action_mask)
-        self.batch = TokenBatch(
-            self.models,
-            self.rewarder,
-            max_prompt_tokens=self.max_prompt_tokens,
-            max_new_tokens=self.max_new_tokens,
-            num_rows=1,
-            reference_cache=self.reference_cache,
-        )
+        self.batch = TokenBatch(self.parts, num_rows=1, reference_cache=self.reference_cache)
         self._started = False
         self._last: TokenStepBatch | None = None
 
@@ -197,11 +190,4 @@ class LMTokenEnv(LMEnv[np.int64]):
         if self._last is None:
             prompt = self.batch.prompts[0] if self._started else None
             return f"prompt: {prompt!r}\n(no token yet)"
-        info = self._last.info(0)
-        return (
-            f"prompt:     {info['prompt']!r}\n"
-            f"completion: {info['completion']!r}\n"
-            f"reward = reward_model - kl_coef * kl = {info['reward_model']:.4f} - "
-            f"{info['kl_coef']:.4f} * {info['kl']:.4f} = {float(self._last.reward[0]):.4f} "
-            f"(kl form: {info['kl_form']}; episode kl so far {info['episode_kl']:.4f})"
-        )
+        return self._last.describe(0)

@@ -17,22 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from lmgym.envs.lm_env_parts import LMModels
+from lmgym.envs.lm_env_parts import LMEnvParts
 from lmgym.envs.ref_cache import ReferenceState
 from lmgym.envs.sequence_reward import (
-    KLForm,
-    SequenceRewarder,
     check_finite_kl,
     combine_reward,
     policy_kl_per_token,
     policy_output_tensor,
 )
-from lmgym.envs.step_info import info_columns, row_info, vector_info
+from lmgym.envs.step_info import KLForm, StepRecord
 from lmgym.rewards.kl import vocab_log_softmax
 
 __all__ = ["TokenBatch", "TokenPolicyLogProbFn", "TokenStepBatch"]
@@ -46,76 +43,43 @@ tokenizer, are cut to those V columns and renormalised). Attach one with
 
 
 @dataclass
-class TokenStepBatch:
-    """What one step of a :class:`TokenBatch` produced; arrays are (B,).
+class TokenStepBatch(StepRecord):
+    """What one step of a :class:`TokenBatch` produced; see :class:`StepRecord` (arrays (B,)).
+
+    ``kl`` is this step's k_t, ``reward_model`` is r_φ(x, y) for the rows whose episode ended
+    at this step (0 elsewhere), ``eos`` says whether this step's token is EOS.
 
     Attributes:
         obs: (B, L) observations after the step's tokens were appended (for an ended episode,
             its final observation).
-        reward: ``reward_model - kl_coef * kl``.
-        reward_model: r_φ(x, y) for rows whose episode ended at this step, 0 elsewhere.
-        kl: This step's k_t.
-        kl_coef: β used for this step.
-        kl_form: ``"policy"`` or ``"cross_entropy"`` (see
-            :data:`~lmgym.envs.sequence_reward.KLForm`).
         episode_kl: Σ k_t over the episode so far (this step included).
-        prompts: Prompt texts of the episodes stepped.
-        completions: Completion texts so far (special tokens removed).
-        completion_lengths: Tokens generated so far.
-        eos: Whether this step's token is EOS.
         terminated: The episode ended: the token ended the text (EOS, or the pad id, which is
             not a text token), or ``max_new_tokens`` tokens were written.
         truncated: Always False here (the length limit is part of the task); kept for the
             Gymnasium step API.
-        length_limited: The episode ended at ``max_new_tokens`` without ending the text.
-        reward_parts: Each part's score for a ``WeightedSum`` reward (NaN for rows still going).
     """
 
     obs: np.ndarray
-    reward: np.ndarray
-    reward_model: np.ndarray
-    kl: np.ndarray
-    kl_coef: float
-    kl_form: KLForm
     episode_kl: np.ndarray
-    prompts: list[str]
-    completions: list[str]
-    completion_lengths: np.ndarray
-    eos: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
-    length_limited: np.ndarray
-    reward_parts: dict[str, np.ndarray]
 
     @property
     def done(self) -> np.ndarray:
         """Rows whose episode ended at this step."""
         return self.terminated | self.truncated
 
-    def _columns(self) -> dict[str, np.ndarray]:
-        return info_columns(
-            prompts=self.prompts,
-            completions=self.completions,
-            reward_model=self.reward_model,
-            kl=self.kl,
-            kl_coef=self.kl_coef,
-            kl_form=self.kl_form,
-            completion_length=self.completion_lengths,
-            eos=self.eos,
-            length_limited=self.length_limited,
-            episode_kl=self.episode_kl,
-        )
+    @property
+    def scored(self) -> np.ndarray:
+        """Rows whose completion the reward function scored: the ended episodes."""
+        return self.done
 
-    def info(self, index: int) -> dict[str, Any]:
-        """The ``info`` dict of row ``index`` (new objects on every call).
+    def columns(self) -> dict[str, np.ndarray]:
+        """The ``info`` keys as (B,) arrays, with ``episode_kl`` besides the shared ones."""
+        return {**super().columns(), "episode_kl": self.episode_kl.copy()}
 
-        ``reward_parts`` only where the episode ended (the rows that were scored).
-        """
-        return row_info(self._columns(), self.reward_parts, self.done, index)
-
-    def batched_info(self, rows: np.ndarray) -> dict[str, Any]:
-        """Infos of the rows where ``rows`` is True, in Gymnasium's vector format."""
-        return vector_info(self._columns(), self.reward_parts, self.done, rows)
+    def _kl_note(self, index: int) -> str:
+        return f"; episode kl so far {self.episode_kl[index]:.4f}"
 
 
 class TokenBatch:
@@ -127,10 +91,9 @@ class TokenBatch:
     rows) and the reward function once over the rows whose episode ended.
 
     Args:
-        models: The models that serve the reward (the reference LM) and the tokenizer.
-        rewarder: Reward function, KL estimator and β controller (shared with the bandit env).
-        max_prompt_tokens: Prompt block width P of the observation.
-        max_new_tokens: Episode length limit T.
+        parts: The env's parts: its models (the reference LM, the tokenizer), its rewarder
+            (reward function, KL estimator and β controller), the prompt block width P of the
+            observation and the episode length limit T.
         num_rows: Number of envs.
         reference_cache: Keep the reference model's KV cache across steps (``False`` re-encodes
             the prefix every step: same results, quadratic cost).
@@ -138,8 +101,7 @@ class TokenBatch:
     Example:
         >>> import gymnasium as gym, lmgym
         >>> env = gym.make("LMToken-v0").unwrapped  # its parts, and a batch of 2 rows
-        >>> batch = TokenBatch(env.models, env.rewarder, max_prompt_tokens=16,
-        ...                    max_new_tokens=16, num_rows=2)
+        >>> batch = TokenBatch(env.parts, num_rows=2)
         >>> text, ids = env.prompt_source.draw(np.random.default_rng(0))
         >>> prompt = env.prompt_source.pad(ids, env.models.pad_token_id)
         >>> batch.start(np.arange(2), [text, text], np.stack([prompt, prompt]))
@@ -150,18 +112,15 @@ class TokenBatch:
 
     def __init__(
         self,
-        models: LMModels,
-        rewarder: SequenceRewarder,
+        parts: LMEnvParts,
         *,
-        max_prompt_tokens: int,
-        max_new_tokens: int,
         num_rows: int,
         reference_cache: bool = True,
     ) -> None:
-        self.models = models
-        self.rewarder = rewarder
-        self.max_prompt_tokens = max_prompt_tokens
-        self.max_new_tokens = max_new_tokens
+        models = self.models = parts.models
+        self.rewarder = parts.rewarder
+        max_prompt_tokens = self.max_prompt_tokens = parts.max_prompt_tokens
+        max_new_tokens = self.max_new_tokens = parts.max_new_tokens
         self.num_rows = num_rows
         self.policy: TokenPolicyLogProbFn | None = None
         length = max_prompt_tokens + max_new_tokens

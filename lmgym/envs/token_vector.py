@@ -48,19 +48,11 @@ class LMTokenVectorEnv(LMVectorEnv):
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, **env_kwargs: Any):
         env_args = lm_env_arguments(LMTokenEnv, env_kwargs)
-        del env_args["render_mode"]  # the vector env's own render_mode is the one that counts
         action_mask = env_args.pop("action_mask")
         reference_cache = check_bool("reference_cache", env_args.pop("reference_cache"))
         super().__init__(num_envs, render_mode, env_args, token_spaces)
         self.masks = TokenActionMask(self.models, action_mask)
-        self.batch = TokenBatch(
-            self.models,
-            self.rewarder,
-            max_prompt_tokens=self.max_prompt_tokens,
-            max_new_tokens=self.max_new_tokens,
-            num_rows=num_envs,
-            reference_cache=reference_cache,
-        )
+        self.batch = TokenBatch(self.parts, num_rows=num_envs, reference_cache=reference_cache)
 
     def attach_policy(self, policy: TokenPolicyLogProbFn | None) -> None:
         """Use ``policy`` as π_θ in the KL term; see :meth:`LMTokenEnv.attach_policy`."""

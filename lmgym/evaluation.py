@@ -4,20 +4,45 @@ Evaluation scores a whole prompt set in one batch through the env's
 :class:`~lmgym.envs.sequence_reward.SequenceRewarder`, so it uses exactly the reward the agent
 trains on, leaves the env's episode state and its adaptive β untouched, and adds the fluency
 measure (the corpus grammar check) that exposes reward hacking.
+
+:func:`evaluate_actions_on_prompts` scores any ``act`` function with a given env;
+:class:`PolicyEvaluator` is the held-out evaluation of the RLHF stages and of ``lmgym rlhf``:
+it samples saved policies on fixed prompts and adds the hidden true score, the sentiment and
+the pre-training loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from lmgym.envs.bandit import LMBanditEnv
 from lmgym.envs.bandit_vector import LMBanditVectorEnv
-from lmgym.models.corpus import parses
+from lmgym.models.corpus import generate_corpus, parses
 from lmgym.models.generation import DecodingConfig, generate
+from lmgym.models.lexicon import sentiment
+from lmgym.models.loading import load_model
+from lmgym.rewards import RewardLike
+from lmgym.seeding import set_seed
+
+__all__ = [
+    "EVAL_CORPUS_SEED",
+    "EvalResult",
+    "PolicyEvaluator",
+    "evaluate_actions_on_prompts",
+    "lm_sampler",
+]
+
+EVAL_CORPUS_SEED = 1
+"""Seed of the held-out reviews the pre-training loss is measured on (pre-training's eval seed)."""
+
+ScoreFn = Callable[[Sequence[str], Sequence[str]], Any]
 
 
 @dataclass
@@ -67,14 +92,14 @@ def evaluate_actions_on_prompts(
         1
     """
     if samples_per_prompt < 1:
-        raise ValueError(f"samples_per_prompt={samples_per_prompt} must be >= 1.")
+        raise ValueError(
+            f"samples_per_prompt={samples_per_prompt} must be >= 1; pass e.g. samples_per_prompt=1."
+        )
     prompts = [p for p in prompts for _ in range(samples_per_prompt)]
-    source, pad = env.prompt_source, env.lm.pad_token_id
-    observations = np.stack([source.pad(source.encode(p), pad) for p in prompts])
+    observations = _observations(env, prompts)
     actions = np.asarray(act(observations), dtype=np.int64)
     batch = env.rewarder(prompts, observations, actions, update_controller=False)
-    texts = [f"{p} {c}".strip() for p, c in zip(prompts, batch.completions, strict=True)]
-    fluency = float(np.mean([parses(t, allow_incomplete=True) for t in texts]))
+    fluency = float(np.mean(_fluent(prompts, batch.completions)))
     return EvalResult(
         reward=float(batch.reward.mean()),
         reward_model=float(batch.reward_model.mean()),
@@ -112,3 +137,137 @@ def lm_sampler(
         return out.completion_ids.numpy()
 
     return act
+
+
+def _observations(env: LMBanditEnv | LMBanditVectorEnv, prompts: Sequence[str]) -> np.ndarray:
+    """The env's padded observation of each prompt (N, max_prompt_tokens)."""
+    source, pad = env.prompt_source, env.lm.pad_token_id
+    return np.stack([source.pad(source.encode(p), pad) for p in prompts])
+
+
+def _fluent(prompts: Sequence[str], completions: Sequence[str]) -> list[bool]:
+    """Whether each prompt + completion passes the corpus grammar check."""
+    return [
+        parses(f"{p} {c}".strip(), allow_incomplete=True)
+        for p, c in zip(prompts, completions, strict=True)
+    ]
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    n = len(values)
+    se = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return float(values.mean()), se
+
+
+class PolicyEvaluator:
+    """Scores saved policies on fixed prompts: true score, RM score, KL, fluency, LM loss.
+
+    Each policy samples ``samples`` completions per prompt (seeded, so every policy meets the
+    same draws of torch's generator). The reward-model score and the KL to the reference come
+    from an ``LMBandit-v0`` env built on the reference with ``reward_fn`` as its reward, so
+    they are computed exactly as in PPO training; the env is only scored, never stepped.
+
+    Args:
+        reference_dir: The KL reference (the SFT model, or the policy a stage started from).
+        reward_fn: The reward-model score to report (e.g. the standardised RM PPO trains on).
+        prompts: Held-out prompts.
+        samples: Completions per prompt.
+        max_new_tokens: Length limit of a completion.
+        seed: Seeds the sampling of every policy.
+        true_score_fn: The hidden true score.
+        corpus_docs: Held-out pre-training reviews the LM loss is measured on; 0 skips it.
+
+    Example:
+        >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
+        >>> evaluator = PolicyEvaluator(DEFAULT_MODEL_DIR, lambda t: t.count("great"),
+        ...                             ["the soup was"], samples=2, corpus_docs=8)
+        >>> row = evaluator(DEFAULT_MODEL_DIR)
+        >>> round(row["kl"], 6), len(row["completions"])
+        (0.0, 2)
+    """
+
+    def __init__(
+        self,
+        reference_dir: str | Path,
+        reward_fn: RewardLike,
+        prompts: Sequence[str],
+        *,
+        samples: int = 1,
+        max_new_tokens: int = 16,
+        seed: int = 0,
+        true_score_fn: ScoreFn | None = None,
+        corpus_docs: int = 256,
+    ) -> None:
+        from lmgym.rlhf.config import check_int
+        from lmgym.rlhf.labelers import true_score
+
+        check_int("samples", samples, minimum=1)
+        check_int("corpus_docs", corpus_docs, minimum=0)
+        env = gym.make(
+            "LMBandit-v0",
+            model=Path(reference_dir),
+            reward_fn=reward_fn,
+            prompts=list(prompts),
+            max_new_tokens=max_new_tokens,
+            kl_estimator="full",  # exact per-position KL along the sample: >= 0, low variance
+        ).unwrapped
+        assert isinstance(env, LMBanditEnv)
+        self.env = env
+        self.prompts = [p for p in prompts for _ in range(samples)]
+        self.observations = _observations(env, self.prompts)
+        self.decoding = DecodingConfig(max_new_tokens=max_new_tokens)
+        self.seed = seed
+        self.true_score_fn = true_score_fn or true_score
+        self.corpus: tuple[torch.Tensor, torch.Tensor] | None = None
+        if corpus_docs:
+            from lmgym.rlhf.ptx import CorpusBatches
+
+            docs = generate_corpus(corpus_docs, EVAL_CORPUS_SEED)
+            self.corpus = CorpusBatches(docs, env.lm.tokenizer, batch_size=len(docs)).next()
+
+    def __call__(self, model_dir: str | Path) -> dict[str, Any]:
+        """Means (and standard errors) over the prompts' samples, plus the completions."""
+        setup = self.env.lm
+        model, tokenizer = load_model(model_dir)
+        if tokenizer.get_vocab() != setup.tokenizer.get_vocab():
+            raise ValueError(
+                f"the policy in {str(model_dir)!r} has another tokenizer than the reference "
+                "model; its token ids would mean other words to the reference. Evaluate "
+                "policies fine-tuned from the same base model."
+            )
+        from lmgym.agents import lm_logprobs
+        from lmgym.rlhf.ptx import corpus_lm_loss
+
+        ids = torch.from_numpy(self.observations)
+        set_seed(self.seed)
+        sampled = generate(
+            model,
+            ids,
+            (ids != setup.pad_token_id).long(),
+            self.decoding,
+            eos_token_id=setup.eos_token_id,
+            pad_token_id=setup.pad_token_id,
+        )
+        self.env.attach_policy(lm_logprobs(model, setup))
+        batch = self.env.rewarder(
+            self.prompts, self.observations, sampled.completion_ids.numpy(), update_controller=False
+        )
+        self.env.attach_policy(None)
+        completions = batch.completions
+        truth = np.asarray(self.true_score_fn(self.prompts, completions), dtype=float)
+        true_mean, true_se = _mean_se(truth)
+        rm_mean, rm_se = _mean_se(np.asarray(batch.reward_model, dtype=float))
+        row: dict[str, Any] = {
+            "true_score": true_mean,
+            "true_score_se": true_se,
+            "rm_score": rm_mean,
+            "rm_score_se": rm_se,
+            "sentiment": float(np.mean([sentiment(c) for c in completions])),
+            "fluency": float(np.mean(_fluent(self.prompts, completions))),
+            "kl": float(batch.kl.mean()),
+        }
+        if self.corpus is not None:
+            with torch.inference_mode():
+                row["corpus_loss"] = float(corpus_lm_loss(model, *self.corpus))
+        row["completions"] = list(completions)
+        return row

@@ -30,20 +30,18 @@ from typing import Any, Literal
 
 import torch
 import transformers
-from tqdm.auto import tqdm
 from transformers import (
     GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    get_cosine_schedule_with_warmup,
-    get_linear_schedule_with_warmup,
 )
 
 from lmgym.config_cli import add_dataclass_arguments, dataclass_from_args
 from lmgym.models.corpus import generate_corpus
 from lmgym.models.tokenizer import build_tokenizer, save_tokenizer
+from lmgym.rlhf.fit import fit
 from lmgym.seeding import set_seed
 
 __all__ = [
@@ -290,20 +288,6 @@ def _build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
     return model
 
 
-def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.AdamW:
-    # Decay matrices (and the tied embedding) only, as nanoGPT and GPT-2 do; biases and norms stay.
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.learning_rate,
-        betas=(0.9, 0.95),
-    )
-
-
 def save_model_dir_atomically(
     out: Path,
     model: PreTrainedModel,
@@ -381,39 +365,29 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:
     eval_docs = generate_corpus(config.eval_docs, config.eval_seed, max_words=config.max_words)
     model = _build_model(config, tokenizer)
     n_parameters = sum(p.numel() for p in model.parameters())
-    optimizer = _optimizer(model, config)
-    make_schedule = (
-        get_cosine_schedule_with_warmup
-        if config.schedule == "cosine"
-        else get_linear_schedule_with_warmup
-    )
-    scheduler = make_schedule(optimizer, config.warmup_steps, config.steps)
     batches = _length_bucketed_batches(
         train_lengths, config.batch_size, torch.Generator().manual_seed(config.seed)
     )
 
-    model.train()
-    recent_losses: list[float] = []
-    bar = tqdm(
-        range(config.steps),
-        desc=f"pretrain {n_parameters / 1e6:.2f}M params",
-        disable=not config.progress,
-    )
-    for step in bar:
-        rows = next(batches)
+    def loss_fn(rows: torch.Tensor) -> torch.Tensor:
         batch_ids, mask, labels = _batch(train_ids, train_lengths, rows)
-        loss = model(input_ids=batch_ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        recent_losses = [*recent_losses[-49:], loss.item()]
-        if step % 10 == 0 or step == config.steps - 1:
-            bar.set_postfix(loss=f"{sum(recent_losses) / len(recent_losses):.3f}")
-    bar.close()
+        return model(input_ids=batch_ids, attention_mask=mask, labels=labels).loss
 
-    model.eval()
+    losses = fit(
+        model,
+        batches,
+        loss_fn,
+        total_steps=config.steps,
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        warmup_steps=config.warmup_steps,
+        schedule=config.schedule,
+        betas=(0.9, 0.95),
+        desc=f"pretrain {n_parameters / 1e6:.2f}M params",
+        progress=config.progress,
+    )
+    recent_losses = losses[-50:]
     perplexity = held_out_perplexity(model, tokenizer, eval_docs)
     summary: dict[str, Any] = {
         "config": {**dataclasses.asdict(config), "out": str(config.out)},

@@ -1,7 +1,9 @@
 """The RLHF recipe around the envs: labelers, SFT, reward model, PPO(-ptx), DPO, Elo.
 
-Each stage is one module with a config dataclass and a function (Ouyang et al. 2022, "Training
-language models to follow instructions with human feedback"; Rafailov et al. 2023 for DPO):
+Each stage has one shape (Ouyang et al. 2022, "Training language models to follow instructions
+with human feedback"; Rafailov et al. 2023 for DPO): a frozen config dataclass in
+:mod:`lmgym.rlhf.config`, validated when it is built, and a function
+``run(config, inputs, out) -> StageResult(path, metrics, history)`` in the stage's module:
 
 * :mod:`lmgym.rlhf.labelers`: simulated labelers with a hidden true preference and noise, so
   the pipeline runs offline and is measured against a ground truth the reward model never sees;
@@ -13,10 +15,14 @@ language models to follow instructions with human feedback"; Rafailov et al. 202
   against the learned reward model, and PPO-ptx; :mod:`lmgym.rlhf.pipeline` runs the chain
   (``lmgym rlhf``).
 
-:mod:`lmgym.rlhf.training` holds the loop parts the training stages share.
+:mod:`lmgym.rlhf.fit` is the one AdamW loop of SFT, the reward model and DPO (and of
+pre-training); :class:`lmgym.evaluation.PolicyEvaluator` the one held-out evaluation;
+:mod:`lmgym.rlhf.commands` the ``lmgym sft | reward-model | ppo-rm | dpo`` commands.
 
 The package imports nothing heavy itself (``import lmgym`` does not import it at all); import
 the stage modules directly, e.g. ``from lmgym.rlhf.labelers import BradleyTerryLabeler``.
 """
 
 from __future__ import annotations
+
+__all__: list[str] = []

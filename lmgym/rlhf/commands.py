@@ -19,41 +19,42 @@ holds a model is replaced only with --overwrite.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import numpy as np
-
-from lmgym.models.corpus import prompts as corpus_prompts
-from lmgym.models.generation import DecodingConfig
-from lmgym.models.loading import DEFAULT_MODEL_DIR, load_model, require_model_dir
-from lmgym.rlhf.dpo import DPOConfig, run_dpo
-from lmgym.rlhf.labelers import BradleyTerryLabeler, true_score
-from lmgym.rlhf.ppo_stage import NormalizedReward, PPOStageConfig, run_ppo_stage
-from lmgym.rlhf.rankings import collect_rankings, preference_pairs, sample_completions
-from lmgym.rlhf.reward_model import LearnedRewardModel, RewardModelConfig, train_reward_model
-from lmgym.rlhf.sft import SFTConfig, make_demonstrations, run_sft
-from lmgym.rlhf.training import check_int, check_positive
-from lmgym.seeding import set_seed
-from lmgym.torch_threads import set_torch_threads
-from lmgym.training.rundir import check_out_location
+from lmgym.rlhf.config import (
+    DPOConfig,
+    PPOStageConfig,
+    RewardModelConfig,
+    SFTConfig,
+    StageConfig,
+    StageResult,
+    checked,
+    choice,
+    integer,
+    model_dir,
+    number,
+    path,
+)
 
 __all__ = [
     "DPOCommandConfig",
     "PPORMCommandConfig",
     "RewardModelCommandConfig",
     "SFTCommandConfig",
+    "render_metrics",
     "run_dpo_command",
     "run_ppo_rm_command",
     "run_reward_model_command",
     "run_sft_command",
 ]
 
-S = TypeVar("S")
+logger = logging.getLogger(__name__)
 
 
 def _check_out(out: Path | None, overwrite: bool) -> None:
@@ -65,6 +66,8 @@ def _check_out(out: Path | None, overwrite: bool) -> None:
     """
     if out is None:
         return
+    from lmgym.training.rundir import check_out_location
+
     check_out_location(out)
     if not out.exists() or not any(out.iterdir()):
         return
@@ -80,31 +83,39 @@ def _check_out(out: Path | None, overwrite: bool) -> None:
         )
 
 
-def _check_model_dir(name: str, path: Path) -> Path:
-    """``path`` as a Path after checking it holds a saved model; errors name ``name``."""
-    path = Path(path)
-    require_model_dir(path, name)
-    return path
-
-
-@dataclass(kw_only=True)
-class _CommandOptions:
+@dataclass(frozen=True, kw_only=True)
+class _CommandOptions(StageConfig):
     """Options every stage command has.
 
     Attributes:
+        out: Directory the stage's model and metrics.json are saved to; None writes a new
+            temporary directory.
         overwrite: Replace a model already saved in --out.
         threads: torch intra-op threads (1 is fastest for the tiny default model on 2 cores).
     """
 
+    out: Path | None = path()
     overwrite: bool = False
-    threads: int = 1
+    threads: int = integer(1)
 
-    def __post_init__(self) -> None:
-        check_int("threads", self.threads, minimum=1)
+    def _validate(self) -> None:
+        _check_out(self.out, self.overwrite)
 
 
-@dataclass(kw_only=True)
-class _PolicyOption:
+@dataclass(frozen=True, kw_only=True)
+class _EvalOptions(StageConfig):
+    """How the trained policy is measured.
+
+    Attributes:
+        eval_samples: Completions per held-out test prompt whose true score is reported before
+            and after training; 0 skips the measurement.
+    """
+
+    eval_samples: int = integer(4, minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _PolicyOption(StageConfig):
     """The model a stage starts from.
 
     Attributes:
@@ -112,14 +123,20 @@ class _PolicyOption:
             of `lmgym sft`.
     """
 
-    policy: Path
-
-    def __post_init__(self) -> None:
-        self.policy = _check_model_dir("policy", self.policy)
+    policy: Path = model_dir()
 
 
-@dataclass(kw_only=True)
-class _RankingOptions:
+def _check_k(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ValueError(
+            f"{name}={value!r} is not an int >= 2: a ranking compares K >= 2 completions of a "
+            "prompt (InstructGPT used K in [4, 9]); pass e.g. --k 4."
+        )
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class _RankingOptions(StageConfig):
     """How the simulated labeler ranks samples of the policy on the training prompts.
 
     Attributes:
@@ -129,83 +146,73 @@ class _RankingOptions:
             noise-free.
     """
 
-    k: int = 6
-    rankings_per_prompt: int = 8
-    labeler_temperature: float = 0.25
-
-    def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 2:
-            raise ValueError(
-                f"k={self.k!r} is not an int >= 2: a ranking compares K >= 2 completions of a "
-                "prompt (InstructGPT used K in [4, 9]); pass e.g. --k 4."
-            )
-        check_int("rankings_per_prompt", self.rankings_per_prompt, minimum=1)
-        check_positive("labeler_temperature", self.labeler_temperature, allow_zero=True)
+    k: int = checked(6, _check_k)
+    rankings_per_prompt: int = integer(8)
+    labeler_temperature: float = number(0.25, allow_zero=True)
 
 
-@dataclass(kw_only=True)
-class _EvalOptions:
-    """How the trained policy is measured.
+def _rankings(config: Any, *, heldout: bool) -> tuple[list[Any], list[Any] | None]:
+    """Rankings of K samples of ``config.policy`` on the training prompts by the labeler.
 
-    Attributes:
-        eval_samples: Completions per held-out test prompt whose true score is reported before
-            and after training; 0 skips the measurement.
+    With ``heldout``, the same labeler then ranks samples on the test prompts too.
     """
+    from lmgym.models.corpus import prompts as corpus_prompts
+    from lmgym.rlhf.labelers import BradleyTerryLabeler
+    from lmgym.rlhf.rankings import collect_rankings
 
-    eval_samples: int = 4
-
-    def __post_init__(self) -> None:
-        check_int("eval_samples", self.eval_samples, minimum=0)
-
-
-def _stage_config(config: Any, stage: type[S]) -> S:
-    """The stage's own config with ``config``'s values of its fields (a plain, JSON-ready one)."""
-    names = [f.name for f in dataclasses.fields(stage) if f.init]  # type: ignore[arg-type]
-    return stage(**{name: getattr(config, name) for name in names})
-
-
-def _heldout_scores(
-    model_dir: Path, samples: int, seed: int, reward_fn: Any = None
-) -> dict[str, float]:
-    """Mean true score (and ``reward_fn`` score) of samples of the policy on the test prompts."""
-    model, tokenizer = load_model(model_dir)
-    prompts = [p for p in corpus_prompts("test") for _ in range(samples)]
-    set_seed(seed)  # every policy meets the same draws of the generator
-    texts, _ = sample_completions(model, tokenizer, prompts, DecodingConfig())
-    truth = true_score(prompts, texts)
-    scores = {
-        "true_score": float(truth.mean()),
-        "true_score_se": float(truth.std(ddof=1) / np.sqrt(len(truth))),
-    }
-    if reward_fn is not None:
-        scores["rm_score"] = float(np.mean(reward_fn(prompts, texts)))
-    return scores
+    labeler = BradleyTerryLabeler(temperature=config.labeler_temperature, seed=config.seed)
+    train = corpus_prompts("train") * config.rankings_per_prompt
+    rankings = collect_rankings(config.policy, train, config.k, labeler, config.seed)
+    if not heldout:
+        return rankings, None
+    test = corpus_prompts("test")
+    return rankings, collect_rankings(config.policy, test, config.k, labeler, config.seed + 1)
 
 
-def _finish(out: Path, config: Any, metrics: dict[str, Any], started: float) -> dict[str, Any]:
-    """Add the config and wall time to ``metrics``, write ``out/metrics.json`` and print it."""
-    metrics = {
-        **metrics,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-        "config": {k: v if isinstance(v, (bool, int, float)) or v is None else str(v)
-                   for k, v in dataclasses.asdict(config).items()},
-    }  # fmt: skip
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    for key, value in metrics.items():
-        if isinstance(value, float):
-            print(f"  {key:<28} {value:.4g}")
-        elif isinstance(value, int):
-            print(f"  {key:<28} {value}")
-    print(f"wrote {out}: the model and metrics.json")
+# What a stage command's body returns: the stage's result, the figures to add to metrics.json,
+# the policy it started from and the reward to score held-out samples with (None: true score).
+_Outcome = tuple[StageResult, dict[str, Any], Path, Any]
+
+
+def _run_command(
+    config: _CommandOptions, stage: Callable[[], _Outcome], *, eval_samples: int, seed: int
+) -> dict[str, Any]:
+    """Run ``stage``; measure before/after on the test prompts; write and return metrics.json."""
+    from lmgym.evaluation import PolicyEvaluator
+    from lmgym.models.corpus import prompts as corpus_prompts
+    from lmgym.rlhf.labelers import true_score
+    from lmgym.torch_threads import set_torch_threads
+
+    started = time.perf_counter()
+    set_torch_threads(config.threads)
+    result, metrics, start, reward = stage()
+    if eval_samples:
+        evaluator = PolicyEvaluator(
+            start,
+            true_score if reward is None else reward,
+            corpus_prompts("test"),
+            samples=eval_samples,
+            seed=seed + 1,  # every policy meets the same draws of the generator
+            corpus_docs=0,
+        )
+        keys = ("true_score", "true_score_se") + (() if reward is None else ("rm_score",))
+        for when, model in (("before", start), ("after", result.path)):
+            row = evaluator(model)
+            metrics |= {f"{key}_{when}": row[key] for key in keys}
+    metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+    metrics["config"] = config.as_dict()
+    metrics["path"] = str(result.path)
+    (result.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    logger.info("wrote %s: the model and metrics.json", result.path)
     return metrics
 
 
 # --- lmgym sft ---------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class SFTCommandConfig(SFTConfig, _CommandOptions, _EvalOptions):
-    """Settings of ``lmgym sft``: :class:`~lmgym.rlhf.sft.SFTConfig` plus its inputs.
+    """Settings of ``lmgym sft``: :class:`~lmgym.rlhf.config.SFTConfig` plus its inputs.
 
     Attributes:
         model: Directory of the LM to fine-tune; None: the embedded default model.
@@ -220,19 +227,9 @@ class SFTCommandConfig(SFTConfig, _CommandOptions, _EvalOptions):
         ValueError: n_candidates=0 is not an int >= 1; pass one, e.g. n_candidates=1.
     """
 
-    model: Path | None = None
-    demos_per_prompt: int = 4
-    n_candidates: int = 8
-
-    def __post_init__(self) -> None:
-        SFTConfig.__post_init__(self)
-        _EvalOptions.__post_init__(self)
-        _CommandOptions.__post_init__(self)
-        if self.model is not None:
-            self.model = _check_model_dir("model", self.model)
-        check_int("demos_per_prompt", self.demos_per_prompt, minimum=1)
-        check_int("n_candidates", self.n_candidates, minimum=1)
-        _check_out(self.out, self.overwrite)
+    model: Path | None = model_dir(None)
+    demos_per_prompt: int = integer(4)
+    n_candidates: int = integer(8)
 
 
 def run_sft_command(config: SFTCommandConfig) -> dict[str, Any]:
@@ -242,37 +239,37 @@ def run_sft_command(config: SFTCommandConfig) -> dict[str, Any]:
         >>> import tempfile
         >>> config = SFTCommandConfig(out=Path(tempfile.mkdtemp()) / "sft", epochs=1,
         ...     demos_per_prompt=1, n_candidates=1, eval_samples=0, progress=False)
-        >>> metrics = run_sft_command(config)  # doctest: +ELLIPSIS
-          n_demonstrations ...
+        >>> metrics = run_sft_command(config)
         >>> metrics["n_demonstrations"], (config.out / "metrics.json").is_file()
         (45, True)
     """
-    started = time.perf_counter()
-    set_torch_threads(config.threads)
-    model = config.model or DEFAULT_MODEL_DIR
-    labeler = BradleyTerryLabeler(seed=config.seed)  # only its noise-free score picks demos
-    prompts = corpus_prompts("train") * config.demos_per_prompt
-    demos = make_demonstrations(model, prompts, labeler, config.n_candidates, config.seed)
-    out = run_sft(_stage_config(config, SFTConfig), demos, model)
-    summary = json.loads((out / "training_summary.json").read_text())
-    metrics: dict[str, Any] = {
-        "n_demonstrations": len(demos),
-        "demonstration_true_score": float(labeler.score(*zip(*demos, strict=True)).mean()),
-        "first_epoch_loss": summary["first_epoch_loss"],
-        "final_epoch_loss": summary["final_epoch_loss"],
-    }
-    if config.eval_samples:
-        before = _heldout_scores(model, config.eval_samples, config.seed + 1)
-        after = _heldout_scores(out, config.eval_samples, config.seed + 1)
-        metrics |= {f"{k}_before": v for k, v in before.items()}
-        metrics |= {f"{k}_after": v for k, v in after.items()}
-    return _finish(out, config, metrics, started)
+
+    def stage() -> _Outcome:
+        from lmgym.models.corpus import prompts as corpus_prompts
+        from lmgym.models.loading import DEFAULT_MODEL_DIR
+        from lmgym.rlhf.labelers import BradleyTerryLabeler
+        from lmgym.rlhf.sft import make_demonstrations, run_sft
+
+        model = config.model or DEFAULT_MODEL_DIR
+        labeler = BradleyTerryLabeler(seed=config.seed)  # only its noise-free score picks demos
+        prompts = corpus_prompts("train") * config.demos_per_prompt
+        demos = make_demonstrations(model, prompts, labeler, config.n_candidates, config.seed)
+        result = run_sft(config, demos, config.out, model=model)
+        metrics = {
+            "n_demonstrations": len(demos),
+            "demonstration_true_score": float(labeler.score(*zip(*demos, strict=True)).mean()),
+            "first_epoch_loss": result.metrics["first_epoch_loss"],
+            "final_epoch_loss": result.metrics["final_epoch_loss"],
+        }
+        return result, metrics, model, None
+
+    return _run_command(config, stage, eval_samples=config.eval_samples, seed=config.seed)
 
 
 # --- lmgym reward-model ------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RewardModelCommandConfig(RewardModelConfig, _CommandOptions, _RankingOptions, _PolicyOption):
     """Settings of ``lmgym reward-model``: the RM stage's config plus its inputs.
 
@@ -283,24 +280,14 @@ class RewardModelCommandConfig(RewardModelConfig, _CommandOptions, _RankingOptio
             prompts; ``split`` holds out heldout_fraction of the training prompts.
 
     Example:
+        >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
         >>> RewardModelCommandConfig(policy=DEFAULT_MODEL_DIR, k=1)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ValueError: k=1 is not an int >= 2: a ranking compares K >= 2 completions ...
     """
 
-    heldout_prompts: Literal["test", "split"] = "test"
-
-    def __post_init__(self) -> None:
-        RewardModelConfig.__post_init__(self)
-        _PolicyOption.__post_init__(self)
-        _RankingOptions.__post_init__(self)
-        _CommandOptions.__post_init__(self)
-        if self.heldout_prompts not in ("test", "split"):
-            raise ValueError(
-                f"heldout_prompts={self.heldout_prompts!r} is unknown; expected 'test' or 'split'."
-            )
-        _check_out(self.out, self.overwrite)
+    heldout_prompts: Literal["test", "split"] = choice("test", "test", "split")
 
 
 def run_reward_model_command(config: RewardModelCommandConfig) -> dict[str, Any]:
@@ -312,38 +299,36 @@ def run_reward_model_command(config: RewardModelCommandConfig) -> dict[str, Any]
 
     Example:
         >>> import tempfile
+        >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
         >>> config = RewardModelCommandConfig(policy=DEFAULT_MODEL_DIR, k=2,
         ...     rankings_per_prompt=1, epochs=1, out=Path(tempfile.mkdtemp()) / "rm",
         ...     progress=False)
-        >>> metrics = run_reward_model_command(config)  # doctest: +ELLIPSIS
-          heldout_accuracy ...
+        >>> metrics = run_reward_model_command(config)
         >>> 0 <= metrics["heldout_accuracy"] <= 1
         True
     """
-    started = time.perf_counter()
-    set_torch_threads(config.threads)
-    labeler = BradleyTerryLabeler(temperature=config.labeler_temperature, seed=config.seed)
-    prompts = corpus_prompts("train") * config.rankings_per_prompt
-    rankings = collect_rankings(config.policy, prompts, config.k, labeler, config.seed)
-    heldout = None
-    if config.heldout_prompts == "test":
-        test = corpus_prompts("test")
-        heldout = collect_rankings(config.policy, test, config.k, labeler, config.seed + 1)
-    result = train_reward_model(
-        _stage_config(config, RewardModelConfig), rankings, config.policy, heldout=heldout
-    )
-    metrics = result.as_dict()
-    metrics["training_wall_time_s"] = metrics.pop("wall_time_s")
-    del metrics["path"]
-    return _finish(result.path, config, metrics, started)
+
+    def stage() -> _Outcome:
+        from lmgym.rlhf.reward_model import train_reward_model
+
+        rankings, heldout = _rankings(config, heldout=config.heldout_prompts == "test")
+        result = train_reward_model(
+            config, rankings, config.out, model=config.policy, heldout=heldout
+        )
+        metrics = dict(result.metrics)
+        metrics["training_wall_time_s"] = metrics.pop("wall_time_s")
+        return result, metrics, config.policy, None
+
+    # The RM is measured on held-out rankings instead.
+    return _run_command(config, stage, eval_samples=0, seed=config.seed)
 
 
 # --- lmgym ppo-rm ------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class PPORMCommandConfig(PPOStageConfig, _CommandOptions, _EvalOptions, _PolicyOption):
-    """Settings of ``lmgym ppo-rm``: :class:`~lmgym.rlhf.ppo_stage.PPOStageConfig` plus inputs.
+    """Settings of ``lmgym ppo-rm``: :class:`~lmgym.rlhf.config.PPOStageConfig` plus inputs.
 
     The policy is also the KL reference. The RM is standardised (mean 0, std 1) on samples of
     the policy, so β means the same for every RM, as in ``lmgym rlhf``.
@@ -353,23 +338,16 @@ class PPORMCommandConfig(PPOStageConfig, _CommandOptions, _EvalOptions, _PolicyO
         norm_samples: Samples of the policy per training prompt that the RM is standardised on.
 
     Example:
+        >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
         >>> PPORMCommandConfig(policy=DEFAULT_MODEL_DIR, reward_model=Path("no/such/rm"))
+        ... # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        lmgym.error.ModelLoadError: reward_model='no/such/rm' does not exist; expected a local directory saved with save_pretrained (config.json + weights). lmgym never downloads from a hub: save the model to disk first, or omit the argument to use the embedded default model.
-    """  # noqa: E501 - a doctest traceback line cannot be wrapped
+        lmgym.error.ModelLoadError: reward_model='no/such/rm' does not exist; expected a local ...
+    """
 
-    reward_model: Path
-    norm_samples: int = 4
-
-    def __post_init__(self) -> None:
-        PPOStageConfig.__post_init__(self)
-        _PolicyOption.__post_init__(self)
-        _EvalOptions.__post_init__(self)
-        _CommandOptions.__post_init__(self)
-        self.reward_model = _check_model_dir("reward_model", self.reward_model)
-        check_int("norm_samples", self.norm_samples, minimum=1)
-        _check_out(self.out, self.overwrite)
+    reward_model: Path = model_dir()
+    norm_samples: int = integer(4)
 
 
 def run_ppo_rm_command(config: PPORMCommandConfig) -> dict[str, Any]:
@@ -380,70 +358,65 @@ def run_ppo_rm_command(config: PPORMCommandConfig) -> dict[str, Any]:
 
     Example:
         >>> import tempfile
+        >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
         >>> from lmgym.rlhf.learned_reward import init_reward_model
-        >>> from lmgym.rlhf.training import save_model_dir
+        >>> from lmgym.rlhf.fit import save_model_dir
         >>> rm_dir = save_model_dir(Path(tempfile.mkdtemp()) / "rm",
         ...                         *init_reward_model(DEFAULT_MODEL_DIR), {})  # untrained RM
         >>> config = PPORMCommandConfig(policy=DEFAULT_MODEL_DIR, reward_model=rm_dir,
         ...     steps=16, n_envs=4, n_steps=4, batch_size=16, n_epochs=1, norm_samples=1,
         ...     eval_samples=0, out=Path(tempfile.mkdtemp()) / "ppo", progress=False)
-        >>> metrics = run_ppo_rm_command(config)  # doctest: +ELLIPSIS
-          normalisation_mean ...
+        >>> metrics = run_ppo_rm_command(config)
         >>> metrics["history"]["timesteps"]
         [16]
     """
-    started = time.perf_counter()
-    set_torch_threads(config.threads)
-    model, tokenizer = load_model(config.policy)
-    prompts = corpus_prompts("train") * config.norm_samples
-    set_seed(config.seed)
-    texts, _ = sample_completions(model, tokenizer, prompts, DecodingConfig())
-    reward = NormalizedReward.fit(
-        LearnedRewardModel(config.reward_model, policy_tokenizer=config.policy), prompts, texts
-    )
-    result = run_ppo_stage(_stage_config(config, PPOStageConfig), reward, config.policy)
-    metrics: dict[str, Any] = {
-        "normalisation_mean": reward.mean,
-        "normalisation_std": reward.std,
-        "training_wall_time_s": result.wall_time_s,
-    }
-    if config.eval_samples:
-        before = _heldout_scores(config.policy, config.eval_samples, config.seed + 1, reward)
-        after = _heldout_scores(result.path, config.eval_samples, config.seed + 1, reward)
-        metrics |= {f"{k}_before": v for k, v in before.items()}
-        metrics |= {f"{k}_after": v for k, v in after.items()}
-    metrics["history"] = result.history.as_dict()
-    return _finish(result.path, config, metrics, started)
+
+    def stage() -> _Outcome:
+        from lmgym.models.corpus import prompts as corpus_prompts
+        from lmgym.models.generation import DecodingConfig
+        from lmgym.models.loading import load_model
+        from lmgym.rlhf.learned_reward import LearnedRewardModel
+        from lmgym.rlhf.ppo_stage import NormalizedReward, run_ppo_stage
+        from lmgym.rlhf.rankings import sample_completions
+        from lmgym.seeding import set_seed
+
+        model, tokenizer = load_model(config.policy)
+        prompts = corpus_prompts("train") * config.norm_samples
+        set_seed(config.seed)
+        texts, _ = sample_completions(model, tokenizer, prompts, DecodingConfig())
+        rm = LearnedRewardModel(config.reward_model, policy_tokenizer=config.policy)
+        reward = NormalizedReward.fit(rm, prompts, texts)
+        result = run_ppo_stage(config, reward, config.out, model=config.policy)
+        metrics: dict[str, Any] = {
+            "normalisation_mean": reward.mean,
+            "normalisation_std": reward.std,
+            "training_wall_time_s": result.metrics["wall_time_s"],
+            "history": result.history,
+        }
+        return result, metrics, config.policy, reward
+
+    return _run_command(config, stage, eval_samples=config.eval_samples, seed=config.seed)
 
 
 # --- lmgym dpo ---------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class DPOCommandConfig(DPOConfig, _CommandOptions, _EvalOptions, _RankingOptions, _PolicyOption):
-    """Settings of ``lmgym dpo``: :class:`~lmgym.rlhf.dpo.DPOConfig` plus its inputs.
+    """Settings of ``lmgym dpo``: :class:`~lmgym.rlhf.config.DPOConfig` plus its inputs.
 
     Attributes:
         reference: Directory of the frozen reference π_ref; None: a frozen copy of --policy.
 
     Example:
+        >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
         >>> DPOCommandConfig(policy=DEFAULT_MODEL_DIR, beta=0)
         Traceback (most recent call last):
         ...
-        ValueError: beta=0 must be a finite number > 0.
+        ValueError: beta=0 must be a finite number > 0; pass one, e.g. beta=0.1.
     """
 
-    reference: Path | None = None
-
-    def __post_init__(self) -> None:
-        DPOConfig.__post_init__(self)
-        _PolicyOption.__post_init__(self)
-        _RankingOptions.__post_init__(self)
-        _EvalOptions.__post_init__(self)
-        _CommandOptions.__post_init__(self)
-        if self.reference is not None:
-            self.reference = _check_model_dir("reference", self.reference)
-        _check_out(self.out, self.overwrite)
+    reference: Path | None = model_dir(None)
 
 
 def run_dpo_command(config: DPOCommandConfig) -> dict[str, Any]:
@@ -454,30 +427,42 @@ def run_dpo_command(config: DPOCommandConfig) -> dict[str, Any]:
 
     Example:
         >>> import tempfile
+        >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
         >>> config = DPOCommandConfig(policy=DEFAULT_MODEL_DIR, k=2, rankings_per_prompt=1,
         ...     epochs=1, eval_samples=0, out=Path(tempfile.mkdtemp()) / "dpo", progress=False)
-        >>> metrics = run_dpo_command(config)  # doctest: +ELLIPSIS
-          n_rankings ...
-        >>> metrics["n_rankings"]
+        >>> run_dpo_command(config)["n_rankings"]
         45
     """
-    started = time.perf_counter()
-    set_torch_threads(config.threads)
-    labeler = BradleyTerryLabeler(temperature=config.labeler_temperature, seed=config.seed)
-    prompts = corpus_prompts("train") * config.rankings_per_prompt
-    rankings = collect_rankings(config.policy, prompts, config.k, labeler, config.seed)
-    pairs = preference_pairs(rankings)
-    out = run_dpo(_stage_config(config, DPOConfig), pairs, config.policy, config.reference)
-    summary = json.loads((out / "training_summary.json").read_text())
-    metrics: dict[str, Any] = {
-        "n_rankings": len(rankings),
-        "n_pairs": summary["n_pairs"],
-        "final_epoch_loss": summary["final_epoch_loss"],
-        "final_epoch_reward_accuracy": summary["final_epoch_reward_accuracy"],
-    }
-    if config.eval_samples:
-        before = _heldout_scores(config.policy, config.eval_samples, config.seed + 1)
-        after = _heldout_scores(out, config.eval_samples, config.seed + 1)
-        metrics |= {f"{k}_before": v for k, v in before.items()}
-        metrics |= {f"{k}_after": v for k, v in after.items()}
-    return _finish(out, config, metrics, started)
+
+    def stage() -> _Outcome:
+        from lmgym.rlhf.dpo import run_dpo
+
+        rankings, _ = _rankings(config, heldout=False)
+        result = run_dpo(
+            config, rankings, config.out, model=config.policy, reference=config.reference
+        )
+        metrics: dict[str, Any] = {"n_rankings": len(rankings)}
+        keys = ("n_pairs", "final_epoch_loss", "final_epoch_reward_accuracy")
+        metrics |= {key: result.metrics[key] for key in keys}
+        return result, metrics, config.policy, None
+
+    return _run_command(config, stage, eval_samples=config.eval_samples, seed=config.seed)
+
+
+# --- what the lmgym command shows --------------------------------------------------------------
+
+
+def render_metrics(config: StageConfig, metrics: dict[str, Any]) -> str:
+    """What a stage command prints: its figures, one a line, and where it wrote them.
+
+    Example:
+        >>> print(render_metrics(SFTConfig(), {"final_epoch_loss": 1.23456, "path": "runs/sft"}))
+          final_epoch_loss             1.235
+        wrote runs/sft: the model and metrics.json
+    """
+    lines = [
+        f"  {key:<28} {value:.4g}" if isinstance(value, float) else f"  {key:<28} {value}"
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
+    return "\n".join([*lines, f"wrote {metrics['path']}: the model and metrics.json"])

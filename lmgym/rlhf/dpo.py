@@ -17,7 +17,6 @@ at the length limit), so the end of a text is not scored.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,20 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmgym.models.loading import DEFAULT_MODEL_DIR, disable_dropout, load_model
 from lmgym.models.scoring import score_completions
+from lmgym.rlhf.config import DPOConfig, StageResult
+from lmgym.rlhf.fit import fit, resolve_out, save_model_dir
 from lmgym.rlhf.rankings import Ranking, preference_pairs
-from lmgym.rlhf.training import (
-    check_fraction,
-    check_int,
-    check_positive,
-    make_optimizer,
-    resolve_out,
-    save_model_dir,
-)
 from lmgym.seeding import set_seed
 
 __all__ = ["DPOConfig", "dpo_loss", "run_dpo", "sequence_logprobs"]
@@ -105,53 +97,6 @@ def _right_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, t
         ids[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
         mask[i, : len(row)] = 1
     return ids, mask
-
-
-@dataclass
-class DPOConfig:
-    """How the DPO stage trains; the CLI is built from these fields.
-
-    Attributes:
-        beta: β > 0 of the DPO loss: the implicit KL coefficient (smaller moves further from the
-            reference).
-        lr: Peak AdamW learning rate.
-        epochs: Passes over the preference pairs.
-        batch_size: Texts (forward rows) per optimizer step, roughly: whole groups of pairs
-            that share texts (a ranking's K completions) are added until a batch has this many.
-        weight_decay: AdamW weight decay on weight matrices.
-        warmup_fraction: Fraction of the steps with a linear warm-up; the rate then decays
-            linearly to 0.
-        max_grad_norm: Gradients are clipped to this global L2 norm.
-        ref_batch_size: Texts per forward pass when the reference log-probs are computed (once,
-            before training).
-        out: Directory the trained policy is saved to; None writes a new temporary directory.
-        seed: Seeds the batch order.
-        progress: Show a progress bar.
-    """
-
-    beta: float = 0.1
-    lr: float = 3e-4
-    epochs: int = 2
-    batch_size: int = 64
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.05
-    max_grad_norm: float = 1.0
-    ref_batch_size: int = 256
-    out: Path | None = None
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.out is not None:
-            self.out = Path(self.out)
-        check_positive("beta", self.beta)
-        check_positive("lr", self.lr)
-        check_positive("max_grad_norm", self.max_grad_norm)
-        check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        check_fraction("warmup_fraction", self.warmup_fraction)
-        for name in ("epochs", "batch_size", "ref_batch_size"):
-            check_int(name, getattr(self, name), minimum=1)
-        check_int("seed", self.seed, minimum=0)
 
 
 @dataclass
@@ -292,13 +237,13 @@ def _load_reference(
 def run_dpo(
     config: DPOConfig,
     pairs: Sequence[tuple[str, str, str]] | Sequence[Ranking],
-    model_dir: str | Path | PreTrainedModel = DEFAULT_MODEL_DIR,
-    reference: str | Path | PreTrainedModel | None = None,
     out: str | Path | None = None,
     *,
+    model: str | Path | PreTrainedModel = DEFAULT_MODEL_DIR,
+    reference: str | Path | PreTrainedModel | None = None,
     tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
-) -> Path:
-    """Train the policy with DPO on preference pairs; return the saved policy's directory.
+) -> StageResult:
+    """Train the policy with DPO on preference pairs and save it to ``out``.
 
     ``pairs`` are ``(prompt, chosen, rejected)`` triples, or the
     :class:`~lmgym.rlhf.rankings.Ranking` objects they come from. Either way, pairs that share
@@ -309,15 +254,17 @@ def run_dpo(
     Args:
         config: Training settings.
         pairs: Preference triples (``preference_pairs(rankings)``) or rankings.
-        model_dir: The policy to start from (the SFT model): a directory, or a model object,
+        out: Where to save the trained policy; ``None``: a new temporary directory.
+        model: The policy to start from (the SFT model): a directory, or a model object,
             which is then trained in place.
         reference: The frozen reference π_ref: ``None`` for a frozen copy of the starting
             policy, a directory, or a model object other than the policy.
-        out: Where to save the trained policy; ``None`` uses ``config.out``.
-        tokenizer: The policy's tokenizer, when ``model_dir`` is a model object.
+        tokenizer: The policy's tokenizer, when ``model`` is a model object.
 
     Returns:
-        The directory the policy, tokenizer and ``training_summary.json`` were saved to.
+        A :class:`~lmgym.rlhf.config.StageResult`: the saved policy's directory; ``n_groups``,
+        ``n_pairs``, the last epoch's mean loss and implicit-reward accuracy; each step's loss
+        and accuracy.
 
     Raises:
         ValueError: No pairs; a reference that is (or shares parameters with) the trained
@@ -326,14 +273,14 @@ def run_dpo(
     Example:
         >>> import tempfile
         >>> pairs = [("the soup was", "great .", "cold ."), ("the staff were", "nice .", "rude .")]
-        >>> path = run_dpo(DPOConfig(epochs=1, progress=False), pairs, out=tempfile.mkdtemp())
-        >>> (path / "training_summary.json").is_file()
-        True
+        >>> result = run_dpo(DPOConfig(epochs=1, progress=False), pairs, tempfile.mkdtemp())
+        >>> (result.path / "training_summary.json").is_file(), result.metrics["n_pairs"]
+        (True, 2)
     """
     started = time.perf_counter()
     groups = _groups(pairs)
-    policy, tok = load_model(model_dir, tokenizer)
-    ref = _load_reference(reference, model_dir, policy, tok)
+    policy, tok = load_model(model, tokenizer)
+    ref = _load_reference(reference, model, policy, tok)
     disable_dropout(policy)
 
     ref_parts = []
@@ -346,21 +293,10 @@ def run_dpo(
     ref_logps = torch.cat(ref_parts)  # (N texts,)
 
     set_seed(config.seed)
-    n_groups = len(groups.spans)
     batches = _group_batches(groups.spans, config.batch_size, config.epochs, config.seed)
-    total = len(batches)
-    optimizer, scheduler = make_optimizer(
-        policy,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        total_steps=total,
-        warmup_fraction=config.warmup_fraction,
-    )
-    losses: list[float] = []
     accuracies: list[float] = []
-    policy.train()
-    bar = tqdm(total=total, desc=f"dpo β={config.beta:g}", disable=not config.progress)
-    for rows in batches:
+
+    def loss_fn(rows: list[int]) -> torch.Tensor:
         spans = [groups.spans[g] for g in rows]
         text_index = torch.cat([torch.arange(a, b) for a, b in spans])  # (n,)
         logps = sequence_logprobs(
@@ -373,29 +309,31 @@ def run_dpo(
         local[text_index] = torch.arange(len(text_index))
         w, lo = torch.as_tensor([pair for g in rows for pair in groups.pairs[g]]).T  # (P,) each
         chosen, rejected = logps[local[w]], logps[local[lo]]
-        loss = dpo_loss(chosen, rejected, ref_logps[w], ref_logps[lo], config.beta)
         implicit = ((chosen - ref_logps[w]) - (rejected - ref_logps[lo])).detach()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
         accuracies.append(float((implicit > 0).float().mean()))
-        bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
-    policy.eval()
+        return dpo_loss(chosen, rejected, ref_logps[w], ref_logps[lo], config.beta)
 
-    path = resolve_out(out if out is not None else config.out, "dpo")
-    per_epoch = max(1, total // config.epochs)
-    summary = {
-        "stage": "dpo",
-        "config": {**dataclasses.asdict(config), "out": str(path)},
-        "n_groups": n_groups,
+    losses = fit(
+        policy,
+        batches,
+        loss_fn,
+        total_steps=len(batches),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        warmup_fraction=config.warmup_fraction,
+        desc=f"dpo β={config.beta:g}",
+        progress=config.progress,
+    )
+    path = resolve_out(out, "dpo")
+    per_epoch = max(1, len(batches) // config.epochs)
+    metrics = {
+        "n_groups": len(groups.spans),
         "n_pairs": sum(len(p) for p in groups.pairs),
         "final_epoch_loss": float(np.mean(losses[-per_epoch:])),
         "final_epoch_reward_accuracy": float(np.mean(accuracies[-per_epoch:])),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
-    return save_model_dir(path, policy, tok, summary)
+    summary = {"stage": "dpo", "config": {**config.as_dict(), "out": str(path)}, **metrics}
+    history = {"loss": losses, "reward_accuracy": accuracies}
+    return StageResult(save_model_dir(path, policy, tok, summary), metrics, history)

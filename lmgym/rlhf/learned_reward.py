@@ -28,7 +28,7 @@ from lmgym.models.loading import (
     load_tokenizer,
     require_model_dir,
 )
-from lmgym.rlhf.training import check_int
+from lmgym.rlhf.config import check_int
 
 __all__ = ["LearnedRewardModel", "init_reward_model", "reward_scores", "rm_text"]
 

@@ -20,6 +20,7 @@ normalised the RM's bias the same way).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,20 +38,22 @@ import lmgym  # noqa: F401  (registers LMBandit-v0)
 from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
 from lmgym.models.corpus import parses
 from lmgym.models.corpus import prompts as corpus_prompts
-from lmgym.rewards import as_reward_fn, call_reward_fn
+from lmgym.rewards import RewardLike, as_reward_fn, call_reward_fn
+from lmgym.rlhf.config import PPOStageConfig, StageResult
+from lmgym.rlhf.fit import resolve_out
 from lmgym.rlhf.labelers import true_score
 from lmgym.rlhf.ptx import PPOPtx
-from lmgym.rlhf.training import check_int, check_positive, resolve_out
 from lmgym.seeding import set_seed
 
 __all__ = [
     "NormalizedReward",
     "PPOStageConfig",
-    "PPOStageResult",
     "ScoreHistory",
     "ScoreHistoryCallback",
     "run_ppo_stage",
 ]
+
+logger = logging.getLogger(__name__)
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -71,7 +74,7 @@ class NormalizedReward:
         [0.0, 2.449]
     """
 
-    def __init__(self, reward_fn: Any, mean: float, std: float) -> None:
+    def __init__(self, reward_fn: RewardLike, mean: float, std: float) -> None:
         if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
             raise ValueError(
                 f"mean={mean!r}, std={std!r}: expected finite numbers with std > 0; a reward "
@@ -83,7 +86,7 @@ class NormalizedReward:
 
     @classmethod
     def fit(
-        cls, reward_fn: Any, prompts: Sequence[str], completions: Sequence[str]
+        cls, reward_fn: RewardLike, prompts: Sequence[str], completions: Sequence[str]
     ) -> NormalizedReward:
         """Standardise ``reward_fn`` with the mean and std of its scores on these texts."""
         scores = call_reward_fn(as_reward_fn(reward_fn), prompts, completions)
@@ -112,70 +115,6 @@ class NormalizedReward:
 
     def __repr__(self) -> str:
         return f"NormalizedReward({self.reward_fn.name}, mean={self.mean:.4g}, std={self.std:.4g})"
-
-
-@dataclass
-class PPOStageConfig:
-    """One PPO run against the learned reward model.
-
-    Attributes:
-        steps: Env steps (completions) PPO trains for.
-        kl_coef: β of the KL penalty to the SFT model (the initial policy).
-        ptx_coef: γ of PPO-ptx's pre-training loss; 0 is plain PPO.
-        n_envs: Envs stepped as one batch.
-        n_steps: Steps per env in a rollout (a rollout is n_envs × n_steps completions).
-        batch_size: Completions per PPO minibatch.
-        n_epochs: PPO epochs over each rollout.
-        learning_rate: Adam learning rate of the policy.
-        ptx_batch_size: Pre-training documents per minibatch step (PPO-ptx only).
-        max_new_tokens: Length limit of a completion, in tokens.
-        out: Directory the trained policy is saved to; None writes a new temporary directory.
-        seed: Seeds the env's prompts, the sampling and PPO.
-        progress: Show a progress bar.
-    """
-
-    steps: int = 2048
-    kl_coef: float = 0.05
-    ptx_coef: float = 0.0
-    n_envs: int = 16
-    n_steps: int = 8
-    batch_size: int = 64
-    n_epochs: int = 2
-    learning_rate: float = 3e-4
-    ptx_batch_size: int = 16
-    max_new_tokens: int = 16
-    out: Path | None = None
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.out is not None:
-            self.out = Path(self.out)
-        for name in (
-            "steps",
-            "n_envs",
-            "n_steps",
-            "batch_size",
-            "n_epochs",
-            "ptx_batch_size",
-            "max_new_tokens",
-        ):
-            check_int(name, getattr(self, name), minimum=1)
-        check_int("seed", self.seed, minimum=0)
-        check_positive("kl_coef", self.kl_coef, allow_zero=True)
-        check_positive("ptx_coef", self.ptx_coef, allow_zero=True)
-        check_positive("learning_rate", self.learning_rate)
-        rollout = self.n_envs * self.n_steps
-        if rollout % self.batch_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} does not divide a rollout of n_envs × n_steps = "
-                f"{rollout} completions; pick a divisor, e.g. batch_size={rollout}."
-            )
-        if self.steps < rollout:
-            raise ValueError(
-                f"steps={self.steps} is less than one rollout (n_envs × n_steps = {rollout}); "
-                f"train for at least steps={rollout}."
-            )
 
 
 @dataclass
@@ -285,65 +224,40 @@ class ScoreHistoryCallback(BaseCallback):
             self._bar.close()
 
 
-@dataclass
-class PPOStageResult:
-    """What a PPO run produced.
-
-    Attributes:
-        path: The trained policy's model directory (``lmgym.load_model`` loads it).
-        kl_coef: β it trained with.
-        ptx_coef: γ it trained with (0: plain PPO).
-        history: RM score, true score, KL and fluency per rollout.
-        wall_time_s: Seconds the run took.
-    """
-
-    path: Path
-    kl_coef: float
-    ptx_coef: float
-    history: ScoreHistory
-    wall_time_s: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready copy."""
-        return {
-            "path": str(self.path),
-            "kl_coef": self.kl_coef,
-            "ptx_coef": self.ptx_coef,
-            "history": self.history.as_dict(),
-            "wall_time_s": self.wall_time_s,
-        }
-
-
 def run_ppo_stage(
     config: PPOStageConfig,
-    reward_fn: Any,
-    model_dir: str | Path,
+    reward_fn: RewardLike,
+    out: str | Path | None = None,
     *,
+    model: str | Path,
     prompts: Sequence[str] | None = None,
     true_score_fn: ScoreFn = true_score,
     desc: str | None = None,
-) -> PPOStageResult:
-    """Fine-tune the model in ``model_dir`` with PPO (PPO-ptx when γ > 0) on ``reward_fn``.
+) -> StageResult:
+    """Fine-tune the model in ``model`` with PPO (PPO-ptx when γ > 0) on ``reward_fn``.
 
     Args:
         config: The run's settings.
         reward_fn: The reward the policy is paid (the learned RM, usually a
             :class:`NormalizedReward` of a :class:`~lmgym.rlhf.reward_model.LearnedRewardModel`).
-        model_dir: The initial policy and the KL reference (the SFT model's directory).
+        out: Directory the trained policy is saved to; ``None``: a new temporary directory.
+        model: The initial policy and the KL reference (the SFT model's directory).
         prompts: Training prompts; ``None``: ``lmgym.models.corpus.prompts("train")``.
         true_score_fn: The hidden true score, only recorded (never trained on).
         desc: Label of the progress bar; ``None``: from β and γ.
 
     Returns:
-        A :class:`PPOStageResult`; the policy is saved to its ``path``.
+        A :class:`~lmgym.rlhf.config.StageResult`: the policy's directory, β, γ and the wall
+        time as metrics, and the :class:`ScoreHistory` (RM score, true score, KL and fluency
+        per rollout) as history.
 
     Example:
         >>> import tempfile
         >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
-        >>> config = PPOStageConfig(steps=16, n_envs=4, n_steps=4, batch_size=16,
-        ...                         out=tempfile.mkdtemp(), progress=False)
-        >>> result = run_ppo_stage(config, lambda text: text.count("great"), DEFAULT_MODEL_DIR)
-        >>> result.history.timesteps
+        >>> config = PPOStageConfig(steps=16, n_envs=4, n_steps=4, batch_size=16, progress=False)
+        >>> result = run_ppo_stage(config, lambda text: text.count("great"), tempfile.mkdtemp(),
+        ...                        model=DEFAULT_MODEL_DIR)
+        >>> result.history["timesteps"]
         [16]
     """
     started = time.perf_counter()
@@ -352,7 +266,7 @@ def run_ppo_stage(
         gym.make_vec(
             "LMBandit-v0",
             num_envs=config.n_envs,
-            model=Path(model_dir),
+            model=Path(model),
             reward_fn=reward_fn,
             prompts=corpus_prompts("train") if prompts is None else list(prompts),
             kl_coef=config.kl_coef,
@@ -370,7 +284,7 @@ def run_ppo_stage(
         policy_kwargs=lm_policy_kwargs(vec),
     )
     if config.ptx_coef > 0:
-        model: PPO = PPOPtx(
+        agent: PPO = PPOPtx(
             LMActorCriticPolicy,
             vec,
             ptx_coef=config.ptx_coef,
@@ -378,9 +292,9 @@ def run_ppo_stage(
             **common,
         )
     else:
-        model = PPO(LMActorCriticPolicy, vec, **common)
-    assert isinstance(model.policy, LMActorCriticPolicy)
-    model.policy.attach_to(vec)  # π_θ of the KL term: the log-probs it sampled with
+        agent = PPO(LMActorCriticPolicy, vec, **common)
+    assert isinstance(agent.policy, LMActorCriticPolicy)
+    agent.policy.attach_to(vec)  # π_θ of the KL term: the log-probs it sampled with
     label = desc or (
         f"PPO-ptx β={config.kl_coef:g} γ={config.ptx_coef:g}"
         if config.ptx_coef > 0
@@ -389,15 +303,15 @@ def run_ppo_stage(
     callback = ScoreHistoryCallback(
         true_score_fn, total=config.steps, desc=label, progress=config.progress
     )
-    model.learn(config.steps, callback=callback)
-    out = resolve_out(config.out, "ppo")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.policy.save_pretrained(out)
+    agent.learn(config.steps, callback=callback)
+    path = resolve_out(out, "ppo")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    agent.policy.save_pretrained(path)
     vec.close()
-    return PPOStageResult(
-        path=out,
-        kl_coef=config.kl_coef,
-        ptx_coef=config.ptx_coef,
-        history=callback.history,
-        wall_time_s=round(time.perf_counter() - started, 2),
-    )
+    metrics = {
+        "kl_coef": config.kl_coef,
+        "ptx_coef": config.ptx_coef,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    logger.info("%s: saved %s", label, path)
+    return StageResult(path, metrics, callback.history.as_dict())

@@ -17,36 +17,48 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
+from lmgym.rlhf.elo import EloRating, format_elo_table
 
-from lmgym.rlhf.elo import EloRating, format_elo_table  # noqa: E402
-from lmgym.rlhf.ppo_stage import ScoreHistory  # noqa: E402
+__all__ = [
+    "format_policy_table",
+    "format_summary",
+    "plot_elo",
+    "plot_reward_vs_kl",
+    "plot_rm_vs_true",
+    "write_md",
+]
 
-__all__ = ["format_policy_table", "plot_elo", "plot_reward_vs_kl", "plot_rm_vs_true", "write_md"]
+History = Mapping[str, Sequence[float]]
+"""A PPO run's per-rollout ``timesteps``, ``reward_model``, ``true_score`` and ``kl``."""
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG.
+
+    A bare Figure draws with the Agg canvas when saved: no display, no pyplot state, and no
+    backend chosen when the module is imported.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
-def plot_rm_vs_true(runs: Mapping[str, ScoreHistory], path: str | Path) -> Path:
+def plot_rm_vs_true(runs: Mapping[str, History], path: str | Path) -> Path:
     """RM score, true score and KL of the training completions over PPO steps, per run.
 
     Example:
         >>> import tempfile, os
-        >>> h = ScoreHistory([256, 512], [0.1, 0.5], [1.0, 0.9], [0.5, 2.0], [0.9, 0.8])
+        >>> h = {"timesteps": [256, 512], "reward_model": [0.1, 0.5], "true_score": [1.0, 0.9],
+        ...      "kl": [0.5, 2.0]}
         >>> plot_rm_vs_true({"PPO β=0.01": h}, os.path.join(tempfile.mkdtemp(), "a.png")).exists()
         True
     """
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3)
     panels = (
         ("reward_model", "RM score (standardised on SFT samples)", "what PPO maximises"),
         ("true_score", "true score (sentiment + fluency)", "the hidden ground truth"),
@@ -54,7 +66,7 @@ def plot_rm_vs_true(runs: Mapping[str, ScoreHistory], path: str | Path) -> Path:
     )
     for ax, (name, ylabel, title) in zip(axes, panels, strict=True):
         for label, history in runs.items():
-            ax.plot(history.timesteps, getattr(history, name), marker=".", label=label)
+            ax.plot(history["timesteps"], history[name], marker=".", label=label)
         ax.set_xlabel("PPO environment steps (completions)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -65,7 +77,7 @@ def plot_rm_vs_true(runs: Mapping[str, ScoreHistory], path: str | Path) -> Path:
 
 def plot_reward_vs_kl(
     policies: Mapping[str, Mapping[str, float]],
-    runs: Mapping[str, ScoreHistory],
+    runs: Mapping[str, History],
     path: str | Path,
 ) -> Path:
     """RM score and true score against KL to the SFT model: held-out points and PPO paths.
@@ -81,15 +93,14 @@ def plot_reward_vs_kl(
         >>> plot_reward_vs_kl(pts, {}, os.path.join(tempfile.mkdtemp(), "b.png")).exists()
         True
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
     for ax, (name, ylabel) in zip(
         axes, (("rm_score", "RM score"), ("true_score", "true score")), strict=True
     ):
         history_name = "reward_model" if name == "rm_score" else "true_score"
         for label, history in runs.items():
-            ax.plot(
-                history.kl, getattr(history, history_name), alpha=0.35, label=f"{label} (train)"
-            )
+            ax.plot(history["kl"], history[history_name], alpha=0.35, label=f"{label} (train)")
         for label, point in policies.items():
             ax.scatter([point["kl"]], [point[name]], s=40, zorder=3)
             ax.annotate(label, (point["kl"], point[name]), fontsize=8, xytext=(4, 3),
@@ -112,7 +123,8 @@ def plot_elo(table: Sequence[EloRating], path: str | Path) -> Path:
         >>> plot_elo(rows, os.path.join(tempfile.mkdtemp(), "elo.png")).exists()
         True
     """
-    fig, ax = plt.subplots(figsize=(1.2 * len(table) + 2, 4))
+    fig = Figure(figsize=(1.2 * len(table) + 2, 4))
+    ax = fig.subplots()
     names = [row.player for row in table]
     ratings = [row.rating for row in table]
     errors = [
@@ -236,3 +248,30 @@ def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def format_summary(results: Mapping[str, Any]) -> str:
+    """What ``lmgym rlhf`` shows at the end: the held-out table, the RM, Elo, checks, times.
+
+    ``results`` is the dict :func:`lmgym.rlhf.pipeline.run_rlhf` returns.
+    """
+    rm = results["reward_model"]
+    lines = [
+        "Held-out prompts (true score = sentiment + fluency; RM score standardised):",
+        format_policy_table(results["policies"]),
+        "",
+        f"Reward model: held-out pairwise accuracy {rm['heldout_accuracy']:.1%} (ceiling "
+        f"{rm['oracle_accuracy']:.1%}), correlation with the true score "
+        f"{rm['true_score_correlation']:.3f}",
+        "",
+        f"Elo ({results['elo_games']} games):",
+        format_elo_table([EloRating(**row) for row in results["elo"]]),
+        "",
+        "Checks:",
+        *[f"  {'PASS' if ok else 'FAIL'}  {text}" for text, ok in results["checks"].items()],
+        "",
+        "Wall time per stage (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in results["wall_time_s"].items()),
+        f"wrote results.md, results.json and the plots to {results['config']['out']}",
+    ]
+    return "\n".join(lines)

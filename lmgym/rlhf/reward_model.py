@@ -17,20 +17,18 @@ batch reward function for ``gym.make("LMBandit-v0", reward_fn=LearnedRewardModel
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmgym.models.loading import DEFAULT_MODEL_DIR
+from lmgym.rlhf.config import RewardModelConfig, StageResult
+from lmgym.rlhf.fit import fit, n_batches, resolve_out, save_model_dir, shuffled_batches
 from lmgym.rlhf.labelers import true_score
 from lmgym.rlhf.learned_reward import (
     LearnedRewardModel,
@@ -43,23 +41,12 @@ from lmgym.rlhf.rankings import (
     pairwise_ranking_loss,
     preference_pairs,
 )
-from lmgym.rlhf.training import (
-    check_fraction,
-    check_int,
-    check_positive,
-    make_optimizer,
-    n_batches,
-    resolve_out,
-    save_model_dir,
-    shuffled_batches,
-)
 from lmgym.seeding import set_seed
 
 __all__ = [
     "LearnedRewardModel",
     "Ranking",
     "RewardModelConfig",
-    "RewardModelResult",
     "collect_rankings",
     "evaluate_reward_model",
     "init_reward_model",
@@ -71,99 +58,6 @@ __all__ = [
 ]
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
-
-
-@dataclass
-class RewardModelConfig:
-    """How the reward model is trained; the CLI is built from these fields.
-
-    Attributes:
-        out: Directory the reward model is saved to; None writes a new temporary directory.
-        epochs: Passes over the training rankings.
-        lr: Peak AdamW learning rate.
-        batch_size: Rankings per optimizer step; each brings its K completions (one row each).
-        weight_decay: AdamW weight decay on weight matrices.
-        warmup_fraction: Fraction of the steps with a linear warm-up; the rate then decays
-            linearly to 0.
-        max_grad_norm: Gradients are clipped to this global L2 norm.
-        heldout_fraction: Fraction of the distinct prompts whose rankings are held out to
-            measure accuracy, when no held-out rankings are passed.
-        eval_batch_size: Rankings per forward pass when evaluating.
-        seed: Seeds the head's initialisation, the held-out split and the batch order.
-        progress: Show a progress bar.
-    """
-
-    out: Path | None = None
-    epochs: int = 2
-    lr: float = 1e-3
-    batch_size: int = 8
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.05
-    max_grad_norm: float = 1.0
-    heldout_fraction: float = 0.2
-    eval_batch_size: int = 64
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.out is not None:
-            self.out = Path(self.out)
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            check_int(name, getattr(self, name), minimum=1)
-        check_int("seed", self.seed, minimum=0)
-        check_positive("lr", self.lr)
-        check_positive("max_grad_norm", self.max_grad_norm)
-        check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        check_fraction("warmup_fraction", self.warmup_fraction)
-        check_fraction("heldout_fraction", self.heldout_fraction)
-
-
-@dataclass
-class RewardModelResult:
-    """What training the reward model produced and how well it ranks held-out completions.
-
-    Attributes:
-        path: The saved reward model's directory.
-        heldout_accuracy: Fraction of held-out pairs the RM orders as the (noisy) labeler did.
-        true_score_correlation: Pearson correlation of RM score and true score over the
-            held-out completions.
-        heldout_true_accuracy: Fraction of held-out pairs with different true scores that the
-            RM orders as the true score does (the noise-free order).
-        oracle_accuracy: Fraction of held-out pairs the true score itself orders as the labeler
-            did: the ceiling for ``heldout_accuracy`` under the labeler's noise.
-        heldout_loss: Mean pairwise loss on the held-out rankings.
-        train_accuracy: Pairwise accuracy on the training rankings after training.
-        final_train_loss: Mean loss over the last epoch's steps.
-        n_train_rankings: Rankings trained on.
-        n_heldout_rankings: Rankings evaluated on.
-        n_train_pairs: Pairs of different texts in the training rankings: what the loss is
-            averaged over.
-        n_train_identical_pairs: Pairs of identical texts in the training rankings (a sample
-            drawn twice), left out of the loss: they carry no preference.
-        n_heldout_pairs: Pairs of different texts the held-out accuracies are over.
-        n_heldout_identical_pairs: Pairs of identical texts in the held-out rankings, left out.
-        wall_time_s: Seconds the stage took.
-    """
-
-    path: Path
-    heldout_accuracy: float
-    true_score_correlation: float
-    heldout_true_accuracy: float
-    oracle_accuracy: float
-    heldout_loss: float
-    train_accuracy: float
-    final_train_loss: float
-    n_train_rankings: int
-    n_heldout_rankings: int
-    n_train_pairs: int
-    n_train_identical_pairs: int
-    n_heldout_pairs: int
-    n_heldout_identical_pairs: int
-    wall_time_s: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready copy."""
-        return {**dataclasses.asdict(self), "path": str(self.path)}
 
 
 def ranking_batch_loss(
@@ -285,25 +179,40 @@ def _split_by_prompt(
 def train_reward_model(
     config: RewardModelConfig,
     rankings: Sequence[Ranking],
-    init_model_dir: str | Path | PreTrainedModel = DEFAULT_MODEL_DIR,
+    out: str | Path | None = None,
     *,
+    model: str | Path | PreTrainedModel = DEFAULT_MODEL_DIR,
     heldout: Sequence[Ranking] | None = None,
     tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
     true_score_fn: ScoreFn = true_score,
-) -> RewardModelResult:
-    """Train a reward model on ``rankings`` and measure it on held-out rankings.
+) -> StageResult:
+    """Train a reward model on ``rankings``, measure it on held-out rankings, save it to ``out``.
 
     Args:
         config: Training settings.
         rankings: Rankings to train on (:func:`collect_rankings`).
-        init_model_dir: The LM the RM starts from (usually the SFT model).
+        out: Directory to save the RM to; ``None``: a new temporary directory.
+        model: The LM the RM starts from (usually the SFT model).
         heldout: Rankings to measure on, e.g. of the held-out test prompts; ``None`` holds out
             ``config.heldout_fraction`` of the prompts of ``rankings``.
-        tokenizer: The LM's tokenizer, when ``init_model_dir`` is a model object.
+        tokenizer: The LM's tokenizer, when ``model`` is a model object.
         true_score_fn: The hidden true score, used only to measure the RM (never trained on).
 
     Returns:
-        A :class:`RewardModelResult`; the model is saved to its ``path``.
+        A :class:`~lmgym.rlhf.config.StageResult` whose metrics are
+
+        - ``heldout_accuracy``: fraction of held-out pairs the RM orders as the (noisy) labeler
+          did; ``oracle_accuracy``: how often the true score itself does (the ceiling under the
+          labeler's noise); ``heldout_true_accuracy``: pairs with different true scores the RM
+          orders as the true score does (the noise-free order);
+        - ``true_score_correlation``: Pearson correlation of RM score and true score over the
+          held-out completions; ``heldout_loss``: their mean pairwise loss;
+        - ``train_accuracy`` after training and ``final_train_loss``, the last epoch's mean;
+        - ``n_train_rankings``, ``n_heldout_rankings``, ``n_train_pairs``,
+          ``n_heldout_pairs`` (pairs of different texts, what losses and accuracies are over)
+          and ``n_train_identical_pairs``, ``n_heldout_identical_pairs`` (pairs of a sample
+          drawn twice, left out: they carry no preference);
+        - ``wall_time_s``.
 
     Raises:
         ValueError: No rankings, or too few distinct prompts to hold some out.
@@ -311,9 +220,9 @@ def train_reward_model(
     Example:
         >>> import tempfile
         >>> r = [Ranking(p, ["cold .", "great ."], order=[1, 0]) for p in ["a", "b", "c"]]
-        >>> config = RewardModelConfig(out=tempfile.mkdtemp(), epochs=1, progress=False)
-        >>> result = train_reward_model(config, r)  # starts from the default LM
-        >>> 0 <= result.heldout_accuracy <= 1
+        >>> config = RewardModelConfig(epochs=1, progress=False)
+        >>> result = train_reward_model(config, r, tempfile.mkdtemp())  # from the default LM
+        >>> 0 <= result.metrics["heldout_accuracy"] <= 1
         True
     """
     started = time.perf_counter()
@@ -326,67 +235,51 @@ def train_reward_model(
         if not held:
             raise ValueError("heldout is empty; pass held-out rankings, or heldout=None.")
     set_seed(config.seed)
-    model, tok = init_reward_model(init_model_dir, tokenizer)
-    total = n_batches(len(train), config.batch_size, config.epochs)
-    optimizer, scheduler = make_optimizer(
-        model,
+    rm, tok = init_reward_model(model, tokenizer)
+    losses = fit(
+        rm,
+        shuffled_batches(len(train), config.batch_size, config.epochs, config.seed),
+        lambda rows: ranking_batch_loss(rm, tok, [train[i] for i in rows]),
+        total_steps=n_batches(len(train), config.batch_size, config.epochs),
         lr=config.lr,
         weight_decay=config.weight_decay,
-        total_steps=total,
+        max_grad_norm=config.max_grad_norm,
         warmup_fraction=config.warmup_fraction,
+        desc="reward model",
+        progress=config.progress,
     )
-    steps_per_epoch = total // config.epochs
-    last_epoch: list[float] = []
-    model.train()
-    bar = tqdm(total=total, desc="reward model", disable=not config.progress)
-    for step, rows in enumerate(
-        shuffled_batches(len(train), config.batch_size, config.epochs, config.seed)
-    ):
-        loss = ranking_batch_loss(model, tok, [train[i] for i in rows])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step >= total - steps_per_epoch:
-            last_epoch.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
-    model.eval()
-
     held_metrics = evaluate_reward_model(
-        model, tok, held, true_score_fn=true_score_fn, batch_size=config.eval_batch_size
+        rm, tok, held, true_score_fn=true_score_fn, batch_size=config.eval_batch_size
     )
     train_metrics = evaluate_reward_model(
-        model, tok, train, true_score_fn=true_score_fn, batch_size=config.eval_batch_size
+        rm, tok, train, true_score_fn=true_score_fn, batch_size=config.eval_batch_size
     )
     wall = round(time.perf_counter() - started, 2)
-    out = resolve_out(config.out, "reward-model")
+    path = resolve_out(out, "reward-model")
     summary = {
         "stage": "reward_model",
-        "config": {**dataclasses.asdict(config), "out": str(out)},
+        "config": {**config.as_dict(), "out": str(path)},
         "heldout": held_metrics,
         "train": train_metrics,
         "n_train_rankings": len(train),
         "n_heldout_rankings": len(held),
         "wall_time_s": wall,
     }
-    save_model_dir(out, model, tok, summary)
-    return RewardModelResult(
-        path=out,
-        heldout_accuracy=held_metrics["accuracy"],
-        true_score_correlation=held_metrics["correlation"],
-        heldout_true_accuracy=held_metrics["true_accuracy"],
-        oracle_accuracy=held_metrics["oracle_accuracy"],
-        heldout_loss=held_metrics["loss"],
-        train_accuracy=train_metrics["accuracy"],
-        final_train_loss=float(np.mean(last_epoch)),
-        n_train_rankings=len(train),
-        n_heldout_rankings=len(held),
-        n_train_pairs=int(train_metrics["pairs"]),
-        n_train_identical_pairs=int(train_metrics["identical_pairs"]),
-        n_heldout_pairs=int(held_metrics["pairs"]),
-        n_heldout_identical_pairs=int(held_metrics["identical_pairs"]),
-        wall_time_s=wall,
-    )
+    save_model_dir(path, rm, tok, summary)
+    metrics = {
+        "heldout_accuracy": held_metrics["accuracy"],
+        "true_score_correlation": held_metrics["correlation"],
+        "heldout_true_accuracy": held_metrics["true_accuracy"],
+        "oracle_accuracy": held_metrics["oracle_accuracy"],
+        "heldout_loss": held_metrics["loss"],
+        "train_accuracy": train_metrics["accuracy"],
+        "final_train_loss": float(np.mean(losses[-(len(losses) // config.epochs) :])),
+        "n_train_rankings": len(train),
+        "n_heldout_rankings": len(held),
+        "n_train_pairs": int(train_metrics["pairs"]),
+        "n_train_identical_pairs": int(train_metrics["identical_pairs"]),
+        "n_heldout_pairs": int(held_metrics["pairs"]),
+        "n_heldout_identical_pairs": int(held_metrics["identical_pairs"]),
+        "wall_time_s": wall,
+    }
+    return StageResult(path, metrics, {"loss": losses})

@@ -13,80 +13,31 @@ human demonstrators of the same task would write.
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmgym.models.generation import DecodingConfig
 from lmgym.models.loading import DEFAULT_MODEL_DIR, disable_dropout, load_model
+from lmgym.rlhf.config import SFTConfig, StageResult, check_int
+from lmgym.rlhf.fit import fit, n_batches, resolve_out, save_model_dir, shuffled_batches
 from lmgym.rlhf.labelers import BradleyTerryLabeler
 from lmgym.rlhf.rankings import sample_completions
-from lmgym.rlhf.training import (
-    check_fraction,
-    check_int,
-    check_positive,
-    make_optimizer,
-    n_batches,
-    resolve_out,
-    save_model_dir,
-    shuffled_batches,
-)
 from lmgym.seeding import set_seed
 
 __all__ = ["SFTConfig", "encode_demonstrations", "make_demonstrations", "run_sft", "sft_loss"]
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 """Label of positions the loss skips (prompt and padding), as Hugging Face models expect."""
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
-
-
-@dataclass
-class SFTConfig:
-    """How the SFT stage trains; the CLI is built from these fields.
-
-    Attributes:
-        out: Directory the fine-tuned model is saved to; None writes a new temporary directory.
-        epochs: Passes over the demonstrations.
-        lr: Peak AdamW learning rate.
-        batch_size: Demonstrations per optimizer step.
-        weight_decay: AdamW weight decay on weight matrices.
-        warmup_fraction: Fraction of the steps with a linear warm-up; the rate then decays
-            linearly to 0.
-        max_grad_norm: Gradients are clipped to this global L2 norm.
-        append_eos: End each response with EOS, so the model also learns where to stop.
-        seed: Seeds the batch order.
-        progress: Show a progress bar.
-    """
-
-    out: Path | None = None
-    epochs: int = 3
-    lr: float = 1e-3
-    batch_size: int = 16
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.05
-    max_grad_norm: float = 1.0
-    append_eos: bool = True
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.out is not None:
-            self.out = Path(self.out)
-        check_int("epochs", self.epochs, minimum=1)
-        check_int("batch_size", self.batch_size, minimum=1)
-        check_int("seed", self.seed, minimum=0)
-        check_positive("lr", self.lr)
-        check_positive("max_grad_norm", self.max_grad_norm)
-        check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        check_fraction("warmup_fraction", self.warmup_fraction)
 
 
 def make_demonstrations(
@@ -208,33 +159,37 @@ def sft_loss(
 def run_sft(
     config: SFTConfig,
     demonstrations: Sequence[tuple[str, str]],
-    model_dir: str | Path | PreTrainedModel = DEFAULT_MODEL_DIR,
+    out: str | Path | None = None,
     *,
+    model: str | Path | PreTrainedModel = DEFAULT_MODEL_DIR,
     tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
-) -> Path:
-    """Fine-tune the LM on ``(prompt, response)`` demonstrations; return the saved model's dir.
+) -> StageResult:
+    """Fine-tune the LM on ``(prompt, response)`` demonstrations and save it to ``out``.
 
-    A model object passed as ``model_dir`` is trained in place (and saved).
+    A model object passed as ``model`` is trained in place (and saved).
 
     Args:
         config: Training settings.
         demonstrations: ``(prompt, response)`` text pairs (:func:`make_demonstrations`).
-        model_dir: The LM to start from: a directory or a model object.
-        tokenizer: The LM's tokenizer, when ``model_dir`` is a model object.
+        out: Directory to save the model to; ``None``: a new temporary directory.
+        model: The LM to start from: a directory or a model object.
+        tokenizer: The LM's tokenizer, when ``model`` is a model object.
 
     Returns:
-        The directory the model, tokenizer and ``training_summary.json`` were saved to; it
-        loads with ``lmgym.load_model``.
+        A :class:`~lmgym.rlhf.config.StageResult`: the directory the model, tokenizer and
+        ``training_summary.json`` were saved to (it loads with ``lmgym.load_model``), the
+        first and final epoch's mean loss, and the loss of every step.
 
     Raises:
         ValueError: ``demonstrations`` is empty or holds an empty response.
 
     Example:
         >>> import tempfile
-        >>> out = run_sft(SFTConfig(out=tempfile.mkdtemp(), epochs=1, progress=False),
-        ...               [("the soup was", "great ."), ("the staff were", "friendly .")])
-        >>> (out / "model.safetensors").is_file()
-        True
+        >>> result = run_sft(SFTConfig(epochs=1, progress=False),
+        ...                  [("the soup was", "great ."), ("the staff were", "friendly .")],
+        ...                  tempfile.mkdtemp())
+        >>> (result.path / "model.safetensors").is_file(), len(result.history["loss"])
+        (True, 1)
     """
     started = time.perf_counter()
     if not demonstrations:
@@ -254,41 +209,30 @@ def run_sft(
                 f"demonstrations[{index}] has an empty response for prompt {pair[0]!r:.60} and "
                 "append_eos=False, so it has no token to learn; drop it or set append_eos=True."
             )
-    model, tok = load_model(model_dir, tokenizer)
-    disable_dropout(model)
+    lm, tok = load_model(model, tokenizer)
+    disable_dropout(lm)
     rows = encode_demonstrations(tok, demonstrations, append_eos=config.append_eos)
     set_seed(config.seed)
-    total = n_batches(len(rows), config.batch_size, config.epochs)
-    optimizer, scheduler = make_optimizer(
-        model,
+    pad = int(tok.pad_token_id)
+    losses = fit(
+        lm,
+        shuffled_batches(len(rows), config.batch_size, config.epochs, config.seed),
+        lambda batch: sft_loss(lm, [rows[i] for i in batch], pad),
+        total_steps=n_batches(len(rows), config.batch_size, config.epochs),
         lr=config.lr,
         weight_decay=config.weight_decay,
-        total_steps=total,
+        max_grad_norm=config.max_grad_norm,
         warmup_fraction=config.warmup_fraction,
+        desc="sft",
+        progress=config.progress,
     )
-    losses: list[float] = []
-    model.train()
-    bar = tqdm(total=total, desc="sft", disable=not config.progress)
-    for batch in shuffled_batches(len(rows), config.batch_size, config.epochs, config.seed):
-        loss = sft_loss(model, [rows[i] for i in batch], int(tok.pad_token_id))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
-    model.eval()
-    out = resolve_out(config.out, "sft")
-    per_epoch = total // config.epochs
-    summary = {
-        "stage": "sft",
-        "config": {**dataclasses.asdict(config), "out": str(out)},
+    path = resolve_out(out, "sft")
+    per_epoch = len(losses) // config.epochs
+    metrics = {
         "n_demonstrations": len(rows),
         "first_epoch_loss": float(np.mean(losses[:per_epoch])),
         "final_epoch_loss": float(np.mean(losses[-per_epoch:])),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
-    return save_model_dir(out, model, tok, summary)
+    summary = {"stage": "sft", "config": {**config.as_dict(), "out": str(path)}, **metrics}
+    return StageResult(save_model_dir(path, lm, tok, summary), metrics, {"loss": losses})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import pytest
 
-from lmgym.cli import build_parser
+from lmgym.cli import build_parser, main
 from lmgym.config_cli import dataclass_from_args
 from lmgym.error import ModelLoadError
 from lmgym.models.loading import DEFAULT_MODEL_DIR, load_model
@@ -26,7 +28,7 @@ COMMANDS = ["sft", "reward-model", "ppo-rm", "dpo"]
 
 
 def parse(*args: str):
-    namespace = build_parser().parse_args(list(args))
+    namespace = build_parser(args[0]).parse_args(list(args))
     config_cls = {
         "sft": SFTCommandConfig,
         "reward-model": RewardModelCommandConfig,
@@ -55,7 +57,7 @@ def metrics_of(out: Path) -> dict:
 )
 def test_help_documents_own_and_inherited_options(command, own, inherited, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args([command, "--help"])
+        build_parser(command).parse_args([command, "--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     for option in [*own, "--out", "--overwrite", "--threads", "--seed"]:
@@ -72,32 +74,38 @@ def test_top_level_help_lists_the_stage_commands(capsys) -> None:
         assert command in out
 
 
-# --- subprocess smoke runs (chained: sft -> reward-model -> ppo-rm, dpo) -----------------------
+# --- the stages chained in-process (sft -> reward-model -> ppo-rm, dpo), as `lmgym` runs them --
+
+
+def run_main(*args: str) -> str:
+    """``lmgym ARGS`` in this process; what it printed."""
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        assert main(list(args)) == 0
+    return shown.getvalue()
 
 
 @pytest.fixture(scope="module")
 def sft_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("commands") / "sft"
-    result = run_cli(
+    shown = run_main(
         "sft",
         *("--out", str(out), "--epochs", "1", "--demos-per-prompt", "1"),
         *("--n-candidates", "2", "--eval-samples", "1", "--no-progress"),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"wrote {out}" in result.stdout
+    assert f"wrote {out}" in shown
     return out
 
 
 @pytest.fixture(scope="module")
 def rm_dir(sft_dir: Path) -> Path:
     out = sft_dir.parent / "rm"
-    result = run_cli(
+    shown = run_main(
         "reward-model",
         *("--policy", str(sft_dir), "--out", str(out), "--k", "3"),
         *("--rankings-per-prompt", "1", "--epochs", "1", "--no-progress"),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "heldout_accuracy" in result.stdout
+    assert "heldout_accuracy" in shown
     return out
 
 
@@ -124,13 +132,12 @@ def test_reward_model_smoke_run(rm_dir: Path, sft_dir: Path) -> None:
 
 def test_ppo_rm_smoke_run(sft_dir: Path, rm_dir: Path) -> None:
     out = sft_dir.parent / "ppo"
-    result = run_cli(
+    run_main(
         "ppo-rm",
         *("--policy", str(sft_dir), "--reward-model", str(rm_dir), "--out", str(out)),
         *("--steps", "16", "--n-envs", "4", "--n-steps", "4", "--batch-size", "16"),
         *("--n-epochs", "1", "--norm-samples", "1", "--eval-samples", "1", "--no-progress"),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
     metrics = metrics_of(out)
     assert metrics["history"]["timesteps"] == [16]
     assert metrics["normalisation_std"] > 0
@@ -140,17 +147,36 @@ def test_ppo_rm_smoke_run(sft_dir: Path, rm_dir: Path) -> None:
 
 def test_dpo_smoke_run(sft_dir: Path) -> None:
     out = sft_dir.parent / "dpo"
-    result = run_cli(
+    run_main(
         "dpo",
         *("--policy", str(sft_dir), "--out", str(out), "--k", "3", "--beta", "0.5"),
         *("--rankings-per-prompt", "1", "--epochs", "1", "--eval-samples", "1", "--no-progress"),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
     metrics = metrics_of(out)
     assert metrics["n_rankings"] == 45 and metrics["n_pairs"] > 0
     assert {"true_score_before", "true_score_after"} <= set(metrics)
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["config"]["beta"] == 0.5
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_runs_in_a_subprocess(command: str, rm_dir: Path, tmp_path: Path) -> None:
+    """One launch of each command as a person runs it (the others run in-process)."""
+    out = tmp_path / command
+    policy = ("--policy", str(DEFAULT_MODEL_DIR))
+    args = {
+        "sft": ("--epochs", "1", "--demos-per-prompt", "1", "--n-candidates", "1"),
+        "reward-model": (*policy, "--k", "2", "--rankings-per-prompt", "1", "--epochs", "1"),
+        "ppo-rm": (*policy, "--reward-model", str(rm_dir), "--steps", "16", "--n-envs", "4",
+                   "--n-steps", "4", "--batch-size", "16", "--n-epochs", "1",
+                   "--norm-samples", "1"),
+        "dpo": (*policy, "--k", "2", "--rankings-per-prompt", "1", "--epochs", "1"),
+    }[command]  # fmt: skip
+    evaluation = () if command == "reward-model" else ("--eval-samples", "0")
+    result = run_cli(command, *args, *evaluation, "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"wrote {out}: the model and metrics.json" in result.stdout
+    assert (out / "metrics.json").is_file() and (out / "config.json").is_file()
 
 
 def test_reward_model_split_holds_out_training_prompts(tmp_path: Path) -> None:
@@ -253,7 +279,7 @@ def test_dpo_rejects_bad_input(args, error, fragment) -> None:
 @pytest.mark.parametrize("command", ["reward-model", "ppo-rm", "dpo"])
 def test_policy_is_required(command, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args([command])
+        build_parser(command).parse_args([command])
     assert exit_info.value.code == 2
     assert "--policy" in capsys.readouterr().err
 

@@ -61,9 +61,8 @@ def test_sequence_logprobs_sum_the_response_tokens(tiny_lm_dir: Path) -> None:
 
 
 def test_dpo_moves_the_policy_towards_the_chosen(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    out = run_dpo(
-        config(lr=3e-3, epochs=5, batch_size=4, beta=0.1), PAIRS, tiny_lm_dir, out=tmp_path
-    )
+    dpo = config(lr=3e-3, epochs=5, batch_size=4, beta=0.1)
+    out = run_dpo(dpo, PAIRS, tmp_path, model=tiny_lm_dir).path
     before, tok = load_model(tiny_lm_dir)
     after, _ = load_model(out)
     prompts, chosen, rejected = (list(x) for x in zip(*PAIRS, strict=True))
@@ -80,9 +79,8 @@ def test_dpo_moves_the_policy_towards_the_chosen(tiny_lm_dir: Path, tmp_path: Pa
 
 def test_same_seed_same_dpo_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
     def weights(seed: int, name: str) -> dict[str, torch.Tensor]:
-        out = run_dpo(
-            config(epochs=2, batch_size=2, seed=seed), PAIRS, tiny_lm_dir, out=tmp_path / name
-        )
+        dpo = config(epochs=2, batch_size=2, seed=seed)
+        out = run_dpo(dpo, PAIRS, tmp_path / name, model=tiny_lm_dir).path
         return load_file(out / "model.safetensors")
 
     first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
@@ -95,10 +93,9 @@ def test_rankings_and_their_pairs_train_the_same(tiny_lm_dir: Path, tmp_path: Pa
         Ranking("the food was", ["great .", "good .", "bad .", "awful ."], [0, 1, 2, 3]),
         Ranking("the staff were", ["rude .", "friendly .", "very friendly ."], [2, 1, 0]),
     ]
-    by_rankings = run_dpo(config(batch_size=4), rankings, tiny_lm_dir, out=tmp_path / "r")
-    by_pairs = run_dpo(
-        config(batch_size=4), preference_pairs(rankings), tiny_lm_dir, out=tmp_path / "p"
-    )
+    by_rankings = run_dpo(config(batch_size=4), rankings, tmp_path / "r", model=tiny_lm_dir).path
+    pairs = preference_pairs(rankings)
+    by_pairs = run_dpo(config(batch_size=4), pairs, tmp_path / "p", model=tiny_lm_dir).path
     a, b = load_file(by_rankings / "model.safetensors"), load_file(by_pairs / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -113,24 +110,25 @@ def test_a_ranking_takes_k_forward_rows(tiny_lm_dir: Path, tmp_path: Path) -> No
     )
     ranking = Ranking("the food was", ["great .", "good .", "bad .", "awful ."], [0, 1, 2, 3])
     pairs = preference_pairs([ranking])  # C(4,2) = 6 pairs, 12 texts if scored pair by pair
-    run_dpo(config(batch_size=4, epochs=1), pairs, policy, reference, out=tmp_path, tokenizer=tok)
+    dpo = config(batch_size=4, epochs=1)
+    run_dpo(dpo, pairs, tmp_path, model=policy, reference=reference, tokenizer=tok)
     assert rows == [4]  # one training step, one row per distinct completion
 
 
 def test_a_model_object_is_trained_in_place(tiny_lm_dir: Path, tmp_path: Path) -> None:
     policy, tok = load_model(tiny_lm_dir)
     before = copy.deepcopy(policy.state_dict())
-    run_dpo(config(lr=1e-2), PAIRS, policy, out=tmp_path, tokenizer=tok)  # reference: a copy
+    run_dpo(config(lr=1e-2), PAIRS, tmp_path, model=policy, tokenizer=tok)  # reference: a copy
     assert not all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
 
 
 def test_reference_must_not_be_the_trained_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
     policy, tok = load_model(tiny_lm_dir)
     with pytest.raises(ValueError, match="reference is the model being trained"):
-        run_dpo(config(), PAIRS, policy, reference=policy, out=tmp_path, tokenizer=tok)
+        run_dpo(config(), PAIRS, tmp_path, model=policy, reference=policy, tokenizer=tok)
     sharing = copy.copy(policy)  # a new object over the same parameters
     with pytest.raises(ValueError, match="shares its parameters"):
-        run_dpo(config(), PAIRS, policy, reference=sharing, out=tmp_path, tokenizer=tok)
+        run_dpo(config(), PAIRS, tmp_path, model=policy, reference=sharing, tokenizer=tok)
 
 
 def test_reference_with_another_tokenizer(tiny_lm_dir: Path, tmp_path: Path) -> None:
@@ -139,17 +137,17 @@ def test_reference_with_another_tokenizer(tiny_lm_dir: Path, tmp_path: Path) -> 
     build_tiny_model(len(tokenizer)).save_pretrained(other)
     tokenizer.save_pretrained(other)
     with pytest.raises(ValueError, match="different tokenizer than the policy"):
-        run_dpo(config(), PAIRS, tiny_lm_dir, reference=other, out=tmp_path / "out")
+        run_dpo(config(), PAIRS, tmp_path / "out", model=tiny_lm_dir, reference=other)
 
 
 def test_run_dpo_bad_pairs(tiny_lm_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pairs is empty"):
-        run_dpo(config(), [], tiny_lm_dir, out=tmp_path)
+        run_dpo(config(), [], tmp_path, model=tiny_lm_dir)
     with pytest.raises(TypeError, match=r"pairs\[1\]"):
-        run_dpo(config(), [PAIRS[0], ("p", "c")], tiny_lm_dir, out=tmp_path)  # type: ignore[list-item]
+        run_dpo(config(), [PAIRS[0], ("p", "c")], tmp_path, model=tiny_lm_dir)  # type: ignore[list-item]
     same = Ranking("the food was", ["great .", "great ."], [1, 0])
     with pytest.raises(ValueError, match="holds no preference"):
-        run_dpo(config(), [same], tiny_lm_dir, out=tmp_path)
+        run_dpo(config(), [same], tmp_path, model=tiny_lm_dir)
 
 
 @pytest.mark.parametrize(

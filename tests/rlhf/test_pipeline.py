@@ -13,9 +13,10 @@ from transformers import GPT2LMHeadModel
 
 from lmgym.cli import build_parser
 from lmgym.config_cli import _field_docs, dataclass_from_args
+from lmgym.evaluation import PolicyEvaluator
 from lmgym.models.loading import DEFAULT_MODEL_DIR
 from lmgym.rlhf import pipeline
-from lmgym.rlhf.pipeline import PolicyEvaluator, RLHFConfig
+from lmgym.rlhf.pipeline import RLHFConfig, command_line
 from tests.conftest import build_tiny_tokenizer
 from tests.helpers import exec_doc_blocks
 
@@ -36,7 +37,7 @@ def test_docstring_states_the_sizes_the_code_uses() -> None:
 
 
 def test_cli_builds_the_config() -> None:
-    args = build_parser().parse_args(["rlhf", "--quick", "--kl-sweep", "0.01", "0.3"])
+    args = build_parser("rlhf").parse_args(["rlhf", "--quick", "--kl-sweep", "0.01", "0.3"])
     config = dataclass_from_args(RLHFConfig, args)
     assert config.quick and config.kl_sweep == [0.01, 0.3]
     assert config.ppo_steps == pipeline._SIZES["ppo_steps"][1]
@@ -61,6 +62,21 @@ def test_cli_builds_the_config() -> None:
 def test_config_rejects_bad_values(kwargs, fragment) -> None:
     with pytest.raises(ValueError, match=fragment):
         RLHFConfig(**kwargs)
+
+
+def test_config_is_frozen_and_states_its_command() -> None:
+    config = RLHFConfig(quick=True, kl_sweep=[0.3])
+    with pytest.raises(AttributeError):
+        config.seed = 1  # type: ignore[misc]
+    assert command_line(config) == "lmgym rlhf --quick --kl-sweep 0.3"
+    assert RLHFConfig(quick=True, ppo_steps=512).ppo_steps == 512
+    assert "--ppo-steps 512" in command_line(RLHFConfig(quick=True, ppo_steps=512))
+
+
+def test_stages_are_a_list_built_from_the_config() -> None:
+    names = [name for name, _ in pipeline.stages(RLHFConfig(kl_sweep=[0.01, 0.5]))]
+    assert names == ["SFT", "reward model", "PPO β=0.1", "PPO β=0.01", "PPO β=0.5", "PPO-ptx",
+                     "DPO", "evaluation", "Elo", "report"]  # fmt: skip
 
 
 def count_great(prompts, completions):

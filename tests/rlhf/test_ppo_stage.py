@@ -26,7 +26,7 @@ def n_words(prompts, completions) -> np.ndarray:
     return np.array([float(len(c.split())) for c in completions])
 
 
-def tiny_config(tmp_path: Path, **kwargs) -> PPOStageConfig:
+def tiny_config(**kwargs) -> PPOStageConfig:
     defaults = dict(
         steps=32,
         n_envs=4,
@@ -35,7 +35,6 @@ def tiny_config(tmp_path: Path, **kwargs) -> PPOStageConfig:
         n_epochs=1,
         max_new_tokens=5,
         learning_rate=1e-3,
-        out=tmp_path / "policy",
         progress=False,
     )
     return PPOStageConfig(**{**defaults, **kwargs})
@@ -51,27 +50,29 @@ def test_run_records_every_rollout_and_saves_a_loadable_policy(
         return n_words(prompts, completions)
 
     result = run_ppo_stage(
-        tiny_config(tmp_path), count_great, tiny_lm_dir, prompts=PROMPTS, true_score_fn=truth
-    )
+        tiny_config(), count_great, tmp_path, model=tiny_lm_dir, prompts=PROMPTS,
+        true_score_fn=truth,
+    )  # fmt: skip
     h = result.history
-    assert h.timesteps == [16, 32]  # one record per rollout of n_envs × n_steps completions
-    assert len(h.reward_model) == len(h.true_score) == len(h.kl) == len(h.fluency) == 2
+    assert h["timesteps"] == [16, 32]  # one record per rollout of n_envs × n_steps completions
+    assert len(h["reward_model"]) == len(h["true_score"]) == len(h["kl"]) == len(h["fluency"]) == 2
     assert len(seen) == 32 and {p for p, _ in seen} <= set(PROMPTS)
     first = seen[:16]
-    assert h.true_score[0] == pytest.approx(np.mean([len(c.split()) for _, c in first]))
-    assert h.kl[0] == pytest.approx(0.0, abs=1e-4)  # the first rollout is the reference itself
-    assert all(0.0 <= f <= 1.0 for f in h.fluency)
+    assert h["true_score"][0] == pytest.approx(np.mean([len(c.split()) for _, c in first]))
+    assert h["kl"][0] == pytest.approx(0.0, abs=1e-4)  # the first rollout is the reference itself
+    assert all(0.0 <= f <= 1.0 for f in h["fluency"])
     model, _ = load_model(result.path)
     assert model.config.vocab_size == load_model(tiny_lm_dir)[0].config.vocab_size
-    assert result.as_dict()["history"]["timesteps"] == [16, 32]
+    assert result.metrics["kl_coef"] == 0.05 and result.metrics["ptx_coef"] == 0.0
 
 
 def test_same_seed_same_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
     runs = [
         run_ppo_stage(
-            tiny_config(tmp_path / str(i)),
+            tiny_config(),
             count_great,
-            tiny_lm_dir,
+            tmp_path / str(i),
+            model=tiny_lm_dir,
             prompts=PROMPTS,
             true_score_fn=n_words,
         )  # fmt: skip
@@ -83,15 +84,14 @@ def test_same_seed_same_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
 
 
 def test_ptx_coef_switches_to_ppo_ptx(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    kwargs = dict(prompts=PROMPTS, true_score_fn=n_words)
-    plain = run_ppo_stage(tiny_config(tmp_path / "a"), count_great, tiny_lm_dir, **kwargs)
+    kwargs = dict(model=tiny_lm_dir, prompts=PROMPTS, true_score_fn=n_words)
+    plain = run_ppo_stage(tiny_config(), count_great, tmp_path / "a", **kwargs)
     ptx = run_ppo_stage(
-        tiny_config(tmp_path / "b", ptx_coef=1.0, ptx_batch_size=4), count_great, tiny_lm_dir,
-        **kwargs,
-    )  # fmt: skip
-    assert ptx.ptx_coef == 1.0 and plain.ptx_coef == 0.0
+        tiny_config(ptx_coef=1.0, ptx_batch_size=4), count_great, tmp_path / "b", **kwargs
+    )
+    assert ptx.metrics["ptx_coef"] == 1.0 and plain.metrics["ptx_coef"] == 0.0
     # The first rollout is sampled before any update, so it is the same; the weights are not.
-    assert ptx.history.reward_model[0] == plain.history.reward_model[0]
+    assert ptx.history["reward_model"][0] == plain.history["reward_model"][0]
     a, b = load_model(plain.path)[0].state_dict(), load_model(ptx.path)[0].state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
@@ -140,3 +140,8 @@ def test_normalized_reward_rejects_a_constant_reward() -> None:
 def test_config_rejects_bad_values(kwargs, fragment) -> None:
     with pytest.raises(ValueError, match=fragment):
         PPOStageConfig(**kwargs)
+
+
+def test_a_kl_coef_of_zero_warns() -> None:
+    with pytest.warns(UserWarning, match="kl_coef=0: PPO trains without a KL penalty"):
+        PPOStageConfig(kl_coef=0.0)

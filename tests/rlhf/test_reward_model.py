@@ -59,9 +59,9 @@ def word_rankings(prompts: Sequence[str], n: int, seed: int = 0) -> list[Ranking
     ]
 
 
-def config(tmp_path: Path, **kwargs) -> RewardModelConfig:
+def config(**kwargs) -> RewardModelConfig:
     kwargs.setdefault("progress", False)
-    return RewardModelConfig(out=tmp_path / "rm", **kwargs)
+    return RewardModelConfig(**kwargs)
 
 
 # --- Rankings --------------------------------------------------------------------------------
@@ -151,11 +151,17 @@ def test_reward_model_counts_the_identical_pairs_it_leaves_out(tiny_lm_dir, tmp_
     train += [ranked(p, ["good .", "awful ."]) for p in TRAIN_PROMPTS]
     held = [ranked(HELDOUT_PROMPT, ["good .", "good .", "good .", "bad ."])]  # 3 copy pairs
     result = train_reward_model(
-        config(tmp_path, epochs=1), train, tiny_lm_dir, heldout=held, true_score_fn=word_score
+        config(epochs=1), train, tmp_path, model=tiny_lm_dir, heldout=held, true_score_fn=word_score
     )
-    assert (result.n_train_pairs, result.n_train_identical_pairs) == (3 * 2 + 3, 3)
-    assert (result.n_heldout_pairs, result.n_heldout_identical_pairs) == (3, 3)
-    assert result.as_dict()["n_train_identical_pairs"] == 3
+    assert (result.metrics["n_train_pairs"], result.metrics["n_train_identical_pairs"]) == (
+        3 * 2 + 3,
+        3,
+    )
+    assert (result.metrics["n_heldout_pairs"], result.metrics["n_heldout_identical_pairs"]) == (
+        3,
+        3,
+    )
+    assert result.metrics["n_train_identical_pairs"] == 3
 
 
 def test_pairwise_loss_shape_mismatch() -> None:
@@ -220,17 +226,18 @@ def test_collect_rankings_rejects_no_prompts(tiny_lm_dir: Path) -> None:
 
 def test_reward_model_learns_the_hidden_order(tiny_lm_dir: Path, tmp_path: Path) -> None:
     result = train_reward_model(
-        config(tmp_path, epochs=8, lr=3e-3, batch_size=4),
+        config(epochs=8, lr=3e-3, batch_size=4),
         word_rankings(TRAIN_PROMPTS, 4),
-        tiny_lm_dir,
+        tmp_path,
+        model=tiny_lm_dir,
         heldout=word_rankings([HELDOUT_PROMPT], 2, seed=1),
         true_score_fn=word_score,
     )
-    assert result.heldout_accuracy >= 0.9
-    assert result.heldout_true_accuracy >= 0.9
-    assert result.oracle_accuracy == 1.0  # noise-free labels
-    assert result.true_score_correlation > 0.8
-    assert result.n_train_rankings == 12 and result.n_heldout_rankings == 2
+    assert result.metrics["heldout_accuracy"] >= 0.9
+    assert result.metrics["heldout_true_accuracy"] >= 0.9
+    assert result.metrics["oracle_accuracy"] == 1.0  # noise-free labels
+    assert result.metrics["true_score_correlation"] > 0.8
+    assert result.metrics["n_train_rankings"] == 12 and result.metrics["n_heldout_rankings"] == 2
     assert (result.path / "model.safetensors").is_file()
     assert (result.path / "training_summary.json").is_file()
 
@@ -238,14 +245,15 @@ def test_reward_model_learns_the_hidden_order(tiny_lm_dir: Path, tmp_path: Path)
 def test_same_seed_same_reward_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
     def train(seed: int, name: str) -> tuple[dict, dict]:
         result = train_reward_model(
-            RewardModelConfig(out=tmp_path / name, epochs=1, seed=seed, progress=False),
+            RewardModelConfig(epochs=1, seed=seed, progress=False),
             word_rankings(TRAIN_PROMPTS, 2),
-            tiny_lm_dir,
+            tmp_path / name,
+            model=tiny_lm_dir,
             true_score_fn=word_score,
         )
         model = GPT2ForSequenceClassification.from_pretrained(result.path)
-        metrics = result.as_dict()
-        del metrics["path"], metrics["wall_time_s"]
+        metrics = dict(result.metrics)
+        del metrics["wall_time_s"]
         return model.state_dict(), metrics
 
     (first, m1), (again, m2), (other, _) = train(0, "a"), train(0, "b"), train(1, "c")
@@ -256,23 +264,27 @@ def test_same_seed_same_reward_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
 
 def test_heldout_split_is_by_prompt(tiny_lm_dir: Path, tmp_path: Path) -> None:
     result = train_reward_model(
-        config(tmp_path, epochs=1, heldout_fraction=0.3),
+        config(epochs=1, heldout_fraction=0.3),
         word_rankings(TRAIN_PROMPTS, 2),
-        tiny_lm_dir,
+        tmp_path,
+        model=tiny_lm_dir,
         true_score_fn=word_score,
     )
-    assert (result.n_train_rankings, result.n_heldout_rankings) == (4, 2)  # 1 of 3 prompts
+    assert (result.metrics["n_train_rankings"], result.metrics["n_heldout_rankings"]) == (
+        4,
+        2,
+    )  # 1 of 3 prompts
 
 
 def test_train_reward_model_bad_input(tiny_lm_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rankings is empty"):
-        train_reward_model(config(tmp_path), [], tiny_lm_dir)
+        train_reward_model(config(), [], tmp_path, model=tiny_lm_dir)
     with pytest.raises(ValueError, match="1 distinct prompt"):
-        train_reward_model(config(tmp_path), word_rankings(["the food was"], 3), tiny_lm_dir)
+        rankings = word_rankings(["the food was"], 3)
+        train_reward_model(config(), rankings, tmp_path, model=tiny_lm_dir)
     with pytest.raises(ValueError, match="heldout is empty"):
-        train_reward_model(
-            config(tmp_path), word_rankings(TRAIN_PROMPTS, 1), tiny_lm_dir, heldout=[]
-        )
+        rankings = word_rankings(TRAIN_PROMPTS, 1)
+        train_reward_model(config(), rankings, tmp_path, model=tiny_lm_dir, heldout=[])
 
 
 @pytest.mark.parametrize(
@@ -303,9 +315,10 @@ def test_reward_model_config_validation(kwargs: dict, match: str) -> None:
 def rm_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("rm")
     return train_reward_model(
-        RewardModelConfig(out=out / "rm", epochs=2, lr=3e-3, progress=False),
+        RewardModelConfig(epochs=2, lr=3e-3, progress=False),
         word_rankings(TRAIN_PROMPTS, 2),
-        tiny_lm_dir,
+        out / "rm",
+        model=tiny_lm_dir,
         true_score_fn=word_score,
     ).path
 

@@ -32,9 +32,9 @@ DEMOS = [
 ]
 
 
-def config(tmp_path: Path, name: str = "sft", **kwargs) -> SFTConfig:
+def config(**kwargs) -> SFTConfig:
     kwargs.setdefault("progress", False)
-    return SFTConfig(out=tmp_path / name, **kwargs)
+    return SFTConfig(**kwargs)
 
 
 def test_encode_demonstrations_masks_the_prompt(tiny_lm_dir: Path) -> None:
@@ -62,7 +62,8 @@ def test_sft_loss_is_on_response_tokens_only(tiny_lm_dir: Path) -> None:
 
 
 def test_run_sft_raises_the_demonstrations_likelihood(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    out = run_sft(config(tmp_path, epochs=5, lr=3e-3, batch_size=2), DEMOS, tiny_lm_dir)
+    result = run_sft(config(epochs=5, lr=3e-3, batch_size=2), DEMOS, tmp_path, model=tiny_lm_dir)
+    out = result.path
     before, tok = load_model(tiny_lm_dir)
     after, _ = load_model(out)
     prompts, responses = [p for p, _ in DEMOS], [r for _, r in DEMOS]
@@ -78,7 +79,8 @@ def test_run_sft_raises_the_demonstrations_likelihood(tiny_lm_dir: Path, tmp_pat
 
 def test_same_seed_same_sft_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
     def weights(seed: int, name: str) -> dict[str, torch.Tensor]:
-        out = run_sft(config(tmp_path, name, epochs=2, batch_size=2, seed=seed), DEMOS, tiny_lm_dir)
+        sft = config(epochs=2, batch_size=2, seed=seed)
+        out = run_sft(sft, DEMOS, tmp_path / name, model=tiny_lm_dir).path
         return load_file(out / "model.safetensors")
 
     first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
@@ -88,11 +90,11 @@ def test_same_seed_same_sft_model(tiny_lm_dir: Path, tmp_path: Path) -> None:
 
 def test_run_sft_bad_input(tiny_lm_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="demonstrations is empty"):
-        run_sft(config(tmp_path), [], tiny_lm_dir)
+        run_sft(config(), [], tmp_path, model=tiny_lm_dir)
     with pytest.raises(TypeError, match=r"demonstrations\[1\]"):
-        run_sft(config(tmp_path), [DEMOS[0], ("only a prompt",)], tiny_lm_dir)  # type: ignore[list-item]
+        run_sft(config(), [DEMOS[0], ("only a prompt",)], tmp_path, model=tiny_lm_dir)  # type: ignore[list-item]
     with pytest.raises(ValueError, match="empty response"):
-        run_sft(config(tmp_path, append_eos=False), [("the food was", " ")], tiny_lm_dir)
+        run_sft(config(append_eos=False), [("the food was", " ")], tmp_path, model=tiny_lm_dir)
 
 
 def test_make_demonstrations_picks_the_best_finished_candidate(tiny_lm_dir: Path) -> None:

@@ -1,8 +1,14 @@
 """The ``lmgym`` console command.
 
 Each sub-command is one module holding a config dataclass (its options, documented once) and a
-function that runs it; :data:`COMMANDS` lists them. A module is imported only when its
-sub-command's parser is built, so ``lmgym --help`` stays cheap to extend.
+function that runs it; :data:`COMMANDS` lists them. Only the module of the sub-command that is
+asked for is imported, and only its parser is built: ``lmgym --help`` lists the commands from
+their help strings alone, and the command modules load torch and SB3 when their work starts,
+so any ``--help`` answers at once.
+
+The run functions return their results and log; they do not print. What a command shows on
+stdout when it succeeds is its ``render`` function's text (the demo's tables, the bench's
+results table, the train run's before/after line).
 
 What a person sees when a command fails is decided here, once for every command: one line on
 stderr, ``lmgym: error: COMMAND: MESSAGE``, and the exit status
@@ -23,20 +29,27 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from lmgym.config_cli import add_dataclass_arguments, dataclass_from_args
 from lmgym.error import Error
 from lmgym.training.rundir import check_out_location
 
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
 
 class Command(NamedTuple):
-    """One sub-command: ``module`` holds the dataclass ``config`` and the function ``run``."""
+    """One sub-command: ``module`` holds the dataclass ``config`` and the function ``run``.
+
+    ``render``, when set, names a function ``(config, result) -> str`` of the module: the text
+    the command prints on stdout once ``run`` has returned ``result``.
+    """
 
     module: str
     config: str
     run: str
     help: str
+    render: str | None = None
 
 
 COMMANDS: dict[str, Command] = {
@@ -45,18 +58,21 @@ COMMANDS: dict[str, Command] = {
         "DemoConfig",
         "run_demo",
         "PPO on LMBandit-v0 with the embedded default model: reward before/after + a curve",
+        "render_demo",
     ),
     "train": Command(
         "lmgym.training.train",
         "TrainConfig",
         "run_train",
         "Train one SB3 agent (ppo, a2c, trpo, ...) on one env: metrics, curve, checkpoints",
+        "render_train",
     ),
     "bench": Command(
         "lmgym.training.bench",
         "BenchConfig",
         "run_bench",
         "Every algo x seed on one env: results.json, results.md (mean ± 95% CI), curves.png",
+        "render_bench",
     ),
     "rlhf": Command(
         "lmgym.rlhf.pipeline",
@@ -91,22 +107,44 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``lmgym`` and its sub-commands."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``lmgym``, with the options of the sub-command ``command``.
+
+    Every sub-command is listed (with its help string), but only ``command``'s module is
+    imported and its options added: the others stay unloaded. With ``command=None`` the parser
+    serves ``lmgym --help`` and the errors of a missing or unknown sub-command.
+
+    Example:
+        >>> build_parser("train").parse_args(["train", "--env", "CatGrid-v0"]).env
+        'CatGrid-v0'
+    """
     parser = argparse.ArgumentParser(
         prog="lmgym", description="RL fine-tuning of language models as Gymnasium environments."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, command in COMMANDS.items():
-        module = importlib.import_module(command.module)  # heavy (torch, SB3): only here
+    for name, entry in COMMANDS.items():
+        help_text = entry.help.replace("%", "%%")  # argparse formats help with %
+        if name != command:
+            commands.add_parser(name, help=help_text)
+            continue
+        module = importlib.import_module(entry.module)
         sub = commands.add_parser(
             name,
-            help=command.help.replace("%", "%%"),  # argparse formats help with %
-            description=f"{command.help}.\n\n{(module.__doc__ or '').strip()}",
+            help=help_text,
+            description=f"{entry.help}.\n\n{(module.__doc__ or '').strip()}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        add_dataclass_arguments(sub, getattr(module, command.config))
+        add_dataclass_arguments(sub, getattr(module, entry.config))
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv``, or None: its first word that is not an option.
+
+    ``lmgym`` itself takes no option with a value, so that word is the sub-command's name.
+    """
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return word if word in COMMANDS else None
 
 
 def _quiet_transformers() -> None:
@@ -136,11 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         SystemExit: 2
     """
     name = "lmgym"
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        args = build_parser(_command_in(argv)).parse_args(argv)
         name = args.command
-        _quiet_transformers()
         command = COMMANDS[name]
         module = importlib.import_module(command.module)
         try:
@@ -149,7 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_out_location(config.out)
         except (ValueError, TypeError, Error) as err:
             _fail(name, str(err), 2)
-        getattr(module, command.run)(config)
+        _quiet_transformers()
+        result: Any = getattr(module, command.run)(config)
+        if command.render is not None:
+            print(getattr(module, command.render)(config, result), flush=True)
     except KeyboardInterrupt as err:
         print(f"lmgym: {name}: interrupted" + (f". {err}" if str(err) else ""), file=sys.stderr)
         raise SystemExit(130) from None

@@ -13,34 +13,24 @@ shows reward hacking (a salad of positive words that fails the grammar check).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import gymnasium as gym
 import numpy as np
-import torch
-from stable_baselines3 import PPO
 
-from lmgym.agents import (
-    LMActorCriticPolicy,
-    SB3VecEnv,
-    attach_sb3,
-    lm_logprobs,
-    lm_policy_kwargs,
-)
-from lmgym.agents.callbacks import RewardPartsCallback
-from lmgym.envs.bandit_vector import LMBanditVectorEnv
-from lmgym.evaluation import EvalResult, evaluate_actions_on_prompts, lm_sampler
-from lmgym.models.corpus import prompts as corpus_prompts
-from lmgym.models.generation import DecodingConfig
-from lmgym.plots import plot_learning_curve
-from lmgym.seeding import set_seed
-from lmgym.torch_threads import set_torch_threads
-from lmgym.training.build import check_kl_horizon
+from lmgym.training.algorithms import check_kl_horizon
 from lmgym.training.rundir import check_out_location
 from lmgym.training.train import check_seed
+
+if TYPE_CHECKING:
+    from stable_baselines3 import PPO
+
+__all__ = ["ENV_ID", "DemoConfig", "render_demo", "run_demo", "side_by_side"]
+
+logger = logging.getLogger(__name__)
 
 ENV_ID = "LMBandit-v0"
 
@@ -121,10 +111,10 @@ def _policy_act(model: PPO):
     return act
 
 
-def _row(name: str, result: EvalResult) -> str:
+def _row(name: str, result: dict[str, Any]) -> str:
     return (
-        f"| {name:<22} | {result.reward:>8.3f} | {result.reward_model:>10.3f} | "
-        f"{result.kl:>8.2f} | {result.fluency:>7.0%} |"
+        f"| {name:<22} | {result['reward']:>8.3f} | {result['reward_model']:>10.3f} | "
+        f"{result['kl']:>8.2f} | {result['fluency']:>7.0%} |"
     )
 
 
@@ -141,8 +131,33 @@ def side_by_side(
     return [(p, c, after_by_prompt[p]) for p, c in before if p in after_by_prompt]
 
 
-def run_demo(config: DemoConfig) -> dict[str, object]:
-    """Train, evaluate and plot; return the figures that are also written to ``results.json``."""
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Train, evaluate and plot; return the figures that are also written to ``results.json``.
+
+    :func:`render_demo` turns them into the tables ``lmgym demo`` shows.
+    """
+    # torch, transformers and SB3 load here, when the demo starts: `lmgym demo --help` and the
+    # option checks need none of them.
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+
+    from lmgym.agents import (
+        LMActorCriticPolicy,
+        SB3VecEnv,
+        attach_sb3,
+        lm_logprobs,
+        lm_policy_kwargs,
+    )
+    from lmgym.agents.callbacks import RewardPartsCallback
+    from lmgym.envs.bandit_vector import LMBanditVectorEnv
+    from lmgym.evaluation import evaluate_actions_on_prompts, lm_sampler
+    from lmgym.models.corpus import prompts as corpus_prompts
+    from lmgym.models.generation import DecodingConfig
+    from lmgym.plots import plot_learning_curve
+    from lmgym.seeding import set_seed
+    from lmgym.torch_threads import set_torch_threads
+
     started = time.perf_counter()
     set_seed(config.seed)
     set_torch_threads(config.threads)
@@ -195,7 +210,7 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
     decoding = DecodingConfig(max_new_tokens=env.max_new_tokens)
     torch.manual_seed(config.seed)
     # The base LM row: it samples the completions and is π_θ of the KL (so KL = 0 exactly).
-    env.attach_policy(lm_logprobs(env.lm.model, env.lm))
+    env.attach_policy(lm_logprobs(env.models.model, env.models))
     base = evaluate_actions_on_prompts(
         env, test_prompts, lm_sampler(env, decoding), samples_per_prompt=config.eval_samples
     )
@@ -218,21 +233,8 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
         callback.history, config.out / "curve.png", title=f"PPO ({policy_name}) on LMBandit-v0"
     )
 
-    print("\nDefault task 'write a positive review', held-out prompts:")
-    print("| policy                 |   reward | r_φ (sent.) |       KL | fluency |")
-    print("|------------------------|----------|------------|----------|---------|")
-    print(_row("base LM (reference)", base))
-    print(_row("PPO agent, untrained", before))
-    print(_row("PPO agent, trained", after))
-    print("(reward = r_φ − β·KL; r_φ = mean lexicon sentiment of the completion, in [−1, 1];")
-    print(" fluency = share of prompt + completion that pass the corpus grammar check)")
-    print("\nWhat the agent writes on held-out prompts, before and after training:")
-    print("| prompt | untrained agent | trained agent |")
-    print("|---|---|---|")
-    for prompt, untrained, trained in side_by_side(before.examples, after.examples):
-        print(f"| {prompt} | {untrained} | {trained} |")
     wall = time.perf_counter() - started
-    results: dict[str, object] = {
+    results: dict[str, Any] = {
         "config": {k: str(v) for k, v in asdict(config).items()},
         "base_lm": base.as_dict(),
         "before": before.as_dict(),
@@ -241,5 +243,43 @@ def run_demo(config: DemoConfig) -> dict[str, object]:
         "curve": str(curve),
     }
     (config.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {curve} and {config.out / 'results.json'} in {wall:.0f} s")
+    logger.info("wrote %s and %s in %.0f s", curve, config.out / "results.json", wall)
     return results
+
+
+def render_demo(config: DemoConfig, results: dict[str, Any]) -> str:
+    """The tables ``lmgym demo`` shows: the scores before and after, and what the agent writes.
+
+    Example:
+        >>> scores = {"reward": 0.1, "reward_model": 0.2, "kl": 1.5, "fluency": 0.75,
+        ...           "examples": [("the soup was", "cold .")]}
+        >>> results = {"base_lm": scores, "before": scores, "wall_s": 9.6, "curve": "c.png",
+        ...            "after": {**scores, "examples": [("the soup was", "superb .")]}}
+        >>> print(render_demo(DemoConfig(out=Path("demo")), results).splitlines()[4])
+        | base LM (reference)    |    0.100 |      0.200 |     1.50 |     75% |
+        >>> print(render_demo(DemoConfig(out=Path("demo")), results).splitlines()[-3])
+        | the soup was | cold . | superb . |
+    """
+    before, after = results["before"], results["after"]
+    lines = [
+        "",
+        "Default task 'write a positive review', held-out prompts:",
+        "| policy                 |   reward | r_φ (sent.) |       KL | fluency |",
+        "|------------------------|----------|------------|----------|---------|",
+        _row("base LM (reference)", results["base_lm"]),
+        _row("PPO agent, untrained", before),
+        _row("PPO agent, trained", after),
+        "(reward = r_φ − β·KL; r_φ = mean lexicon sentiment of the completion, in [−1, 1];",
+        " fluency = share of prompt + completion that pass the corpus grammar check)",
+        "",
+        "What the agent writes on held-out prompts, before and after training:",
+        "| prompt | untrained agent | trained agent |",
+        "|---|---|---|",
+        *(
+            f"| {prompt} | {untrained} | {trained} |"
+            for prompt, untrained, trained in side_by_side(before["examples"], after["examples"])
+        ),
+        "",
+        f"wrote {results['curve']} and {config.out / 'results.json'} in {results['wall_s']:.0f} s",
+    ]
+    return "\n".join(lines)

@@ -1,15 +1,45 @@
-"""PNG plots of training runs (matplotlib, headless)."""
+"""PNG plots of training runs (matplotlib, headless).
+
+Figures are drawn on their own Agg canvas (``matplotlib.figure.Figure`` + ``FigureCanvasAgg``),
+not through ``pyplot``: no global backend is chosen, so importing lmgym never changes how a
+user's own plots are shown, and no display is needed on servers and CI.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
+    from lmgym.agents.callbacks import RewardHistory
 
-from lmgym.agents.callbacks import RewardHistory  # noqa: E402
+__all__ = ["new_figure", "plot_learning_curve", "save_figure"]
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A matplotlib figure of ``width`` × ``height`` inches on its own Agg (PNG) canvas.
+
+    Example:
+        >>> new_figure(4, 3).get_size_inches().tolist()
+        [4.0, 3.0]
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` to ``path`` (PNG, 100 dpi), creating its directory; returns the path."""
+    path = Path(path)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
 
 
 def plot_learning_curve(
@@ -18,6 +48,7 @@ def plot_learning_curve(
     """Plot episode reward (and, for LM envs, its reward-model and KL parts) against env steps.
 
     Example:
+        >>> from lmgym.agents.callbacks import RewardHistory
         >>> h = RewardHistory(timesteps=[1, 2, 3], reward=[0.0, 0.5, 1.0],
         ...                   reward_model=[0.1, 0.6, 1.1], kl=[2.0, 2.0, 2.0],
         ...                   kl_coef=[0.05] * 3)
@@ -26,10 +57,10 @@ def plot_learning_curve(
         >>> p.exists()
         True
     """
-    path = Path(path)
     has_parts = any(k == k for k in history.kl)  # NaN != NaN: parts exist for LM envs
     n_panels = 2 if has_parts else 1
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.5 * n_panels, 4), squeeze=False)
+    fig = new_figure(5.5 * n_panels, 4)
+    axes = fig.subplots(1, n_panels, squeeze=False)
     ax = axes[0, 0]
     for name, label in (("reward", "total reward"), ("reward_model", "reward model r_φ")):
         if name == "reward_model" and not has_parts:
@@ -49,8 +80,4 @@ def plot_learning_curve(
         ax.set_ylabel("KL summed over the completion (nats)")
         ax.set_title("KL penalty term")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -4,6 +4,8 @@
 maps them to classes, says which combinations fit (so a wrong one fails before anything is
 built, with the valid choices listed), and holds the default hyper-parameters of each
 (env, algo, policy) triple, so a plain ``lmgym train --env ID --algo NAME`` trains sensibly.
+It also fixes the prompt splits an LM run trains and is evaluated on, and the adaptive β's
+default horizon.
 
 Fit rules, from the spaces and what each algorithm needs:
 
@@ -20,15 +22,42 @@ Fit rules, from the spaces and what each algorithm needs:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import torch
-from sb3_contrib import MaskablePPO, RecurrentPPO
-from stable_baselines3 import A2C, DQN, PPO
-from stable_baselines3.common.base_class import BaseAlgorithm
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
-from lmgym.training.trpo import BatchedTRPO
+# Nothing here imports torch or SB3 at module level: the configs of ``lmgym train`` and
+# ``lmgym bench`` validate against this table while the CLI parses options, and ``--help`` must
+# not wait seconds for torch. The classes load in :func:`algorithm_class`, when a run is built.
+
+__all__ = [
+    "ALGORITHMS",
+    "ALGO_NAMES",
+    "ENVS",
+    "ENV_IDS",
+    "EVAL_PROMPTS",
+    "KL_HORIZON_FRACTION",
+    "POLICY_NAMES",
+    "TRAIN_PROMPTS",
+    "AlgoName",
+    "AlgoSpec",
+    "EnvId",
+    "EnvSpec",
+    "PolicyName",
+    "algorithm_class",
+    "check_choice",
+    "check_kl_horizon",
+    "default_kl_horizon",
+    "default_policy",
+    "env_spec",
+    "eval_prompt_split",
+    "fits",
+    "hyperparameters",
+    "valid_algos",
+]
 
 EnvId = Literal["LMBandit-v0", "LMToken-v0", "CatGrid-v0"]
 AlgoName = Literal["ppo", "a2c", "trpo", "maskable_ppo", "recurrent_ppo", "dqn"]
@@ -81,10 +110,9 @@ ENVS: dict[str, EnvSpec] = {
 
 @dataclass(frozen=True)
 class AlgoSpec:
-    """One algorithm: its class and what it needs.
+    """One algorithm: what it needs (its class: :func:`algorithm_class`).
 
     Attributes:
-        cls: The SB3 / sb3-contrib class.
         actions: Action space types it trains on.
         lm_policy: It takes the LM policy (``--policy lm``).
         needs_action_masks: It needs ``action_masks()`` on the env (MaskablePPO).
@@ -92,7 +120,6 @@ class AlgoSpec:
         mlp_policy: The SB3 policy name of ``--policy mlp``.
     """
 
-    cls: type[BaseAlgorithm]
     actions: frozenset[str]
     lm_policy: bool
     needs_action_masks: bool
@@ -102,13 +129,36 @@ class AlgoSpec:
 
 _BOTH = frozenset({"Discrete", "MultiDiscrete"})
 ALGORITHMS: dict[str, AlgoSpec] = {
-    "ppo": AlgoSpec(PPO, _BOTH, True, False, True),
-    "a2c": AlgoSpec(A2C, _BOTH, True, False, True),
-    "trpo": AlgoSpec(BatchedTRPO, _BOTH, True, False, True),
-    "maskable_ppo": AlgoSpec(MaskablePPO, _BOTH, True, True, True),
-    "recurrent_ppo": AlgoSpec(RecurrentPPO, _BOTH, False, False, False, "MlpLstmPolicy"),
-    "dqn": AlgoSpec(DQN, frozenset({"Discrete"}), False, False, False),
+    "ppo": AlgoSpec(_BOTH, True, False, True),
+    "a2c": AlgoSpec(_BOTH, True, False, True),
+    "trpo": AlgoSpec(_BOTH, True, False, True),
+    "maskable_ppo": AlgoSpec(_BOTH, True, True, True),
+    "recurrent_ppo": AlgoSpec(_BOTH, False, False, False, "MlpLstmPolicy"),
+    "dqn": AlgoSpec(frozenset({"Discrete"}), False, False, False),
 }
+
+
+def algorithm_class(algo: str) -> type[BaseAlgorithm]:
+    """The SB3 / sb3-contrib class of ``algo`` (torch and SB3 are imported here, on first use).
+
+    Example:
+        >>> algorithm_class("trpo").__name__
+        'BatchedTRPO'
+    """
+    from sb3_contrib import MaskablePPO, RecurrentPPO
+    from stable_baselines3 import A2C, DQN, PPO
+
+    from lmgym.training.trpo import BatchedTRPO
+
+    classes: dict[str, type[BaseAlgorithm]] = {
+        "ppo": PPO,
+        "a2c": A2C,
+        "trpo": BatchedTRPO,
+        "maskable_ppo": MaskablePPO,
+        "recurrent_ppo": RecurrentPPO,
+        "dqn": DQN,
+    }
+    return classes[algo]
 
 
 def default_policy(env_id: str) -> str:
@@ -200,9 +250,97 @@ def check_choice(env_id: str, algo: str, policy: str) -> None:
         )
 
 
+# ------------------------------------------------------------------- prompts and the KL horizon
+
+TRAIN_PROMPTS: Literal["train"] = "train"
+"""The corpus prompt split an LM run trains on."""
+EVAL_PROMPTS: Literal["test"] = "test"
+"""The corpus prompt split an LM run is evaluated on: held out, disjoint from the training one."""
+
+
+def eval_prompt_split(env_id: str) -> str | None:
+    """The prompt split ``env_id``'s runs are evaluated on (None: the env has no prompts).
+
+    Example:
+        >>> eval_prompt_split("LMBandit-v0"), eval_prompt_split("CatGrid-v0")
+        ('test', None)
+    """
+    return EVAL_PROMPTS if env_spec(env_id).lm else None
+
+
+KL_HORIZON_FRACTION = 16
+"""The adaptive β's default horizon is the run's completions divided by this."""
+
+
+def default_kl_horizon(env_id: str, steps: int) -> int:
+    """Horizon H (in completions) of the adaptive β for a run of ``steps`` env steps.
+
+    Ziegler et al.'s controller (:class:`~lmgym.rewards.kl.AdaptiveKLController`) moves β by at
+    most 20 % per H completions, e^(0.2·N/H) over N. A horizon as long as the run (N/H = 1)
+    lets β move ×0.82 to ×1.22 at most: it cannot adapt. The default is 1/16 of the run's
+    completions, so β can move up to e^3.2 ≈ ×24 either way: from 5× off it can reach the
+    value that holds the KL at its target in about half the run and settle there
+    (tests/training/test_build.py simulates it; in that simulation 1/8 left too little of the
+    run to get there, and 1/32 overshot when the policy's KL lagged by a quarter of the run).
+    On ``LMToken-v0`` a completion takes up to ``max_new_tokens`` steps; the rule counts the
+    fewest completions the run can have, so β can move at least that far.
+
+    Example:
+        >>> default_kl_horizon("LMBandit-v0", 4096), default_kl_horizon("LMToken-v0", 8192)
+        (256, 32)
+    """
+    completions = steps // env_spec(env_id).completion_steps
+    return max(1, completions // KL_HORIZON_FRACTION)
+
+
+def check_kl_horizon(
+    kl_horizon: int | None, kl_target: float | None, env: str, steps: int
+) -> int | None:
+    """``kl_horizon`` if valid, its default for the run when None and kl_target is set.
+
+    A horizon of at least the run's completions is legal but leaves β almost fixed (it moves
+    ×0.82 to ×1.22 at most): that warns, naming the default.
+
+    Raises:
+        ValueError: ``kl_horizon`` is not an int >= 1, or is given without ``kl_target``.
+
+    Example:
+        >>> check_kl_horizon(None, 6.0, "LMBandit-v0", 4096)
+        256
+        >>> check_kl_horizon(None, None, "LMBandit-v0", 4096) is None  # a fixed β: no horizon
+        True
+    """
+    default = default_kl_horizon(env, steps)
+    if kl_horizon is None:
+        return None if kl_target is None else default
+    if isinstance(kl_horizon, bool) or not isinstance(kl_horizon, int) or kl_horizon < 1:
+        raise ValueError(
+            f"kl_horizon={kl_horizon!r} must be an int >= 1: the completions over which the "
+            f"adaptive β may change by up to 20%, e.g. {default} (1/16 of this run's "
+            "completions), or None for that default."
+        )
+    if kl_target is None:
+        raise ValueError(
+            f"kl_horizon={kl_horizon} without kl_target: the horizon belongs to the adaptive β, "
+            "and β is fixed; expected kl_target set (e.g. 6.0) or kl_horizon=None."
+        )
+    completions = steps // env_spec(env).completion_steps
+    if kl_horizon >= completions:
+        warnings.warn(
+            f"kl_horizon={kl_horizon} is not below this run's {completions} completions: the "
+            f"adaptive β can move by at most e^(±0.2·{completions}/{kl_horizon}), so it stays "
+            f"near its start. A horizon of {default} (1/16 of the run) lets it adapt.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return kl_horizon
+
+
 # ---------------------------------------------------------------------------- hyper-parameters
 
-_ADAM = {"optimizer_class": torch.optim.Adam}
+# A2C's own optimizer is RMSprop; the LM policy fine-tunes with Adam. Named, not imported:
+# hyperparameters() puts torch's class in.
+_ADAM = {"optimizer_class": "Adam"}
 # TRPO differentiates twice: eager attention (SDPA has no double backward on CPU) and a value
 # head on a detached trunk, so TRPO's separate value step leaves the actor alone.
 _LM_TRPO = {"attn_implementation": "eager", "value_trunk": "detached"}
@@ -288,6 +426,10 @@ def hyperparameters(
     kwargs: dict[str, Any] = {"gamma": 1.0, **_HYPER[(_kind(env_id), algo, policy)]}
     if "policy_kwargs" in kwargs:
         kwargs["policy_kwargs"] = dict(kwargs["policy_kwargs"])
+        if kwargs["policy_kwargs"].get("optimizer_class") == "Adam":
+            import torch
+
+            kwargs["policy_kwargs"]["optimizer_class"] = torch.optim.Adam
     if learning_rate is not None:
         kwargs["learning_rate"] = learning_rate
     return kwargs

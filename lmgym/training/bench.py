@@ -17,6 +17,7 @@ continue from their checkpoints. ``--quick`` is a smoke run (few steps, 2 seeds)
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import time
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
-from transformers.utils import logging as hf_logging
 
 from lmgym.error import Error
 from lmgym.training.algorithms import (
@@ -35,8 +35,8 @@ from lmgym.training.algorithms import (
     check_choice,
     default_policy,
     env_spec,
+    eval_prompt_split,
 )
-from lmgym.training.build import eval_prompt_split
 from lmgym.training.checkpoint import CHECKPOINT_NAME, atomic_write_bytes, atomic_write_json
 from lmgym.training.report import plot_curves, results_markdown
 from lmgym.training.rundir import MARKER, check_out_location, claim, prepare_out_dir
@@ -48,6 +48,19 @@ from lmgym.training.stats import (
     steps_to_threshold,
 )
 from lmgym.training.train import MAX_SEED, TrainConfig, check_seed, run_train
+
+__all__ = [
+    "DEFAULT_SEEDS",
+    "QUICK_EVAL_EPISODES",
+    "QUICK_SEEDS",
+    "BenchConfig",
+    "BenchRunsFailed",
+    "aggregate",
+    "render_bench",
+    "run_bench",
+]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SEEDS = 5
 QUICK_SEEDS = 2
@@ -256,6 +269,8 @@ def aggregate(runs: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
 
 def _worker_init(progress_bars: bool, verbosity: int) -> None:
     """Give a spawned worker the parent's transformers logging settings (spawn resets them)."""
+    from transformers.utils import logging as hf_logging
+
     if not progress_bars:
         hf_logging.disable_progress_bar()
     hf_logging.set_verbosity(verbosity)
@@ -270,6 +285,8 @@ def _execute(configs: list[TrainConfig], jobs: int, progress: bool) -> list[dict
             results[i] = run_train(config)
             bar.update()
     else:
+        from transformers.utils import logging as hf_logging
+
         context = multiprocessing.get_context("spawn")  # torch + fork is fragile
         quiet = (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity())
         with ProcessPoolExecutor(
@@ -343,7 +360,11 @@ def _report(
     markdown = results_markdown(results)
     atomic_write_bytes(config.out / "results.md", markdown.encode())
     plot_curves(results, config.out / "curves.png")
-    if config.progress:
-        print(markdown)
-        print(f"wrote {config.out / 'results.md'}, results.json and curves.png")
+    logger.info("wrote %s, results.json and curves.png", config.out / "results.md")
     return results
+
+
+def render_bench(config: BenchConfig, results: dict[str, Any]) -> str:
+    """What ``lmgym bench`` shows when it ends: the results.md table and where it was written."""
+    wrote = f"wrote {config.out / 'results.md'}, results.json and curves.png"
+    return f"{results_markdown(results)}\n{wrote}"

@@ -8,12 +8,14 @@ settings and loads the checkpoint's weights into it.
 
 An LM run trains on the corpus's ``train`` prompts and is evaluated on its held-out ``test``
 prompts, whose nouns no training prompt uses (:func:`lmgym.models.corpus.prompts`): a score on
-prompts the agent trained on would reward memorising them.
+prompts the agent trained on would reward memorising them (the splits and the adaptive β's
+default horizon are decided in :mod:`lmgym.training.algorithms`, which loads no torch, so the
+configs can check them while the CLI parses options).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -23,81 +25,19 @@ from stable_baselines3.common.vec_env import VecEnv
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import LMActorCriticPolicy, MaskableLMActorCriticPolicy, SB3VecEnv, attach_sb3
 from lmgym.models.corpus import prompts as corpus_prompts
-from lmgym.training.algorithms import ALGORITHMS, env_spec, hyperparameters
+from lmgym.training.algorithms import (
+    ALGORITHMS,
+    EVAL_PROMPTS,
+    TRAIN_PROMPTS,
+    algorithm_class,
+    env_spec,
+    hyperparameters,
+)
 
 if TYPE_CHECKING:
     from lmgym.training.train import TrainConfig
 
-TRAIN_PROMPTS: Literal["train"] = "train"
-"""The corpus prompt split an LM run trains on."""
-EVAL_PROMPTS: Literal["test"] = "test"
-"""The corpus prompt split an LM run is evaluated on: held out, disjoint from the training one."""
-
-
-def eval_prompt_split(env_id: str) -> str | None:
-    """The prompt split ``env_id``'s runs are evaluated on (None: the env has no prompts).
-
-    Example:
-        >>> eval_prompt_split("LMBandit-v0"), eval_prompt_split("CatGrid-v0")
-        ('test', None)
-    """
-    return EVAL_PROMPTS if env_spec(env_id).lm else None
-
-
-KL_HORIZON_FRACTION = 16
-"""The adaptive β's default horizon is the run's completions divided by this."""
-
-
-def default_kl_horizon(env_id: str, steps: int) -> int:
-    """Horizon H (in completions) of the adaptive β for a run of ``steps`` env steps.
-
-    Ziegler et al.'s controller (:class:`~lmgym.rewards.kl.AdaptiveKLController`) moves β by at
-    most 20 % per H completions, e^(0.2·N/H) over N. A horizon as long as the run (N/H = 1)
-    lets β move ×0.82 to ×1.22 at most: it cannot adapt. The default is 1/16 of the run's
-    completions, so β can move up to e^3.2 ≈ ×24 either way: from 5× off it can reach the
-    value that holds the KL at its target in about half the run and settle there
-    (tests/training/test_build.py simulates it; in that simulation 1/8 left too little of the
-    run to get there, and 1/32 overshot when the policy's KL lagged by a quarter of the run).
-    On ``LMToken-v0`` a completion takes up to ``max_new_tokens`` steps; the rule counts the
-    fewest completions the run can have, so β can move at least that far.
-
-    Example:
-        >>> default_kl_horizon("LMBandit-v0", 4096), default_kl_horizon("LMToken-v0", 8192)
-        (256, 32)
-    """
-    completions = steps // env_spec(env_id).completion_steps
-    return max(1, completions // KL_HORIZON_FRACTION)
-
-
-def check_kl_horizon(
-    kl_horizon: int | None, kl_target: float | None, env: str, steps: int
-) -> int | None:
-    """``kl_horizon`` if valid, its default for the run when None and kl_target is set.
-
-    Raises:
-        ValueError: ``kl_horizon`` is not an int >= 1, or is given without ``kl_target``.
-
-    Example:
-        >>> check_kl_horizon(None, 6.0, "LMBandit-v0", 4096)
-        256
-        >>> check_kl_horizon(None, None, "LMBandit-v0", 4096) is None  # a fixed β: no horizon
-        True
-    """
-    default = default_kl_horizon(env, steps)
-    if kl_horizon is None:
-        return None if kl_target is None else default
-    if isinstance(kl_horizon, bool) or not isinstance(kl_horizon, int) or kl_horizon < 1:
-        raise ValueError(
-            f"kl_horizon={kl_horizon!r} must be an int >= 1: the completions over which the "
-            f"adaptive β may change by up to 20%, e.g. {default} (1/16 of this run's "
-            "completions), or None for that default."
-        )
-    if kl_target is None:
-        raise ValueError(
-            f"kl_horizon={kl_horizon} without kl_target: the horizon belongs to the adaptive β, "
-            "and β is fixed; expected kl_target set (e.g. 6.0) or kl_horizon=None."
-        )
-    return kl_horizon
+__all__ = ["attach_policy", "build_model", "env_kwargs", "lm_rewarder", "make_env"]
 
 
 def env_kwargs(config: TrainConfig, *, evaluation: bool = False) -> dict[str, Any]:
@@ -150,6 +90,7 @@ def build_model(config: TrainConfig, env: VecEnv) -> BaseAlgorithm:
     """
     assert config.policy is not None  # TrainConfig.__post_init__ resolves it
     spec = ALGORITHMS[config.algo]
+    algorithm = algorithm_class(config.algo)
     kwargs = hyperparameters(
         config.env, config.algo, config.policy, learning_rate=config.learning_rate
     )
@@ -159,7 +100,7 @@ def build_model(config: TrainConfig, env: VecEnv) -> BaseAlgorithm:
         policy = MaskableLMActorCriticPolicy if maskable else LMActorCriticPolicy
         model_dir = None if config.model is None else str(config.model)
         kwargs["policy_kwargs"] = {"model": model_dir, **kwargs.get("policy_kwargs", {})}
-    return spec.cls(
+    return algorithm(
         policy, env, seed=config.seed, tensorboard_log=str(config.out / "tb"), verbose=0, **kwargs
     )
 

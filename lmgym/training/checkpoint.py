@@ -33,18 +33,20 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import safetensors.numpy
-import safetensors.torch
-import torch
-from safetensors.torch import load as load_safetensors_bytes
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from lmgym.error import Error
+
+if TYPE_CHECKING:
+    import torch
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+# torch, safetensors and SB3 are imported by the functions that move tensors, not here: the
+# run-directory rules (lmgym.training.rundir) use this module's atomic writes while the CLI
+# validates options, before any torch is needed.
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -156,6 +158,9 @@ def _cpu_copies(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _optimizer_members(optimizer: torch.optim.Optimizer) -> tuple[bytes, dict[str, Any]]:
     """The optimizer's tensors (safetensors bytes) and its JSON layout and hyper-parameters."""
+    import safetensors.torch
+    import torch
+
     saved = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     state: dict[str, dict[str, Any]] = {}
@@ -174,6 +179,9 @@ def _optimizer_members(optimizer: torch.optim.Optimizer) -> tuple[bytes, dict[st
 
 
 def _replay_members(buffer: ReplayBuffer) -> tuple[bytes, dict[str, Any]]:
+    import safetensors.numpy
+    from stable_baselines3.common.buffers import ReplayBuffer
+
     assert type(buffer) is ReplayBuffer and not buffer.optimize_memory_usage, type(buffer)
     rows = buffer.buffer_size if buffer.full else buffer.pos
     arrays = {name: np.ascontiguousarray(getattr(buffer, name)[:rows]) for name in REPLAY_ARRAYS}
@@ -191,6 +199,10 @@ def save_checkpoint(path: str | Path, model: BaseAlgorithm, state: dict[str, Any
         >>> load_checkpoint(path).state
         {'steps': 0}
     """
+    import safetensors.torch
+    import torch
+    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
     modules, variables = model._get_torch_save_params()
     assert not variables, f"{type(model).__name__} keeps tensors outside modules: {variables}"
     members: dict[str, bytes] = {}
@@ -265,6 +277,8 @@ class Checkpoint:
         return self.members[name]
 
     def _tensors(self, name: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load as load_safetensors_bytes
+
         try:
             return load_safetensors_bytes(self._member(name))  # tensors only, no pickle
         except Exception as err:  # safetensors raises its own error type on a bad header
@@ -277,6 +291,9 @@ class Checkpoint:
             CheckpointError: A member is missing or damaged, or does not fit ``model`` (another
                 algorithm, other shapes): the message names the file and the member.
         """
+        import torch
+        from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
         if self.algorithm != type(model).__name__:
             raise CheckpointError(
                 f"{self.path} was written by {self.algorithm!r}, but the run's settings build "
@@ -342,7 +359,7 @@ class Checkpoint:
                 tensor = tensors.get(f"{key}.{tensor_name}")
                 if tensor is None:
                     raise self.damaged(f"{name}.safetensors", f"lacks {key}.{tensor_name}")
-                if tensor.shape not in (torch.Size([]), shapes[int(key)]):
+                if tensor.shape not in ((), shapes[int(key)]):  # (): a scalar, e.g. Adam's step
                     raise self.damaged(
                         f"{name}.safetensors",
                         f"holds {key}.{tensor_name} of shape {tuple(tensor.shape)} for a "
@@ -356,6 +373,9 @@ class Checkpoint:
             raise self.damaged(member, f"does not fit the run's optimizer ({err})") from None
 
     def _restore_replay(self, buffer: ReplayBuffer) -> None:
+        import safetensors.numpy
+        from stable_baselines3.common.buffers import ReplayBuffer
+
         assert type(buffer) is ReplayBuffer and not buffer.optimize_memory_usage, type(buffer)
         info = self.replay_buffer
         if info is None:

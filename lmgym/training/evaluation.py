@@ -3,7 +3,7 @@
 Each of the eval env's ``n`` copies plays a fixed share of the episodes (as SB3's
 ``evaluate_policy`` does), and the env is reset with the same seed every time, so the episodes
 before and after training start from the same prompts (cells); on the LM envs those are the
-held-out test prompts (:mod:`lmgym.training.build`), and the result lists the ones played. The
+held-out test prompts (:mod:`lmgym.training.algorithms`), and the result lists the ones played. The
 agent acts stochastically (it samples, as it does in training) from a torch generator seeded
 from the same seed, and the caller's random state is restored afterwards, so evaluating never
 changes the training run.
@@ -20,6 +20,8 @@ from sb3_contrib import MaskablePPO, RecurrentPPO
 from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
+
+__all__ = ["EpisodeStats", "evaluate_episodes"]
 
 
 @dataclass

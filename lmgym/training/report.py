@@ -9,10 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from lmgym.plots import new_figure, save_figure
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
+__all__ = [
+    "TABLE_HEADER",
+    "eval_prompts_text",
+    "format_ci",
+    "format_steps",
+    "plot_curves",
+    "results_markdown",
+    "table_row",
+]
 
 
 def format_ci(stat: dict[str, Any] | None, digits: int = 3) -> str:
@@ -123,8 +130,8 @@ def plot_curves(results: dict[str, Any], path: str | Path) -> Path:
         >>> plot_curves(results, os.path.join(tempfile.mkdtemp(), "c.png")).exists()
         True
     """
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = new_figure(7, 4.5)
+    ax = fig.subplots()
     for algo, agg in results["algos"].items():
         curve = agg["curve"]
         if not curve["steps"]:
@@ -148,8 +155,4 @@ def plot_curves(results: dict[str, Any], path: str | Path) -> Path:
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

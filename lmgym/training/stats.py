@@ -8,12 +8,21 @@ Henderson et al. 2018, "Deep Reinforcement Learning that Matters", on reporting 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats
 
-from lmgym.agents.callbacks import RewardHistory
+if TYPE_CHECKING:
+    from lmgym.agents.callbacks import RewardHistory
+
+__all__ = [
+    "CURVE_POINTS",
+    "CURVE_WINDOW",
+    "aggregate_curves",
+    "mean_ci",
+    "steps_to_threshold",
+    "trailing_curve",
+]
 
 CURVE_POINTS = 50
 """Points of a run's learning curve, evenly spaced over its steps."""
@@ -40,6 +49,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     if array.size == 1:
         return mean, None
     sem = float(array.std(ddof=1)) / np.sqrt(array.size)
+    from scipy import stats  # not at module level: `lmgym bench --help` needs no SciPy
+
     return mean, float(stats.t.ppf((1 + confidence) / 2, array.size - 1) * sem)
 
 
@@ -61,6 +72,7 @@ def trailing_curve(
     :func:`aggregate_curves` average seeds.
 
     Example:
+        >>> from lmgym.agents.callbacks import RewardHistory
         >>> h = RewardHistory(timesteps=[1, 2, 3, 4], reward=[0.0, 1.0, 2.0, 3.0],
         ...                   reward_model=[0.0] * 4, kl=[0.0] * 4, kl_coef=[0.0] * 4)
         >>> trailing_curve(h, 4, points=2, window=2, min_episodes=1)["reward"]

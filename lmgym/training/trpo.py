@@ -14,6 +14,8 @@ import torch
 from sb3_contrib import TRPO
 from torch import nn
 
+__all__ = ["BatchedTRPO"]
+
 
 class BatchedTRPO(TRPO):
     """:class:`sb3_contrib.TRPO` whose actor gradients come from one ``autograd.grad`` call.

@@ -11,13 +11,15 @@ per batch of ``n_envs`` completions, with the horizon a default ``lmgym train`` 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lmgym.rewards.kl import AdaptiveKLController
-from lmgym.training.build import default_kl_horizon, env_kwargs
+from lmgym.training.algorithms import default_kl_horizon
+from lmgym.training.build import env_kwargs
 from lmgym.training.train import TrainConfig, run_train
 
 TARGET = 6.0  # nats per completion, Ziegler et al.'s target
@@ -75,6 +77,16 @@ def test_default_horizon_is_a_sixteenth_of_the_run_and_can_be_set() -> None:
     for _ in range(4096 // 16):
         controller.update(0.0, 16)
     assert controller.value < 1 / 20
+
+
+def test_a_horizon_as_long_as_the_run_warns_that_beta_cannot_adapt() -> None:
+    with pytest.warns(UserWarning, match=r"kl_horizon=4096 is not below this run's 4096 compl"):
+        config = TrainConfig(env="LMBandit-v0", steps=4096, kl_target=TARGET, kl_horizon=4096)
+    assert config.kl_horizon == 4096  # legal: only odd
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainConfig(env="LMBandit-v0", steps=4096, kl_target=TARGET, kl_horizon=4095)
+        TrainConfig(env="LMToken-v0", steps=8192, kl_target=TARGET)  # the default never warns
 
 
 @pytest.mark.slow  # ~10 s: 512 completions of PPO with the LM policy on the tiny model

@@ -1,4 +1,7 @@
-"""``lmgym train`` and ``lmgym bench`` from the command line: help, smoke runs, bad input."""
+"""``lmgym train`` and ``lmgym bench`` from the command line: help, smoke runs, bad input.
+
+Parsing and failures run in-process; each command has one subprocess smoke run.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def test_help_documents_the_options(capsys, command, options) -> None:
 )
 def test_unknown_choices_are_argparse_errors(capsys, argv, fragments) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args(argv)
+        build_parser(argv[0]).parse_args(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     for fragment in fragments:
@@ -67,7 +70,7 @@ def test_unknown_choices_are_argparse_errors(capsys, argv, fragments) -> None:
     ids=["seeds0", "bench_algo", "bench_dqn_bandit", "train_dqn_bandit", "train_lm_catgrid"],
 )  # fmt: skip
 def test_bad_input_lists_the_valid_choices(argv, cls, fragments) -> None:
-    namespace = build_parser().parse_args(argv)
+    namespace = build_parser(argv[0]).parse_args(argv)
     with pytest.raises(ValueError) as info:
         dataclass_from_args(cls, namespace)
     for fragment in fragments:
@@ -81,6 +84,11 @@ def test_train_then_refuse_a_second_run_in_the_same_out(tmp_path: Path, capsys) 
     assert first.returncode == 0, first.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["algo"] == "a2c" and metrics["steps"] >= 256
+    assert first.stdout.strip() == (  # what the command shows: the run's one line
+        f"a2c on CatGrid-v0 (seed 0): eval reward {metrics['eval_reward_before']:.3f} -> "
+        f"{metrics['eval_reward_after']:.3f} in {metrics['steps']} steps, "
+        f"{metrics['wall_s']:.0f} s; wrote {tmp_path}"
+    )
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         main([*args, "--steps", "512"])  # in-process: a second interpreter start costs ~5 s
@@ -111,10 +119,11 @@ def test_bench_quick_catgrid(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_bench_quick_lm_bandit_with_the_lm_policy(tmp_path: Path) -> None:
-    result = run_cli("bench", "--env", "LMBandit-v0", "--quick", "--out", str(tmp_path),
-                     "--no-progress")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_bench_quick_lm_bandit_with_the_lm_policy(tmp_path: Path, capsys) -> None:
+    # In-process (the runs are spawned workers either way): the subprocess smoke run is above.
+    assert main(["bench", "--env", "LMBandit-v0", "--quick", "--out", str(tmp_path),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert "| algo | runs |" in capsys.readouterr().out
     results = check_bench(tmp_path, "LMBandit-v0", lm=True)
     assert results["policy"] == "lm" and results["eval_prompts"] == "test"
     assert "Evaluated on the held-out test prompts" in (tmp_path / "results.md").read_text()

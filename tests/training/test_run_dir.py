@@ -25,7 +25,7 @@ import torch
 from lmgym.cli import main
 from lmgym.error import ModelLoadError
 from lmgym.training import checkpoint
-from lmgym.training import train as train_module
+from lmgym.training import trainer as trainer_module
 from lmgym.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from lmgym.training.rundir import DirectoryLock, RunDirError
 from lmgym.training.train import MAX_SEED, TrainConfig, run_train
@@ -65,7 +65,7 @@ def saves_calling(monkeypatch, action: Callable[[int], None]) -> list[int]:
         action(len(saved))
         return result
 
-    monkeypatch.setattr(train_module.ckpt, "save_checkpoint", save)
+    monkeypatch.setattr(trainer_module.ckpt, "save_checkpoint", save)
     return saved
 
 
@@ -306,7 +306,7 @@ def test_a_run_failing_before_its_first_checkpoint_gives_its_claim_back(
     def broken(config, env):
         raise ModelLoadError("model='m' could not be loaded (simulated)")
 
-    monkeypatch.setattr(train_module, "build_model", broken)
+    monkeypatch.setattr(trainer_module, "build_model", broken)
     status, err = run_cli(train_args(out, steps=256), capsys)
     assert status == 2 and "could not be loaded (simulated)" in one_line(err)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lmgym.models.corpus import prompts as corpus_prompts
-from lmgym.training import train as train_module
+from lmgym.training import trainer as trainer_module
 from lmgym.training.algorithms import ENV_IDS, valid_algos
 from lmgym.training.build import make_env
 from lmgym.training.checkpoint import load_checkpoint
@@ -112,7 +112,7 @@ def test_every_fitting_combination_trains(tmp_path, tiny_lm_dir, env, algo, poli
 
 def test_interrupted_run_resumes_to_a_valid_metrics_json(tmp_path: Path, monkeypatch) -> None:
     config = cat_config(tmp_path, steps=2048, checkpoint_every=512)
-    real_save = train_module.ckpt.save_checkpoint
+    real_save = trainer_module.ckpt.save_checkpoint
     calls = []
 
     def save_then_die(path, model, state):
@@ -121,13 +121,13 @@ def test_interrupted_run_resumes_to_a_valid_metrics_json(tmp_path: Path, monkeyp
             raise KeyboardInterrupt
         return real_save(path, model, state)
 
-    monkeypatch.setattr(train_module.ckpt, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(trainer_module.ckpt, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_train(config)
     assert not (tmp_path / "metrics.json").exists()
     saved = load_checkpoint(tmp_path / "checkpoint.zip").state
     assert saved["steps_done"] == calls[1] >= 512
-    monkeypatch.setattr(train_module.ckpt, "save_checkpoint", real_save)
+    monkeypatch.setattr(trainer_module.ckpt, "save_checkpoint", real_save)
 
     with pytest.raises(ValueError, match="already holds"):
         run_train(config)  # neither --resume nor --overwrite
@@ -143,13 +143,13 @@ def test_resume_extends_a_run_and_restores_adaptive_beta(tmp_path, tiny_lm_dir, 
     saved = load_checkpoint(tmp_path / "checkpoint.zip").state
     assert saved["kl_coef"] < 0.5  # the adaptive β moved (KL far below target)
     seen = []
-    real_start = train_module._CheckpointCallback._on_training_start
+    real_start = trainer_module._CheckpointCallback._on_training_start
 
     def record(self) -> None:
         real_start(self)
         seen.append(float(self.run.env.venv.rewarder.controller.value))
 
-    monkeypatch.setattr(train_module._CheckpointCallback, "_on_training_start", record)
+    monkeypatch.setattr(trainer_module._CheckpointCallback, "_on_training_start", record)
     metrics = run_train(TrainConfig(resume=tmp_path, steps=128, progress=False))
     assert seen == [pytest.approx(saved["kl_coef"])]
     assert metrics["steps"] >= 128 and metrics["resumed_at"] == [saved["steps_done"]]

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 from lmgym.envs.bandit import COMPLETION_LAYOUT, LMBanditEnv
-from lmgym.envs.lm_env_parts import generators_restored_on_error, lm_env_arguments
+from lmgym.envs.lm_env_parts import lm_env_arguments
 from lmgym.envs.lm_spaces import check_token_ids, completion_spaces
 from lmgym.envs.lm_vector import LMVectorEnv
+from lmgym.envs.resets import generators_restored_on_error
 from lmgym.envs.sequence_reward import PolicyLogProbFn
 from lmgym.envs.step_info import object_array
 

@@ -19,6 +19,26 @@ from gymnasium import spaces
 
 from lmgym.error import short_repr
 
+__all__ = [
+    "ACTION_NAMES",
+    "BATHTUB",
+    "BROOM",
+    "CELL_NAMES",
+    "CELL_REWARDS",
+    "DEFAULT_LAYOUT",
+    "DOWN",
+    "EMPTY",
+    "LEFT",
+    "MEAT",
+    "RIGHT",
+    "START",
+    "TERMINAL_CELLS",
+    "TILE",
+    "UP",
+    "CatGridEnv",
+    "Transition",
+]
+
 UP: Final = 0
 RIGHT: Final = 1
 DOWN: Final = 2

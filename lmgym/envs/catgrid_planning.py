@@ -15,6 +15,15 @@ from typing import NamedTuple
 import gymnasium as gym
 import numpy as np
 
+__all__ = [
+    "EnvOrModel",
+    "Plan",
+    "TransitionModel",
+    "optimal_return",
+    "policy_return",
+    "value_iteration",
+]
+
 TransitionModel = Mapping[int, Mapping[int, Sequence[tuple[float, int, float, bool]]]]
 """``P[s][a]``: a list of ``(probability, next_state, reward, terminated)``."""
 

@@ -21,11 +21,9 @@ from lmgym.envs.lm_env_parts import (
     UsesLMEnvParts,
     build_lm_env_parts,
     check_render_mode,
-    check_seed,
-    forced_prompt,
-    rng_restored_on_error,
 )
 from lmgym.envs.prompts import PromptSpec
+from lmgym.envs.resets import check_seed, forced_prompt, rng_restored_on_error
 from lmgym.rewards import RewardLike
 
 __all__ = ["LMEnv"]

@@ -16,8 +16,7 @@ import copy
 import inspect
 import numbers
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -42,7 +41,6 @@ from lmgym.rewards import LexiconSentimentReward, RewardLike
 
 __all__ = [
     "MAX_KL_COEF",
-    "RESET_OPTIONS",
     "UsesLMEnvParts",
     "LMEnvParts",
     "LMModels",
@@ -55,15 +53,10 @@ __all__ = [
     "check_lm_env_args",
     "check_positive_int",
     "check_render_mode",
-    "check_reset_options",
-    "check_seed",
     "fit_prompt_block",
     "require_int",
-    "forced_prompt",
-    "generators_restored_on_error",
     "lm_env_arguments",
     "model_context_length",
-    "rng_restored_on_error",
 ]
 
 ModelSpec = str | Path | PreTrainedModel
@@ -72,9 +65,6 @@ ModelSpec = str | Path | PreTrainedModel
 MAX_KL_COEF = 1e6
 """Largest β an env accepts. Far beyond it the KL term alone decides every reward (any reward
 model's score vanishes beside it), and ``β · KL`` can overflow to an infinite reward."""
-
-RESET_OPTIONS = ("prompt",)
-"""The keys ``reset(options=...)`` of an LM env understands."""
 
 
 @dataclass
@@ -321,99 +311,6 @@ def fit_prompt_block(
         f"positions (config.max_position_embeddings); expected a prompt and its completion to "
         f"fit in it. Fix: {fixes}."
     )
-
-
-def check_seed(seed: Any, name: str = "seed") -> int | None:
-    """Return ``seed`` as an int >= 0 (NumPy integers too) or ``None``; raise naming it.
-
-    Example:
-        >>> check_seed(np.int64(3))
-        3
-    """
-    if seed is None:
-        return None
-    seed = require_int(name, seed, f"an int >= 0 or None, e.g. {name}=0")
-    if seed < 0:
-        raise ValueError(f"{name}={seed!r} is negative; expected an int >= 0 or None.")
-    return seed
-
-
-def check_reset_options(options: Any) -> Mapping[str, Any]:
-    """Return ``reset``'s ``options`` as a mapping ({} for ``None``); raise on any other value.
-
-    Example:
-        >>> check_reset_options(None)
-        {}
-    """
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise TypeError(
-            f"options={short_repr(options)} (type {type(options).__name__}) is not a dict; "
-            "expected None or a dict such as options={'prompt': 'the food was'}."
-        )
-    unknown = [key for key in options if key not in RESET_OPTIONS]
-    if unknown:
-        raise ValueError(
-            f"options has the unknown key {short_repr(unknown[0])}; expected only "
-            f"{list(RESET_OPTIONS)}, e.g. options={{'prompt': 'the food was'}}."
-        )
-    return options
-
-
-def forced_prompt(options: Any, source: PromptSource) -> tuple[str, np.ndarray] | None:
-    """The prompt ``reset(options={"prompt": text})`` forces (text and ids), or ``None``.
-
-    Validated and encoded before the env changes anything, so a bad one leaves it as it was.
-    """
-    checked = check_reset_options(options)
-    if "prompt" not in checked:
-        return None
-    text = checked["prompt"]
-    return text, source.encode(text, where='options["prompt"]')
-
-
-@contextmanager
-def rng_restored_on_error(env: gym.Env) -> Iterator[None]:
-    """Put ``env``'s ``np_random`` back as it was if the block raises.
-
-    ``reset`` seeds ``np_random`` first (``super().reset(seed=seed)``) and then draws the prompt
-    with it; a prompts callable that raises must not leave the generator reseeded or advanced.
-    The generator's state is saved, not the generator copied (a copy costs 40× more).
-    """
-    rng, rng_seed = env._np_random, env._np_random_seed
-    state = {} if rng is None else rng.bit_generator.state
-    try:
-        yield
-    except BaseException:
-        env._np_random, env._np_random_seed = rng, rng_seed
-        if rng is not None:
-            rng.bit_generator.state = state
-        raise
-
-
-@contextmanager
-def generators_restored_on_error(generators: list[np.random.Generator]) -> Iterator[None]:
-    """Put each generator's state back as it was if the block raises (a vector env's RNGs).
-
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> try:
-        ...     with generators_restored_on_error([rng]):
-        ...         _ = rng.random()
-        ...         raise KeyError("a prompts callable failed")
-        ... except KeyError:
-        ...     pass
-        >>> rng.random() == np.random.default_rng(0).random()
-        True
-    """
-    states = [rng.bit_generator.state for rng in generators]
-    try:
-        yield
-    except BaseException:
-        for rng, state in zip(generators, states, strict=True):
-            rng.bit_generator.state = state
-        raise
 
 
 def check_render_mode(render_mode: Any, render_modes: list[str]) -> str | None:

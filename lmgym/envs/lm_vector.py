@@ -23,10 +23,8 @@ from lmgym.envs.lm_env_parts import (
     build_lm_env_parts,
     check_positive_int,
     check_render_mode,
-    check_reset_options,
-    check_seed,
-    generators_restored_on_error,
 )
+from lmgym.envs.resets import check_reset_options, check_seed, generators_restored_on_error
 from lmgym.envs.step_info import object_array
 from lmgym.error import ResetNeeded, short_repr
 

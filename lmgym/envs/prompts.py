@@ -14,6 +14,8 @@ from transformers import PreTrainedTokenizerBase
 
 from lmgym.error import short_repr
 
+__all__ = ["PromptSource", "PromptSpec", "check_encodable"]
+
 PromptSpec = Sequence[str] | Callable[[np.random.Generator], str]
 """A list of prompt texts, or a function that draws one prompt text from the env's ``np_random``."""
 

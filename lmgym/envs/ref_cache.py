@@ -38,6 +38,8 @@ from lmgym.models.kv_cache import (
 )
 from lmgym.models.padding import position_ids_from_mask, right_to_left_padding
 
+__all__ = ["PROMPT_CACHE_BYTES", "PromptState", "ReferenceState"]
+
 PROMPT_CACHE_BYTES = 64 * 2**20
 """Memory budget of the table of encoded prompts (per :class:`ReferenceState`)."""
 

@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from lmgym.envs.lm_env_parts import check_bool, generators_restored_on_error, lm_env_arguments
+from lmgym.envs.lm_env_parts import check_bool, lm_env_arguments
 from lmgym.envs.lm_spaces import TokenActionMask, check_token_ids, token_spaces
 from lmgym.envs.lm_vector import LMVectorEnv
+from lmgym.envs.resets import generators_restored_on_error
 from lmgym.envs.step_info import object_array
 from lmgym.envs.token import LMTokenEnv
 from lmgym.envs.token_batch import TokenBatch, TokenPolicyLogProbFn

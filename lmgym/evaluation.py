@@ -122,7 +122,7 @@ def lm_sampler(
         >>> env = gym.make("LMBandit-v0").unwrapped
         >>> act = lm_sampler(env, DecodingConfig(max_new_tokens=16))
     """
-    lm = env.lm
+    lm = env.models
 
     def act(observations: np.ndarray) -> np.ndarray:
         ids = torch.from_numpy(observations)
@@ -141,7 +141,7 @@ def lm_sampler(
 
 def _observations(env: LMBanditEnv | LMBanditVectorEnv, prompts: Sequence[str]) -> np.ndarray:
     """The env's padded observation of each prompt (N, max_prompt_tokens)."""
-    source, pad = env.prompt_source, env.lm.pad_token_id
+    source, pad = env.prompt_source, env.models.pad_token_id
     return np.stack([source.pad(source.encode(p), pad) for p in prompts])
 
 
@@ -223,11 +223,11 @@ class PolicyEvaluator:
             from lmgym.rlhf.ptx import CorpusBatches
 
             docs = generate_corpus(corpus_docs, EVAL_CORPUS_SEED)
-            self.corpus = CorpusBatches(docs, env.lm.tokenizer, batch_size=len(docs)).next()
+            self.corpus = CorpusBatches(docs, env.models.tokenizer, batch_size=len(docs)).next()
 
     def __call__(self, model_dir: str | Path) -> dict[str, Any]:
         """Means (and standard errors) over the prompts' samples, plus the completions."""
-        setup = self.env.lm
+        setup = self.env.models
         model, tokenizer = load_model(model_dir)
         if tokenizer.get_vocab() != setup.tokenizer.get_vocab():
             raise ValueError(

@@ -13,6 +13,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+__all__ = ["add_dataclass_arguments", "dataclass_from_args"]
+
 T = TypeVar("T")
 
 

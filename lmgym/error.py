@@ -11,6 +11,15 @@ from collections.abc import Sized
 
 import numpy as np
 
+__all__ = [
+    "MESSAGE_VALUE_CHARS",
+    "Error",
+    "ModelLoadError",
+    "ResetNeeded",
+    "RewardFunctionError",
+    "short_repr",
+]
+
 
 class Error(Exception):
     """Base class of every lmgym-specific exception."""

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+__all__ = ["set_seed"]
+
 
 def set_seed(seed: int) -> None:
     """Seed Python's ``random``, NumPy's global generator and torch's global generator.

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+__all__ = ["RewardHistory", "RewardPartsCallback"]
+
 
 @dataclass
 class RewardHistory:

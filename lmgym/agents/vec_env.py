@@ -22,6 +22,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
+__all__ = ["BATCHED_METHODS", "SB3VecEnv", "unbatch_info"]
+
 BATCHED_METHODS = frozenset({"action_masks"})
 """Methods of the batched env that return one row per env (sb3-contrib's ``MaskablePPO`` calls
 ``env_method("action_masks")`` and stacks one mask per env)."""

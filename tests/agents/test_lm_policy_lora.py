@@ -11,8 +11,8 @@ import torch
 from stable_baselines3 import PPO
 
 import lmgym  # noqa: F401  (registers the envs)
-from lmgym.agents.lora import AdapterDisabledReference
 from lmgym.agents.lm_policy import LMActorCriticPolicy
+from lmgym.agents.lora import AdapterDisabledReference
 from lmgym.models.loading import load_model
 from lmgym.models.scoring import score_completions
 from lmgym.seeding import set_seed

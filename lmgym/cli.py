@@ -79,30 +79,35 @@ COMMANDS: dict[str, Command] = {
         "RLHFConfig",
         "run_rlhf",
         "The RLHF recipe end to end: SFT -> reward model -> PPO, PPO-ptx, DPO; Elo + report",
+        "render_rlhf",
     ),
     "sft": Command(
         "lmgym.rlhf.commands",
         "SFTCommandConfig",
         "run_sft_command",
         "RLHF stage 1: SFT of a model dir on simulated best-of-n demonstrations",
+        "render_metrics",
     ),
     "reward-model": Command(
         "lmgym.rlhf.commands",
         "RewardModelCommandConfig",
         "run_reward_model_command",
         "RLHF stage 2: a reward model from labeler rankings of K samples of --policy",
+        "render_metrics",
     ),
     "ppo-rm": Command(
         "lmgym.rlhf.commands",
         "PPORMCommandConfig",
         "run_ppo_rm_command",
         "RLHF stage 3: PPO of --policy against a learned reward model (--reward-model)",
+        "render_metrics",
     ),
     "dpo": Command(
         "lmgym.rlhf.commands",
         "DPOCommandConfig",
         "run_dpo_command",
         "DPO of --policy on labeler preference pairs, against its frozen copy",
+        "render_metrics",
     ),
 }
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from lmgym.agents import lm_logprobs, lm_token_logprobs
 from lmgym.envs.catgrid import CatGridEnv
-from tests.reliability.test_env_errors import (
+from tests.reliability.twins import (
     CLEAR_ERRORS,
     GREAT,
     PROMPTS,

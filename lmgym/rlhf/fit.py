@@ -30,7 +30,6 @@ from transformers import (
 
 __all__ = [
     "fit",
-    "make_optimizer",
     "n_batches",
     "resolve_out",
     "save_model_dir",
@@ -40,39 +39,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 B = TypeVar("B")
-
-
-def make_optimizer(
-    model: torch.nn.Module,
-    *,
-    lr: float,
-    weight_decay: float,
-    total_steps: int,
-    warmup_steps: int,
-    schedule: Literal["linear", "cosine"] = "linear",
-    betas: tuple[float, float] = (0.9, 0.999),
-) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (decay on matrices only) plus a linear warm-up and a linear or cosine decay to 0.
-
-    Example:
-        >>> opt, sched = make_optimizer(torch.nn.Linear(2, 2), lr=1e-3, weight_decay=0.0,
-        ...                             total_steps=10, warmup_steps=1)
-        >>> sched.get_last_lr()
-        [0.0, 0.0]
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=lr,
-        betas=betas,
-    )
-    make_schedule = (
-        get_cosine_schedule_with_warmup if schedule == "cosine" else get_linear_schedule_with_warmup
-    )
-    return optimizer, make_schedule(optimizer, warmup_steps, total_steps)
 
 
 def fit(
@@ -94,24 +60,11 @@ def fit(
     """Train ``model`` for ``total_steps`` steps of ``loss_fn`` on ``batches``; the step losses.
 
     Each step: forward and backward through ``loss_fn(batch)``, clip the gradients' global L2
-    norm to ``max_grad_norm``, step AdamW and the schedule, clear the gradients. ``batches``
-    may be endless (only ``total_steps`` are drawn). The model is in train mode while it
-    trains and in eval mode afterwards.
-
-    Args:
-        model: The module to train (its parameters that require grad).
-        batches: What ``loss_fn`` takes, one per step.
-        loss_fn: The scalar loss of a batch.
-        total_steps: Optimizer steps.
-        lr: Peak learning rate.
-        weight_decay: AdamW weight decay on weight matrices.
-        max_grad_norm: Clip norm.
-        warmup_steps: Steps of linear warm-up.
-        warmup_fraction: Warm-up as a fraction of ``total_steps`` (overrides ``warmup_steps``).
-        schedule: Decay after the warm-up: ``linear`` or ``cosine``.
-        betas: AdamW's betas.
-        desc: Label of the progress bar and the log line.
-        progress: Show a progress bar.
+    norm to ``max_grad_norm``, step AdamW (weight decay on matrices only, as GPT-2 and nanoGPT
+    do) and the schedule (``warmup_steps``, or ``warmup_fraction`` of the steps, of linear
+    warm-up, then a ``linear`` or ``cosine`` decay to 0), clear the gradients. ``batches`` may
+    be endless (only ``total_steps`` are drawn). The model is in train mode while it trains and
+    in eval mode afterwards. ``desc`` labels the progress bar and the log line.
 
     Example:
         >>> layer = torch.nn.Linear(1, 1)
@@ -124,15 +77,19 @@ def fit(
     """
     if warmup_fraction is not None:
         warmup_steps = int(warmup_fraction * total_steps)
-    optimizer, scheduler = make_optimizer(
-        model,
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
         lr=lr,
-        weight_decay=weight_decay,
-        total_steps=max(total_steps, 1),
-        warmup_steps=warmup_steps,
-        schedule=schedule,
         betas=betas,
     )
+    make_schedule: Callable[..., torch.optim.lr_scheduler.LambdaLR] = (
+        get_cosine_schedule_with_warmup if schedule == "cosine" else get_linear_schedule_with_warmup
+    )
+    scheduler = make_schedule(optimizer, warmup_steps, max(total_steps, 1))
     losses: list[float] = []
     model.train()
     with tqdm(total=total_steps, desc=desc, disable=not progress) as bar:

@@ -231,6 +231,8 @@ def load_lm(
             "directory, a transformers PreTrainedModel, or None for the embedded default."
         )
     lm = copy.deepcopy(model)  # never train the caller's (e.g. the env's) model
+    # The env's model is its frozen reference; the policy's copy is trained.
+    lm.requires_grad_(True)
     if attn_implementation is not None:
         lm.set_attn_implementation(attn_implementation)
     if tokenizer is None:

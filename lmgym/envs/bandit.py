@@ -52,7 +52,9 @@ class LMBanditEnv(LMEnv[np.ndarray]):
     ## Arguments
     - ``model``: local Hugging Face directory or model object (default: the embedded model).
     - ``tokenizer``: directory or object (default: the model's).
-    - ``ref_model``: reference LM (default: a frozen copy of ``model``).
+    - ``model``: a local directory, a hub id such as ``"openai-community/gpt2"`` (through
+      transformers' cache; offline once cached) or a model object (default: the embedded model).
+    - ``ref_model``: reference LM (default: ``model`` as it is now, frozen).
     - ``prompts``: list of texts, or ``f(np_random) -> str`` (default: the review prompts).
     - ``reward_fn``: a reward function (default: lexicon sentiment, "write a positive review").
     - ``kl_coef`` (β), ``kl_estimator`` (``k1|k2|k3|full``), ``kl_target`` and ``kl_horizon``
@@ -65,6 +67,10 @@ class LMBanditEnv(LMEnv[np.ndarray]):
       longer prompt instead of raising, and shrink the prompt block to fit the positions
       (``env.max_prompt_tokens`` is its width). ``render_mode`` (``ansi`` or ``human``),
       ``trust_remote_code``.
+    - ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``) and ``dtype``
+      (``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``): where the models run and in
+      which precision (:mod:`lmgym.models.device`; default: where they are, float32 on the CPU).
+      Only observations and actions cross to NumPy; the KL and log-prob sums are float32.
 
     Bad arguments raise before anything changes, and a call that raises leaves the env as it
     was (see docs/reliability.md).

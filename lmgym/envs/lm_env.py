@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -73,6 +74,8 @@ class LMEnv(UsesLMEnvParts, gym.Env[np.ndarray, ActType]):
         truncate_prompts: bool = False,
         render_mode: str | None = None,
         trust_remote_code: bool = False,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         parts = build_lm_env_parts(
@@ -90,6 +93,8 @@ class LMEnv(UsesLMEnvParts, gym.Env[np.ndarray, ActType]):
             max_new_tokens=max_new_tokens,
             truncate_prompts=truncate_prompts,
             trust_remote_code=trust_remote_code,
+            device=device,
+            dtype=dtype,
         )
         self.parts = parts
         self.observation_space, self.action_space = self._spaces()

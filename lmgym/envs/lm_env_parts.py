@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
+import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -30,10 +31,12 @@ from lmgym.envs.prompts import PromptSource, PromptSpec
 from lmgym.envs.sequence_reward import SequenceRewarder
 from lmgym.error import short_repr
 from lmgym.models.corpus import prompts as default_prompts
+from lmgym.models.device import model_device, resolve_device, resolve_dtype
 from lmgym.models.loading import (
     DEFAULT_MODEL_DIR,
     check_vocab_fits,
     disable_dropout,
+    is_hub_id,
     load_model,
     require_model_dir,
 )
@@ -60,7 +63,7 @@ __all__ = [
 ]
 
 ModelSpec = str | Path | PreTrainedModel
-"""A local Hugging Face directory or a model object."""
+"""A local Hugging Face directory, a hub id (through transformers' cache) or a model object."""
 
 MAX_KL_COEF = 1e6
 """Largest β an env accepts. Far beyond it the KL term alone decides every reward (any reward
@@ -72,7 +75,9 @@ class LMModels:
     """The models that serve an LM environment's reward, and their tokenizer.
 
     Attributes:
-        model: The initial policy LM. The env never runs it; an LM policy builds on it.
+        model: The initial policy LM. The env never runs it; an LM policy builds on its own
+            copy. When the env loaded it (from a directory or hub id) it is the same object as
+            ``ref_model``: one copy of the weights, frozen.
         ref_model: The frozen reference π_ref of the KL penalty (no gradients, eval mode); the
             envs only call it, so any module called like a causal LM serves (e.g. the LoRA
             policy's base with adapters off, :class:`lmgym.agents.lora.AdapterDisabledReference`).
@@ -89,6 +94,11 @@ class LMModels:
     pad_token_id: int
     eos_token_id: int
 
+    @property
+    def device(self) -> torch.device:
+        """Where the reference runs: the env moves its ids there, and only results come back."""
+        return model_device(self.ref_model)
+
 
 def build_lm_models(
     model: ModelSpec | None = None,
@@ -96,36 +106,58 @@ def build_lm_models(
     ref_model: ModelSpec | nn.Module | None = None,
     *,
     trust_remote_code: bool = False,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> LMModels:
     """Load (or take) the policy LM, its tokenizer and the reference LM.
 
-    ``model=None`` means the embedded default model. ``ref_model=None`` means a frozen copy of
-    ``model`` as it is now, so later changes to ``model`` (training) never move the reference.
-    A ``ref_model`` that is an ``nn.Module`` but no ``PreTrainedModel`` is used as it is, called
-    like a causal LM (``AdapterDisabledReference`` shares the policy's weights this way).
+    ``model=None`` means the embedded default model. ``ref_model=None`` means ``model`` as it is
+    now, frozen: a model the env loads itself is that reference (one copy of the weights), and
+    a model object the caller passes is copied, so that training the caller's object never
+    moves the reference. A ``ref_model`` that is an ``nn.Module`` but no ``PreTrainedModel`` is
+    used as it is, called like a causal LM (``AdapterDisabledReference`` shares the policy's
+    weights this way). ``device`` and ``dtype`` (:mod:`lmgym.models.device`) are checked before
+    anything loads, and place both models.
     """
+    target = None if device is None else resolve_device(device)
+    if dtype is not None:
+        resolve_dtype(dtype, target or torch.device("cpu"))
     policy_model, tok = load_model(
         DEFAULT_MODEL_DIR if model is None else model,
         tokenizer,
         trust_remote_code=trust_remote_code,
+        device=target,
+        dtype=dtype,
     )
     if ref_model is None:
-        reference = copy.deepcopy(policy_model)
+        # The loader returns a caller's object as it is; only then is a copy needed.
+        given = isinstance(model, PreTrainedModel)
+        reference = copy.deepcopy(policy_model) if given else policy_model
     elif isinstance(ref_model, PreTrainedModel):
-        reference = ref_model
+        reference, _ = load_model(ref_model, tok, device=target, dtype=dtype)
     elif isinstance(ref_model, nn.Module):
         # Duck-typed: the envs only call the reference. It must expose config and
         # get_input_embeddings() for the vocabulary check below.
         reference = cast(PreTrainedModel, ref_model)
     elif isinstance(ref_model, (str, Path)):
-        # Checked here so that the error names ref_model=, not the loader's model=.
-        require_model_dir(Path(ref_model), "ref_model")
-        reference, _ = load_model(ref_model, tok, trust_remote_code=trust_remote_code)
+        if not is_hub_id(ref_model):
+            # Checked here so that the error names ref_model=, not the loader's model=.
+            require_model_dir(Path(ref_model), "ref_model")
+        reference, _ = load_model(
+            ref_model, tok, trust_remote_code=trust_remote_code, device=target, dtype=dtype
+        )
     else:
         raise TypeError(
             f"ref_model={short_repr(ref_model)} (type {type(ref_model).__name__}) is not "
-            "supported; expected None (a frozen copy of model), a local directory saved with "
-            "save_pretrained, or a transformers PreTrainedModel."
+            "supported; expected None (model, frozen), a local directory saved with "
+            "save_pretrained, a hub id, or a transformers PreTrainedModel."
+        )
+    policy_device, reference_device = model_device(policy_model), model_device(reference)
+    if policy_device != reference_device:
+        raise ValueError(
+            f"model is on {policy_device} but ref_model is on {reference_device}; expected "
+            "both on one device. Pass device=... to the env to place both, or move them "
+            "before passing them."
         )
     check_vocab_fits(reference, tok)
     disable_dropout(reference)
@@ -416,6 +448,8 @@ def build_lm_env_parts(
     max_new_tokens: int,
     truncate_prompts: bool,
     trust_remote_code: bool,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> LMEnvParts:
     """Check the shared arguments (cheap checks first), then load and build the parts.
 
@@ -441,7 +475,14 @@ def build_lm_env_parts(
         max_new_tokens=max_new_tokens,
         truncate_prompts=truncate_prompts,
     )
-    models = build_lm_models(model, tokenizer, ref_model, trust_remote_code=trust_remote_code)
+    models = build_lm_models(
+        model,
+        tokenizer,
+        ref_model,
+        trust_remote_code=trust_remote_code,
+        device=device,
+        dtype=dtype,
+    )
     new_tokens = int(max_new_tokens)
     prompt_tokens = fit_prompt_block(
         int(max_prompt_tokens), new_tokens, model_context_length(models), truncate_prompts

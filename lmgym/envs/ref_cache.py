@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from lmgym.models.device import model_device
 from lmgym.models.kv_cache import (
     cache_from_layers,
     drop_leading_columns,
@@ -101,6 +102,9 @@ class ReferenceState:
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
     ) -> None:
         self.model = model
+        # Row bookkeeping (ids, mask) stays on the CPU; the model's inputs move to its device
+        # at each forward, and the KV cache and logits stay there.
+        self.device = model_device(model)
         self.num_rows = num_rows
         self.max_prompt_tokens = max_prompt_tokens
         self.max_columns = max_prompt_tokens + max_new_tokens - 1
@@ -209,7 +213,11 @@ class ReferenceState:
         # The forward runs before ids/mask change: one that raises leaves them as they were.
         if self.use_cache:
             logits, self.cache = forward_with_cache(
-                self.model, tokens.view(-1, 1), mask, positions, self.cache
+                self.model,
+                tokens.view(-1, 1).to(self.device),
+                mask.to(self.device),
+                positions.to(self.device),
+                self.cache,
             )
             self.next_logits = logits[:, -1, :].float()
         else:
@@ -218,10 +226,12 @@ class ReferenceState:
         self._trim()
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        ids, mask = ids.to(self.device), mask.to(self.device)
         logits, cache = forward_with_cache(self.model, ids, mask, position_ids_from_mask(mask))
         return logits[:, -1, :].float(), cache
 
     def _forward_full(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ids, mask = ids.to(self.device), mask.to(self.device)
         outputs = self.model(
             input_ids=ids,
             attention_mask=mask,

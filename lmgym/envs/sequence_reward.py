@@ -306,6 +306,7 @@ class SequenceRewarder:
         kl_form: KLForm = "cross_entropy" if self.policy is None else "policy"
         if update_controller:
             self.check_kl_form(kl_form)
+        device = models.device  # ids cross from NumPy once, to where the reference runs
         prompt_ids = torch.from_numpy(np.ascontiguousarray(observations, dtype=np.int64))
         prompt_mask = (prompt_ids != models.pad_token_id).long()
         completion_ids = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))
@@ -320,10 +321,10 @@ class SequenceRewarder:
         with torch.inference_mode():
             ref = score_completions(
                 models.ref_model,
-                prompt_ids,
-                prompt_mask,
-                completion_ids,
-                completion_mask,
+                prompt_ids.to(device),
+                prompt_mask.to(device),
+                completion_ids.to(device),
+                completion_mask.to(device),
                 pad_token_id=models.pad_token_id,
                 keep_logits=True,  # a view of the forward's output: no copy
             )
@@ -332,10 +333,10 @@ class SequenceRewarder:
             ref_logprobs = ref.logprobs
             if ref.logits.shape[-1] != models.vocab_size:  # embedding padded past the tokenizer
                 support = vocab_log_softmax(ref.logits.float(), models.vocab_size)  # (B, T, V)
-                ref_logprobs = support.gather(2, completion_ids[..., None])[..., 0]
-                ref_logprobs = ref_logprobs * completion_mask
+                ref_logprobs = support.gather(2, completion_ids.to(device)[..., None])[..., 0]
+                ref_logprobs = ref_logprobs * completion_mask.to(device)
             per_token = self._kl_per_token(ref_logprobs, ref_logits, observations, actions)
-            kl = sequence_kl(per_token, completion_mask).double().numpy()
+            kl = sequence_kl(per_token.cpu(), completion_mask).double().numpy()
 
         lengths = completion_mask.sum(1)
         id_lists = [
@@ -411,10 +412,10 @@ class SequenceRewarder:
         chosen = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))
         return policy_kl_per_token(
             self.kl_estimator,
-            policy_out,
+            policy_out.to(ref_logprobs.device),
             ref_logprobs,
             ref_logits,
-            chosen,
+            chosen.to(ref_logprobs.device),
             vocab_size=self.models.vocab_size,
             what="(batch, max_new_tokens)",
         )

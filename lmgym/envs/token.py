@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, SupportsFloat
 
 import numpy as np
+import torch
 from gymnasium import spaces
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -131,12 +132,14 @@ class LMTokenEnv(LMEnv[np.int64]):
         reference_cache: bool = True,
         render_mode: str | None = None,
         trust_remote_code: bool = False,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         self.reference_cache = check_bool("reference_cache", reference_cache)
         super().__init__(
             model, tokenizer, ref_model, prompts, reward_fn, kl_coef, kl_estimator, kl_target,
             kl_horizon, kl_batch_size, max_prompt_tokens, max_new_tokens, truncate_prompts,
-            render_mode, trust_remote_code,
+            render_mode, trust_remote_code, device, dtype,
         )  # fmt: skip
         self.masks = TokenActionMask(self.models, action_mask)
         self.batch = TokenBatch(self.parts, num_rows=1, reference_cache=self.reference_cache)

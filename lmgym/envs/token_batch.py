@@ -177,7 +177,7 @@ class TokenBatch:
         self.rewarder.check_kl_form(kl_form)  # before anything changes
         rows = np.arange(self.num_rows)
         assert self.reference.next_logits is not None, "start() every row before step()"
-        tokens = torch.from_numpy(actions)
+        tokens = torch.from_numpy(actions).to(self.reference.next_logits.device)
         # One support for π_ref and π_θ: the tokenizer's tokens, even when the model's embedding
         # has more rows (they are no tokens, and the policy can never pick them).
         ref_logits = self.reference.next_logits[:, : models.vocab_size]  # (B, V)
@@ -186,7 +186,7 @@ class TokenBatch:
             per_token = -ref_logp[:, 0]  # a cross-entropy (see KLForm)
         else:
             per_token = self._policy_kl(tokens, ref_logp, ref_logits)
-        kl = per_token.detach().double().numpy()
+        kl = per_token.detach().double().cpu().numpy()
         check_finite_kl(kl, actions)
 
         # Compute first, commit last: nothing changes until the reward function, the reward's
@@ -223,7 +223,7 @@ class TokenBatch:
         kl_coef = float(self.rewarder.controller.value)
         reward = combine_reward(reward_model, kl, kl_coef)
         if finished.size < self.num_rows:  # the rows that go on need their next logits
-            self.reference.advance(tokens)
+            self.reference.advance(tokens.cpu())
         self.obs, self.lengths, self.episode_kl = obs, lengths, episode_kl
         result = TokenStepBatch(
             obs=obs.copy(),
@@ -270,7 +270,7 @@ class TokenBatch:
             )
         return policy_kl_per_token(
             self.rewarder.kl_estimator,
-            policy_out[:, None, :],
+            policy_out.to(ref_logp.device)[:, None, :],
             ref_logp,
             ref_logits[:, None, :],
             tokens[:, None],

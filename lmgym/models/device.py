@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["DTYPE_NAMES", "resolve_device", "resolve_dtype"]
+__all__ = ["DTYPE_NAMES", "model_device", "resolve_device", "resolve_dtype"]
 
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -143,6 +143,21 @@ def resolve_dtype(
             "compute capability 8.0 or newer); use dtype='float16' or 'float32'."
         )
     return resolved
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a causal LM runs: the device of its input embedding.
+
+    Asked of the embedding, not of ``parameters()``: a reference that shares the policy's
+    weights (``lmgym.agents.lora.AdapterDisabledReference``) registers none of its own.
+
+    Example:
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> model_device(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2)))
+        device(type='cpu')
+    """
+    embedding = model.get_input_embeddings()  # type: ignore[operator]
+    return embedding.weight.device  # type: ignore[no-any-return]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -89,21 +89,30 @@ class AutoregressiveCompletion(TorchDistribution):
         self._scores: CompletionScores | None = None
 
     def sample(
-        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = _NO_SHAPE
+        self,
+        sample_shape: torch.Size | list[int] | tuple[int, ...] = _NO_SHAPE,
+        *,
+        keep_prompt_hidden: bool = False,
     ) -> torch.Tensor:
-        """Draw one completion per prompt (B, T) from π_θ itself (KV cache)."""
+        """Draw one completion per prompt (B, T) from π_θ itself (KV cache).
+
+        ``keep_prompt_hidden=True`` also keeps the last hidden state at the last prompt token
+        in ``generation.prompt_hidden`` (the LM policy's value feature, from the prefill).
+        """
         if len(sample_shape) != 0:
             raise ValueError(
                 f"sample_shape={tuple(sample_shape)} is not supported; expected () (one "
                 "completion per prompt). Repeat the prompts to draw several."
             )
-        return self.decode(DecodingConfig(max_new_tokens=self.max_new_tokens))
+        decoding = DecodingConfig(max_new_tokens=self.max_new_tokens)
+        return self.decode(decoding, keep_prompt_hidden=keep_prompt_hidden)
 
-    def greedy(self) -> torch.Tensor:
-        """Greedy decoding (B, T): the deterministic action."""
-        return self.decode(DecodingConfig(max_new_tokens=self.max_new_tokens, do_sample=False))
+    def greedy(self, *, keep_prompt_hidden: bool = False) -> torch.Tensor:
+        """Greedy decoding (B, T): the deterministic action (see :meth:`sample`)."""
+        decoding = DecodingConfig(max_new_tokens=self.max_new_tokens, do_sample=False)
+        return self.decode(decoding, keep_prompt_hidden=keep_prompt_hidden)
 
-    def decode(self, decoding: DecodingConfig) -> torch.Tensor:
+    def decode(self, decoding: DecodingConfig, *, keep_prompt_hidden: bool = False) -> torch.Tensor:
         """Completions (B, T) drawn with other decoding settings: for evaluation only.
 
         With a temperature other than 1, or top-k / top-p, the draw does not come from this
@@ -123,6 +132,7 @@ class AutoregressiveCompletion(TorchDistribution):
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
             vocab_size=self.vocab_size,
+            keep_prompt_hidden=keep_prompt_hidden,
         )
         return self.generation.completion_ids
 

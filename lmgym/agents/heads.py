@@ -206,18 +206,24 @@ class CompletionHead(LMHead):
     def act(
         self, lm: nn.Module, obs: torch.Tensor, deterministic: bool, action_masks: ActionMasks
     ) -> Rollout:
-        """Completions (B, T) from π_θ (KV cache), with their per-token log-probs."""
-        distribution = self.distribution(lm, obs, action_masks)
-        actions = distribution.get_actions(deterministic=deterministic)
-        generation = distribution.distribution.generation
-        assert generation is not None, "get_actions() generates"
-        prompt_ids = distribution.distribution.prompt_ids
+        """Completions (B, T) from π_θ (KV cache), with their per-token log-probs.
+
+        The value feature comes from the same generation: the prefill over the prompts already
+        computes the hidden state at the last prompt token, so the critic costs no forward.
+        """
+        completion = self.distribution(lm, obs, action_masks).distribution
+        if deterministic:
+            actions = completion.greedy(keep_prompt_hidden=True)
+        else:
+            actions = completion.sample(keep_prompt_hidden=True)
+        generation = completion.generation
+        assert generation is not None, "sample() / greedy() generate"
         return Rollout(
             actions=actions,
             logprobs=generation.logprobs,
             mask=generation.mask,
-            hidden=None,  # generation keeps no hidden states: features() reads the prompt
-            kl_rows=torch.cat([prompt_ids, actions.long()], dim=1),  # (B, P + T)
+            hidden=generation.prompt_hidden,  # (B, H): what features() would compute
+            kl_rows=torch.cat([completion.prompt_ids, actions.long()], dim=1),  # (B, P + T)
             kl_logprobs=generation.logprobs,
         )
 

@@ -17,7 +17,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from lmgym.models.padding import position_ids_from_mask, right_to_left_padding
+from lmgym.models.padding import position_ids_from_mask
+from lmgym.models.scoring import trimmed_left_padding
 
 __all__ = [
     "NextTokenOutputs",
@@ -44,12 +45,16 @@ class NextTokenOutputs:
 def left_padded(obs: torch.Tensor, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Observations (B, L) as left-padded ``(ids, mask)``: padding is ``obs == pad_token_id``.
 
+    The columns that are padding in every row are dropped (a forward runs over the batch's
+    longest real prefix, not over ``L``); every row's last real token stays in the last column.
+
     Example:
-        >>> left_padded(torch.tensor([[5, 6, 0, 7, 0]]), pad_token_id=0)[0].tolist()
-        [[0, 0, 5, 6, 7]]
+        >>> left_padded(torch.tensor([[5, 6, 0, 7, 0], [5, 0, 0, 0, 0]]), pad_token_id=0)[0]
+        tensor([[5, 6, 7],
+                [0, 0, 5]])
     """
     ids = obs.long().reshape(obs.shape[0], -1)  # token ids, not features (no preprocess_obs)
-    return right_to_left_padding(ids, (ids != pad_token_id).long(), pad_token_id)
+    return trimmed_left_padding(ids, (ids != pad_token_id).long(), pad_token_id)
 
 
 def next_token_outputs(

@@ -2,7 +2,12 @@
 
 It wraps Hugging Face ``generate`` (which keeps a KV cache; a hand-written cached loop was
 measured no faster) and returns what RL needs besides the tokens: the per-token
-log-probs and a mask of the tokens that count.
+log-probs, a mask of the tokens that count and, when asked, the last hidden state at the last
+prompt token (an actor-critic's value feature, so the critic needs no forward of its own).
+
+The prompt batch is trimmed to its longest real prompt before the prefill (see
+:func:`lmgym.models.scoring.trimmed_left_padding`): on the default task that prefill runs over
+4–9 columns instead of the 16 of the observation space.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
-from lmgym.models.padding import completion_mask_from_ids, right_to_left_padding
+from lmgym.models.padding import completion_mask_from_ids
+from lmgym.models.scoring import trimmed_left_padding
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,9 @@ class DecodingConfig:
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise ValueError(f"top_k={self.top_k!r} must be an int >= 0; 0 turns it off.")
 
-    def to_generation_config(self, *, eos_token_id: int, pad_token_id: int) -> GenerationConfig:
+    def to_generation_config(
+        self, *, eos_token_id: int, pad_token_id: int, output_hidden_states: bool = False
+    ) -> GenerationConfig:
         """The HF ``GenerationConfig`` that samples the same way and keeps the scores."""
         sampling = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
         return GenerationConfig(
@@ -64,6 +72,7 @@ class DecodingConfig:
             return_dict_in_generate=True,
             output_scores=True,
             output_logits=True,
+            output_hidden_states=output_hidden_states,
             **(sampling if self.do_sample else {}),
         )
 
@@ -79,12 +88,15 @@ class Generation:
             the π_θ of the KL penalty and of the PPO ratio. 0 where ``mask`` is 0.
         sampling_logprobs: log-probs under the distribution actually sampled from (after
             temperature / top-k / top-p); 0 where ``mask`` is 0.
+        prompt_hidden: (B, H) the model's last hidden state at each row's last prompt token,
+            from the prefill that sampling ran anyway; only with ``keep_prompt_hidden=True``.
     """
 
     completion_ids: torch.Tensor
     mask: torch.Tensor
     logprobs: torch.Tensor
     sampling_logprobs: torch.Tensor
+    prompt_hidden: torch.Tensor | None = None
 
 
 def generate(
@@ -96,6 +108,7 @@ def generate(
     eos_token_id: int,
     pad_token_id: int,
     vocab_size: int | None = None,
+    keep_prompt_hidden: bool = False,
 ) -> Generation:
     """Sample one completion per prompt with a KV cache.
 
@@ -113,6 +126,8 @@ def generate(
             it (checkpoints round it up to a multiple of 64 or 128): sampling stays on real
             tokens and the log-probs are normalised over them, as the envs' are. ``None``: all
             of the model's logits.
+        keep_prompt_hidden: Also return ``prompt_hidden``, the last hidden state at the last
+            prompt token (what the LM policy's value head reads), from the prefill.
 
     Returns:
         A :class:`Generation` with tensors of shape (B, ``config.max_new_tokens``).
@@ -126,14 +141,16 @@ def generate(
         >>> out.completion_ids.shape
         torch.Size([1, 8])
     """
-    left_ids, left_mask = right_to_left_padding(prompt_ids, prompt_mask, pad_token_id)
+    left_ids, left_mask = trimmed_left_padding(prompt_ids, prompt_mask, pad_token_id)  # (B, P')
     n_prompt = left_ids.shape[1]
     with torch.inference_mode():
         out = model.generate(  # type: ignore[operator]
             input_ids=left_ids,
             attention_mask=left_mask,
             generation_config=config.to_generation_config(
-                eos_token_id=eos_token_id, pad_token_id=pad_token_id
+                eos_token_id=eos_token_id,
+                pad_token_id=pad_token_id,
+                output_hidden_states=keep_prompt_hidden,
             ),
             logits_processor=LogitsProcessorList(
                 [] if vocab_size is None else [_TokensOnly(vocab_size)]
@@ -156,11 +173,17 @@ def generate(
     mask = completion_mask_from_ids(new_ids, eos_token_id)
     # generate writes pad after EOS, but pad may equal EOS (GPT-2 style): the mask decides.
     new_ids = new_ids.masked_fill(mask == 0, pad_token_id)
+    prompt_hidden = None
+    if keep_prompt_hidden:
+        # Step 0 is the prefill over the left-padded prompts: its last column is every row's
+        # last real prompt token; [-1] is the last layer's output (after the final norm).
+        prompt_hidden = out.hidden_states[0][-1][:, -1].clone()  # (B, H)
     return Generation(
         completion_ids=new_ids.clone(),
         mask=mask,
         logprobs=logprobs * mask,
         sampling_logprobs=sampling_logprobs * mask,
+        prompt_hidden=prompt_hidden,
     )
 
 

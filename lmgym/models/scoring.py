@@ -4,6 +4,14 @@ This is the one place where (prompt, completion) pairs are scored by a causal LM
 for the reference model and the policy uses it in ``evaluate_actions``, so the two agree on layout
 (left-padded prompt, then completion) and positions (counted over real tokens, as ``generate``
 does) and log-probs from sampling match log-probs from scoring.
+
+Every forward runs over the batch's longest real sequence, not over the padded width of the
+spaces: the prompt columns that are padding in every row are dropped (prompts are left-padded
+here, so they are the leading ones), and so are the completion columns after the batch's last
+counted token. Neither changes a kept position's output (padding is masked out of attention and
+the model is causal), and on the default task, whose prompts fill 4–9 of their 16 columns, it
+cuts the positions of a forward by a quarter or more. The returned tensors are padded back to
+the callers' shapes.
 """
 
 from __future__ import annotations
@@ -18,6 +26,14 @@ from lmgym.models.padding import (
     position_ids_from_mask,
     right_to_left_padding,
 )
+
+__all__ = [
+    "CompletionScores",
+    "completion_logprobs",
+    "counted_columns",
+    "score_completions",
+    "trimmed_left_padding",
+]
 
 
 @dataclass
@@ -36,6 +52,45 @@ class CompletionScores:
     mask: torch.Tensor
     logits: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+
+
+def trimmed_left_padding(
+    ids: torch.Tensor, mask: torch.Tensor, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad a batch and drop the leading columns that are padding in every row.
+
+    The result (B, P') is as wide as the batch's longest real sequence (at least one column), so
+    a forward over it costs what the real tokens need, not what the padded width of the
+    observation space allows.
+
+    Example:
+        >>> ids = torch.tensor([[5, 6, 0, 0], [7, 0, 0, 0]])
+        >>> trimmed_left_padding(ids, (ids != 0).long(), pad_token_id=0)[0].tolist()
+        [[5, 6], [0, 7]]
+    """
+    left_ids, left_mask = right_to_left_padding(ids, mask, pad_token_id)
+    width = max(int(left_mask.sum(1).max()), 1) if left_mask.numel() else left_mask.shape[1]
+    return left_ids[:, left_ids.shape[1] - width :], left_mask[:, left_mask.shape[1] - width :]
+
+
+def counted_columns(mask: torch.Tensor) -> int:
+    """The number of leading columns of ``mask`` (B, T) up to its last 1 in any row (>= 1).
+
+    Example:
+        >>> counted_columns(torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]]))
+        2
+    """
+    used = torch.nonzero(mask.bool().any(0))
+    return max(int(used[-1]) + 1, 1) if used.numel() else min(1, mask.shape[1])
+
+
+def _pad_columns(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """``tensor`` (B, T', ...) zero-padded along dim 1 to ``width`` columns."""
+    missing = width - tensor.shape[1]
+    if missing <= 0:
+        return tensor
+    zeros = tensor.new_zeros((tensor.shape[0], missing, *tensor.shape[2:]))
+    return torch.cat([tensor, zeros], dim=1)
 
 
 def score_completions(
@@ -86,35 +141,41 @@ def score_completions(
             f"prompt_ids has batch size {prompt_ids.shape[0]} but completion_ids has "
             f"{completion_ids.shape[0]}; expected one completion per prompt."
         )
-    left_ids, left_mask = right_to_left_padding(prompt_ids, prompt_mask, pad_token_id)
+    left_ids, left_mask = trimmed_left_padding(prompt_ids, prompt_mask, pad_token_id)  # (B, P')
     completion_mask = completion_mask.to(left_mask.dtype)
     n_prompt = left_ids.shape[1]
     n_completion = completion_ids.shape[1]
+    # Columns after the batch's last counted token influence no counted position (causal LM).
+    n_kept = counted_columns(completion_mask)  # T' <= T
 
-    input_ids = torch.cat([left_ids, completion_ids], dim=1)  # (B, P+T)
+    input_ids = torch.cat([left_ids, completion_ids[:, :n_kept]], dim=1)  # (B, P'+T')
     # Tokens after the first EOS stay attended (as in generate) but never count: the mask of
     # the *completion* decides what is summed, the attention mask only hides prompt padding.
-    attention_mask = torch.cat([left_mask, torch.ones_like(completion_mask)], dim=1)
+    attention_mask = torch.cat([left_mask, left_mask.new_ones((left_mask.shape[0], n_kept))], 1)
     outputs = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
         output_hidden_states=keep_hidden,
         use_cache=False,
+        # The logits at position i predict token i+1: completion token t is predicted at
+        # P'-1+t, so only the last T'+1 positions need the vocabulary projection.
+        logits_to_keep=n_kept + 1,
     )
-    # The logits at position i predict token i+1: completion token t is predicted at P-1+t.
     columns = slice(None) if vocab_size is None else slice(0, vocab_size)
-    logits = outputs.logits[:, n_prompt - 1 : n_prompt - 1 + n_completion, columns]  # (B, T, V)
+    logits = outputs.logits[:, -(n_kept + 1) : -1, columns]  # (B, T', V)
     logp_all = torch.log_softmax(logits.float(), dim=-1)
-    logprobs = torch.gather(logp_all, 2, completion_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    logprobs = logprobs * completion_mask
+    kept_ids = completion_ids[:, :n_kept]
+    logprobs = torch.gather(logp_all, 2, kept_ids.unsqueeze(-1)).squeeze(-1)  # (B, T')
+    logprobs = _pad_columns(logprobs * completion_mask[:, :n_kept], n_completion)  # (B, T)
     hidden = None
     if keep_hidden:
-        hidden = outputs.hidden_states[-1][:, n_prompt - 1 : n_prompt - 1 + n_completion, :]
+        hidden = outputs.hidden_states[-1][:, n_prompt - 1 : n_prompt - 1 + n_kept, :]
+        hidden = _pad_columns(hidden, n_completion)  # (B, T, H)
     return CompletionScores(
         logprobs=logprobs,
         mask=completion_mask,
-        logits=logits if keep_logits else None,
+        logits=_pad_columns(logits, n_completion) if keep_logits else None,
         hidden=hidden,
     )
 

@@ -125,3 +125,73 @@ def test_greedy_is_argmax(lm) -> None:
 def test_decoding_config_rejects_bad_values(kwargs, fragment) -> None:
     with pytest.raises(ValueError, match=fragment.replace(".", r"\.")):
         DecodingConfig(**kwargs)
+
+
+def _full_width_logprobs(model, ids, mask, completion_ids, completion_mask):
+    """Teacher-forced log-probs over the whole padded width: what scoring did before trimming."""
+    left, left_mask = right_to_left_padding(ids, mask, 0)
+    inputs = torch.cat([left, completion_ids], dim=1)
+    attention = torch.cat([left_mask, torch.ones_like(completion_ids)], dim=1)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        logits = model(input_ids=inputs, attention_mask=attention, position_ids=positions).logits
+    n = left.shape[1]
+    logp = torch.log_softmax(logits[:, n - 1 : -1].float(), -1)
+    return logp.gather(2, completion_ids[..., None])[..., 0] * completion_mask
+
+
+def test_scoring_runs_on_the_longest_real_sequence_and_keeps_shapes(lm) -> None:
+    """Trimming all-padding prompt columns and uncounted completion columns changes nothing."""
+    model, tokenizer = lm
+    # 12 prompt columns for prompts of at most 7 tokens; completions counted up to column 3 of 8.
+    ids, mask = _prompts(tokenizer, ["the food was", "i thought the staff were very"], width=12)
+    completion_ids = torch.tensor([[5, 6, 2, 0, 0, 0, 0, 0], [7, 8, 9, 2, 0, 0, 0, 0]])
+    completion_mask = completion_mask_from_ids(completion_ids, 2)
+    calls = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        with torch.inference_mode():
+            scored = score_completions(
+                model, ids, mask, completion_ids, completion_mask, pad_token_id=0,
+                keep_logits=True, keep_hidden=True,
+            )  # fmt: skip
+    finally:
+        hook.remove()
+    longest_prompt = int(mask.sum(1).max())
+    assert calls == [torch.Size([2, longest_prompt + 4])]
+    assert scored.logprobs.shape == (2, 8) and scored.mask.shape == (2, 8)
+    assert scored.logits is not None and scored.logits.shape[:2] == (2, 8)
+    assert scored.hidden is not None and scored.hidden.shape[:2] == (2, 8)
+    assert not scored.logprobs[:, 4:].any() and not scored.logits[:, 4:].any()
+    expected = _full_width_logprobs(model, ids, mask, completion_ids, completion_mask)
+    torch.testing.assert_close(scored.logprobs, expected, atol=1e-5, rtol=0)
+
+
+def test_generate_trims_prompt_padding_and_keeps_the_prompt_hidden_state(lm) -> None:
+    model, tokenizer = lm
+    ids, mask = _prompts(tokenizer, ["the food was", "i thought the staff were very"], width=12)
+    calls = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        out = generate(
+            model, ids, mask, DecodingConfig(max_new_tokens=4),
+            eos_token_id=2, pad_token_id=0, keep_prompt_hidden=True,
+        )  # fmt: skip
+    finally:
+        hook.remove()
+    assert calls[0] == (2, int(mask.sum(1).max()))  # the prefill: the longest prompt only
+    assert out.completion_ids.shape == (2, 4)
+    assert out.prompt_hidden is not None
+    for row in range(2):
+        real = ids[row : row + 1, : int(mask[row].sum())]
+        with torch.inference_mode():
+            hidden = model.base_model(input_ids=real).last_hidden_state[0, -1]
+        torch.testing.assert_close(out.prompt_hidden[row], hidden, atol=1e-5, rtol=0)
+    plain = generate(
+        model, ids, mask, DecodingConfig(max_new_tokens=4), eos_token_id=2, pad_token_id=0
+    )
+    assert plain.prompt_hidden is None

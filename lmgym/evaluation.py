@@ -86,7 +86,7 @@ def evaluate_actions_on_prompts(
     Example:
         >>> import gymnasium as gym, lmgym
         >>> env = gym.make("LMBandit-v0").unwrapped
-        >>> r = evaluate_actions_on_prompts(env, ["the food was"],
+        >>> r = evaluate_actions_on_prompts(env, ["the soup was"],
         ...                                 lambda obs: np.zeros((len(obs), 16), dtype=np.int64))
         >>> r.n
         1

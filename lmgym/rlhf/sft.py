@@ -97,6 +97,7 @@ def make_demonstrations(
     # Unfinished candidates rank below every finished one; argmax keeps the first of ties.
     ranked = np.where(done | ~done.any(1, keepdims=True), scores, -np.inf)
     best = ranked.argmax(1)
+    logger.info("%d demonstrations, each the best of %d samples", len(prompts), n_candidates)
     return [
         (prompt, texts[i * n_candidates + int(b)])
         for i, (prompt, b) in enumerate(zip(prompts, best, strict=True))

@@ -60,7 +60,8 @@ def test_help_and_the_training_commands_options_load_no_torch() -> None:
 
 def test_demo_smoke_run(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = run_cli("demo", "--steps", "512", "--out", str(out), "--no-progress")
+    result = run_cli("demo", "--steps", "512", "--eval-samples", "1", "--out", str(out),
+                     "--no-progress")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "PPO agent, trained" in result.stdout
     # A few completions before and after, side by side: what a person wants to see.

@@ -41,17 +41,17 @@ def test_demo_help_documents_every_option(capsys) -> None:
 
 LIGHT_PARSERS = """
 import sys
-from lmgym.cli import build_parser
-for command in (None, "demo", "train", "bench"):
+from lmgym.cli import COMMANDS, build_parser
+for command in (None, *COMMANDS):
     build_parser(command)
 print(sorted(m for m in ("torch", "transformers", "stable_baselines3", "sb3_contrib", "scipy",
                          "matplotlib") if m in sys.modules))
 """
 
 
-def test_help_and_the_training_commands_options_load_no_torch() -> None:
-    # `lmgym --help` and `lmgym train --help` answer at once: building those parsers (and
-    # validating their configs) must not import torch, transformers, SB3, SciPy or matplotlib.
+def test_help_and_every_commands_options_load_no_torch() -> None:
+    # `lmgym --help` and `lmgym COMMAND --help` answer at once: building the parsers (every
+    # command's module and config) must not import torch, transformers, SB3, SciPy or matplotlib.
     result = subprocess.run([sys.executable, "-c", LIGHT_PARSERS], capture_output=True,
                             text=True, timeout=120, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

@@ -138,6 +138,31 @@ def test_logprobs_and_values_agree_between_sampling_and_scoring(tiny_lm_dir: Pat
     assert policy.logprob_cache_misses == 1  # full distributions are never cached nor counted
 
 
+def test_rollout_takes_the_value_from_generation(tiny_lm_dir: Path) -> None:
+    """The critic reads the prefill's hidden state: no forward of the trunk alone on a rollout."""
+    env = make_env(tiny_lm_dir)
+    policy = make_policy(env, model=tiny_lm_dir)
+    obs, _ = env.reset(seed=0)
+    calls = {"lm": 0, "trunk": 0}
+    hooks = [
+        policy.lm.register_forward_pre_hook(lambda *_: calls.__setitem__("lm", calls["lm"] + 1)),
+        policy.trunk.register_forward_pre_hook(
+            lambda *_: calls.__setitem__("trunk", calls["trunk"] + 1)
+        ),
+    ]
+    try:
+        with torch.no_grad():
+            _, values, _ = policy(torch.as_tensor(obs[None]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls["lm"] >= 1 and calls["trunk"] == calls["lm"]  # every trunk pass is generate's
+    with torch.no_grad():
+        torch.testing.assert_close(
+            values, policy.predict_values(torch.as_tensor(obs[None])), atol=1e-5, rtol=0
+        )
+
+
 def test_evaluate_actions_gradient_flows(tiny_lm_dir: Path) -> None:
     env = make_env(tiny_lm_dir)
     policy = make_policy(env, model=tiny_lm_dir)

@@ -195,3 +195,30 @@ def test_generate_trims_prompt_padding_and_keeps_the_prompt_hidden_state(lm) -> 
         model, ids, mask, DecodingConfig(max_new_tokens=4), eos_token_id=2, pad_token_id=0
     )
     assert plain.prompt_hidden is None
+
+
+def test_generate_splits_a_batch_whose_logits_pass_the_budget(lm, monkeypatch) -> None:
+    """Chunks of rows give the same kind of result: fixed shapes, log-probs of the samples."""
+    import lmgym.models.generation as generation
+
+    model, tokenizer = lm
+    ids, mask = _prompts(tokenizer, ["the food was", "i thought the staff were very", "a"] * 2)
+    vocab = int(model.config.vocab_size)
+    monkeypatch.setattr(generation, "GENERATE_LOGITS_BUDGET", 2 * 4 * 4 * vocab * 4)  # 4 rows
+    calls = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        out = generate(
+            model, ids, mask, DecodingConfig(max_new_tokens=4),
+            eos_token_id=2, pad_token_id=0, keep_prompt_hidden=True,
+        )  # fmt: skip
+    finally:
+        hook.remove()
+    assert set(calls) == {4, 2}  # two generate calls: rows 0-3, then rows 4-5
+    assert out.completion_ids.shape == out.mask.shape == out.logprobs.shape == (6, 4)
+    assert out.prompt_hidden is not None and out.prompt_hidden.shape[0] == 6
+    with torch.inference_mode():
+        scored = score_completions(model, ids, mask, out.completion_ids, out.mask, pad_token_id=0)
+    torch.testing.assert_close(scored.logprobs, out.logprobs, atol=1e-4, rtol=1e-4)

@@ -24,6 +24,7 @@ from lmgym.envs.lm_env_parts import (
     check_positive_int,
     check_render_mode,
 )
+from lmgym.envs.prompts import is_chat
 from lmgym.envs.resets import check_reset_options, check_seed, generators_restored_on_error
 from lmgym.envs.step_info import object_array
 from lmgym.error import ResetNeeded, short_repr
@@ -159,17 +160,16 @@ class LMVectorEnv(UsesLMEnvParts, VectorEnv):
         if "prompt" not in checked:
             return [None] * self.num_envs
         prompt = checked["prompt"]
-        if isinstance(prompt, str):
-            ids = self.prompt_source.encode(prompt, where='options["prompt"]')
-            return [(prompt, ids)] * self.num_envs
+        if isinstance(prompt, str) or is_chat(prompt):  # one prompt for every env
+            return [self.prompt_source.prepare(prompt, where='options["prompt"]')] * self.num_envs
         if not isinstance(prompt, (list, tuple)) or len(prompt) != self.num_envs:
             raise TypeError(
                 f'options["prompt"]={short_repr(prompt)} (type {type(prompt).__name__}) is not '
-                f"supported; expected one prompt text for every env, or a list of "
-                f"num_envs={self.num_envs} texts (one per env)."
+                f"supported; expected one prompt (a text or a chat) for every env, or a list of "
+                f"num_envs={self.num_envs} texts or chats (one per env)."
             )
         return [
-            (text, self.prompt_source.encode(text, where=f'options["prompt"][{i}]'))
+            self.prompt_source.prepare(text, where=f'options["prompt"][{i}]')
             for i, text in enumerate(prompt)
         ]
 

@@ -77,8 +77,7 @@ def forced_prompt(options: Any, source: PromptSource) -> tuple[str, np.ndarray] 
     checked = check_reset_options(options)
     if "prompt" not in checked:
         return None
-    text = checked["prompt"]
-    return text, source.encode(text, where='options["prompt"]')
+    return source.prepare(checked["prompt"], where='options["prompt"]')
 
 
 @contextmanager

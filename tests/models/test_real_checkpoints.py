@@ -280,3 +280,162 @@ def test_lm_policy_never_samples_a_padded_embedding_row() -> None:
     torch.testing.assert_close(again, logprob, atol=1e-4, rtol=0)
     _, reward, *_ = env.step(actions[0].numpy())
     assert np.isfinite(reward)
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+LLAMA2_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }}"
+    " [/INST]{% elif m['role'] == 'system' %}<<SYS>> {{ m['content'] }} <</SYS>> {% endif %}"
+    "{% endfor %}"
+)
+
+
+def chat_tokenizer() -> PreTrainedTokenizerFast:
+    """A Qwen-style chat tokenizer: EOS is the end-of-turn token, and a pad token of its own."""
+    tokenizer = train_bpe_tokenizer()
+    specials = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def llama2_chat_tokenizer() -> PreTrainedTokenizerFast:
+    """A Llama-2-style chat tokenizer: no pad token (so pad == EOS), EOS ends the turn."""
+    tokenizer = train_bpe_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[INST]", "[/INST]"]})
+    tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
+    return tokenizer
+
+
+def chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "be kind"}, {"role": "user", "content": text}]
+
+
+def test_chat_prompts_use_the_template_and_report_the_users_text() -> None:
+    tokenizer = chat_tokenizer()
+    model, tokenizer = load_model(llama(tokenizer), tokenizer)
+    seen: list[list[str]] = []
+
+    def reward(prompts: list[str], completions: list[str]) -> list[float]:
+        seen.append(list(prompts))
+        return [0.0] * len(prompts)
+
+    env = gym.make(
+        "LMBandit-v0",
+        model=model,
+        tokenizer=tokenizer,
+        prompts=[chat("the food was")],
+        reward_fn=reward,
+        max_prompt_tokens=48,
+        max_new_tokens=4,
+    )
+    obs, info = env.reset(seed=0)
+    rendered = tokenizer.apply_chat_template(
+        chat("the food was"), add_generation_prompt=True, tokenize=False
+    )
+    assert rendered.endswith("<|im_start|>assistant\n")
+    expected = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert obs[: len(expected)].tolist() == expected  # the template, with its generation prompt
+    assert info["prompt"] == "the food was"  # the user's text, no markup
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    _, _, _, _, info = env.step(np.array([5, end_of_turn, 6, 7]))
+    assert info["completion_length"] == 2 and info["eos"]  # the end-of-turn token ends it
+    assert seen == [["the food was"]]
+    # A forced chat prompt works the same way.
+    _, info = env.reset(options={"prompt": chat("the staff were")})
+    assert info["prompt"] == "the staff were"
+
+
+def test_chat_prompts_need_a_chat_template_and_well_formed_messages() -> None:
+    tokenizer = train_bpe_tokenizer()
+    model, tokenizer = load_model(llama(tokenizer), tokenizer)
+    with pytest.raises(ValueError, match=r"prompts\[0\] is a chat, but the tokenizer .* no chat "):
+        gym.make("LMBandit-v0", model=model, tokenizer=tokenizer, prompts=[chat("hi")])
+    tokenizer = chat_tokenizer()
+    model, tokenizer = load_model(llama(tokenizer), tokenizer)
+    bad = [[{"role": "user", "text": "hi"}]]
+    with pytest.raises(ValueError, match=r"prompts\[0\]\[0\]=.* is not a chat message"):
+        gym.make("LMBandit-v0", model=model, tokenizer=tokenizer, prompts=bad)
+    with pytest.raises(ValueError, match=r"has no user message"):
+        gym.make(
+            "LMBandit-v0",
+            model=model,
+            tokenizer=tokenizer,
+            prompts=[[{"role": "system", "content": "x"}]],
+        )
+    with pytest.raises(TypeError, match=r"is one chat, not a list of prompts"):
+        gym.make("LMBandit-v0", model=model, tokenizer=tokenizer, prompts=chat("hi"))
+    # pad == EOS == the end-of-turn token the template writes: refused, with the fix.
+    tokenizer.pad_token = tokenizer.eos_token
+    with pytest.raises(ValueError, match=r"renders with the chat template .* Fix: give the "):
+        gym.make(
+            "LMBandit-v0",
+            model=model,
+            tokenizer=tokenizer,
+            prompts=[chat("hi")],
+            max_prompt_tokens=48,
+        )
+
+
+@pytest.mark.slow
+def test_ppo_learns_on_a_llama_chat_model_with_pad_equal_to_eos() -> None:
+    """PPO with the LM policy raises a reward on a Llama with pad == EOS and a chat template."""
+    from stable_baselines3 import PPO
+
+    from lmgym.agents import LMActorCriticPolicy, lm_policy_kwargs
+    from lmgym.seeding import set_seed
+
+    tokenizer = llama2_chat_tokenizer()
+    model, tokenizer = load_model(llama(tokenizer), tokenizer)
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id  # no pad token of its own
+    low = len(tokenizer) // 3  # a random LM writes these a third of the time: a dense signal
+
+    def reward(prompts, completions, completion_ids):
+        return [sum(i < low for i in ids) / 4 for ids in completion_ids]
+
+    set_seed(0)
+    env = gym.make_vec(
+        "LMBandit-v0",
+        16,
+        model=model,
+        tokenizer=tokenizer,
+        prompts=[chat(p) for p in PROMPTS],
+        reward_fn=reward,
+        kl_coef=0.01,
+        max_prompt_tokens=48,
+        max_new_tokens=4,
+    )
+    from lmgym.agents import SB3VecEnv
+
+    vec = SB3VecEnv(env)
+    agent = PPO(
+        LMActorCriticPolicy,
+        vec,
+        n_steps=4,
+        batch_size=32,
+        n_epochs=2,
+        learning_rate=3e-3,
+        seed=0,
+        policy_kwargs=lm_policy_kwargs(env),
+    )
+
+    def mean_reward() -> float:
+        obs = vec.reset()
+        total = 0.0
+        for _ in range(4):
+            actions, _ = agent.predict(obs, deterministic=False)
+            obs, rewards, _, infos = vec.step(actions)
+            total += float(np.mean([info["reward_model"] for info in infos]))
+        return total / 4
+
+    before = mean_reward()
+    agent.learn(total_timesteps=16 * 4 * 12)
+    after = mean_reward()
+    assert after > before + 0.15, (before, after)

@@ -268,6 +268,8 @@ def _build_model(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
         n_embd=config.n_embd,
         n_layer=config.n_layer,
         n_head=config.n_head,
+        # GPT-2's tanh GELU as torch's fused op: the same function as "gelu_new", faster.
+        activation_function="gelu_pytorch_tanh",
         # Dropout off, also in the saved config: PPO's ratio breaks if train mode shifts
         # log-probs (docs/design.md, section 6).
         resid_pdrop=0.0,

@@ -20,6 +20,9 @@ random actions pick EOS about once per 240 tokens, so a few env episodes end ear
 on their own). Each figure is the best of ``--repeats`` timed runs.
 
     python benchmarks/token_env_throughput.py --json bench-results/token_env_throughput.json
+
+``--model gpt2-small`` runs the same on a randomly initialised 124M GPT-2 with a 50,257-token
+BPE (built once by ``benchmarks/gpt2_small.py``); ``--model DIR`` on any saved causal LM.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ def make_envs(
     envs = gym.make_vec(
         "LMToken-v0",
         num_envs=batch,
+        model=model_dir(args.model),
         reference_cache=cache,
         max_prompt_tokens=args.max_prompt_tokens,
         max_new_tokens=args.max_new_tokens,
@@ -62,6 +66,17 @@ def make_envs(
     if not prompt_table:
         envs.batch.reference.prompt_cache_bytes = 0  # keeps one prompt: resets re-encode
     return envs
+
+
+def model_dir(name: str) -> Path | None:
+    """The model's directory: None (the embedded default), the 124M benchmark model, or a path."""
+    if name == "default":
+        return None
+    if name == "gpt2-small":
+        from gpt2_small import gpt2_small_dir
+
+        return gpt2_small_dir()
+    return Path(name)
 
 
 def random_actions(envs: LMTokenVectorEnv, steps: int, seed: int) -> list[np.ndarray]:
@@ -118,6 +133,7 @@ def profile_env(envs: LMTokenVectorEnv, actions: list[np.ndarray], seed: int, to
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="default, gpt2-small, or a dir")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per timed run (≈)")
     parser.add_argument("--max-prompt-tokens", type=int, default=16)
@@ -166,7 +182,7 @@ def main() -> None:
         rows.append(row)
 
     print(
-        f"LMToken-v0 make_vec vs generate, default model, prompt {args.max_prompt_tokens} + "
+        f"LMToken-v0 make_vec vs generate, {args.model} model, prompt {args.max_prompt_tokens} + "
         f"{args.max_new_tokens} new tokens (torch threads={args.threads})"
     )
     print(
@@ -206,6 +222,7 @@ def main() -> None:
             "benchmark": "token_env_throughput",
             "machine": platform.platform(),
             "threads": args.threads,
+            "model": args.model,
             "max_prompt_tokens": args.max_prompt_tokens,
             "max_new_tokens": args.max_new_tokens,
             "rows": rows,

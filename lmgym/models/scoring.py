@@ -1,4 +1,4 @@
-"""Teacher-forced log-probabilities of completions: one forward pass per batch.
+"""Teacher-forced log-probabilities of completions: one forward pass per length bucket.
 
 This is the one place where (prompt, completion) pairs are scored by a causal LM. The envs use it
 for the reference model and the policy uses it in ``evaluate_actions``, so the two agree on layout
@@ -12,10 +12,18 @@ counted token. Neither changes a kept position's output (padding is masked out o
 the model is causal), and on the default task, whose prompts fill 4–9 of their 16 columns, it
 cuts the positions of a forward by a quarter or more. The returned tensors are padded back to
 the callers' shapes.
+
+A batch of 32 rows or more whose real lengths differ is also sorted by length and scored in up
+to :data:`MAX_LENGTH_BUCKETS` forwards, each trimmed to its own longest row, when that saves at
+least :data:`MIN_BUCKET_SAVING` of the positions. The sum over rows is the same, so gradients
+are too. On the default task, where 18% of completions run to the 16-token limit and the mean is
+9, a PPO minibatch of 64 takes 20% (2 buckets) to 28% (4 buckets) less CPU for its forward and
+backward.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -28,9 +36,12 @@ from lmgym.models.padding import (
 )
 
 __all__ = [
+    "MAX_LENGTH_BUCKETS",
+    "MIN_BUCKET_SAVING",
     "CompletionScores",
     "completion_logprobs",
     "counted_columns",
+    "length_buckets",
     "score_completions",
     "trimmed_left_padding",
 ]
@@ -52,6 +63,15 @@ class CompletionScores:
     mask: torch.Tensor
     logits: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+
+
+MAX_LENGTH_BUCKETS = 4
+"""At most this many forwards per :func:`score_completions` call, each of 16 rows or more."""
+
+MIN_BUCKET_SAVING = 0.1
+"""Split a batch into length buckets only if that drops at least this share of its positions."""
+
+_MIN_BUCKET_ROWS = 16
 
 
 def trimmed_left_padding(
@@ -105,7 +125,7 @@ def score_completions(
     keep_hidden: bool = False,
     vocab_size: int | None = None,
 ) -> CompletionScores:
-    """Score completions under ``model`` with one teacher-forced forward pass.
+    """Score completions under ``model`` with teacher-forced forwards (one per length bucket).
 
     Gradients flow when called outside ``torch.inference_mode()`` / ``torch.no_grad()``, which is
     how a policy's ``evaluate_actions`` uses it.
@@ -141,6 +161,85 @@ def score_completions(
             f"prompt_ids has batch size {prompt_ids.shape[0]} but completion_ids has "
             f"{completion_ids.shape[0]}; expected one completion per prompt."
         )
+    completion_mask = completion_mask.to(torch.long)
+    score = functools.partial(
+        _score_rows,
+        model,
+        pad_token_id=pad_token_id,
+        keep_logits=keep_logits,
+        keep_hidden=keep_hidden,
+        vocab_size=vocab_size,
+    )
+    buckets = length_buckets(prompt_mask, completion_mask)
+    if len(buckets) == 1:
+        return score(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    parts = [
+        score(prompt_ids[rows], prompt_mask[rows], completion_ids[rows], completion_mask[rows])
+        for rows in buckets
+    ]
+    inverse = torch.argsort(torch.cat(buckets))  # back to the caller's row order
+
+    def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(tensors)[inverse]
+
+    return CompletionScores(
+        logprobs=joined([part.logprobs for part in parts]),
+        mask=completion_mask,
+        logits=joined([p.logits for p in parts if p.logits is not None]) if keep_logits else None,
+        hidden=joined([p.hidden for p in parts if p.hidden is not None]) if keep_hidden else None,
+    )
+
+
+def length_buckets(prompt_mask: torch.Tensor, completion_mask: torch.Tensor) -> list[torch.Tensor]:
+    """Row indices of the forwards :func:`score_completions` runs: one bucket, or several by length.
+
+    Rows are sorted by real length (prompt tokens plus completion columns up to the last counted
+    one) and cut into up to :data:`MAX_LENGTH_BUCKETS` equal groups of 16 rows or more; the
+    split is kept only if it drops at least :data:`MIN_BUCKET_SAVING` of the positions that one
+    forward over the whole batch would run.
+
+    Example:
+        >>> prompts = torch.ones(32, 4, dtype=torch.long)
+        >>> completions = torch.zeros(32, 16, dtype=torch.long)
+        >>> completions[:16, :2] = 1; completions[16:, :16] = 1
+        >>> [len(rows) for rows in length_buckets(prompts, completions)]
+        [16, 16]
+    """
+    batch = prompt_mask.shape[0]
+    n_buckets = min(MAX_LENGTH_BUCKETS, batch // _MIN_BUCKET_ROWS)
+    everything = [torch.arange(batch, device=prompt_mask.device)]
+    if n_buckets <= 1:
+        return everything
+    columns = torch.arange(completion_mask.shape[1] + 1, device=completion_mask.device)
+    # Completion columns up to each row's last counted one (0 for a row with none).
+    counted = torch.cat([torch.ones_like(completion_mask[:, :1]), completion_mask], dim=1)
+    extent = (counted.bool() * columns).amax(1)
+    prompt_lengths = prompt_mask.bool().sum(1)
+    order = torch.argsort(prompt_lengths + extent, stable=True)
+    buckets = list(order.tensor_split(n_buckets))
+
+    def positions(rows: torch.Tensor) -> int:  # what a trimmed forward over ``rows`` runs
+        return len(rows) * int(prompt_lengths[rows].max() + extent[rows].max())
+
+    one = positions(everything[0])
+    if one == 0 or sum(positions(rows) for rows in buckets) > (1 - MIN_BUCKET_SAVING) * one:
+        return everything
+    return buckets
+
+
+def _score_rows(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    pad_token_id: int,
+    keep_logits: bool,
+    keep_hidden: bool,
+    vocab_size: int | None,
+) -> CompletionScores:
+    """One teacher-forced forward over all rows, trimmed to their longest (see the module)."""
     left_ids, left_mask = trimmed_left_padding(prompt_ids, prompt_mask, pad_token_id)  # (B, P')
     completion_mask = completion_mask.to(left_mask.dtype)
     n_prompt = left_ids.shape[1]

@@ -222,3 +222,39 @@ def test_generate_splits_a_batch_whose_logits_pass_the_budget(lm, monkeypatch) -
     with torch.inference_mode():
         scored = score_completions(model, ids, mask, out.completion_ids, out.mask, pad_token_id=0)
     torch.testing.assert_close(scored.logprobs, out.logprobs, atol=1e-4, rtol=1e-4)
+
+
+def test_scoring_sorts_a_mixed_batch_into_length_buckets(lm) -> None:
+    """Short and long rows run in separate forwards; results come back in the caller's order."""
+    model, tokenizer = lm
+    texts = ["the food was", "i thought the staff were very"] * 16  # 32 rows
+    ids, mask = _prompts(tokenizer, texts, width=10)
+    torch.manual_seed(0)
+    completion_ids = torch.randint(3, len(tokenizer), (32, 8))
+    completion_ids[::2, 1] = 2  # every other row ends after 2 tokens; the rest run to 8
+    completion_mask = completion_mask_from_ids(completion_ids, 2)
+    calls = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        with torch.inference_mode():
+            scored = score_completions(
+                model, ids, mask, completion_ids, completion_mask, pad_token_id=0,
+                keep_logits=True, keep_hidden=True,
+            )  # fmt: skip
+    finally:
+        hook.remove()
+    short, long = int(mask[0].sum()) + 2, int(mask[1].sum()) + 8
+    assert sorted(calls) == [(16, short), (16, long)]
+    assert scored.logprobs.shape == (32, 8) and scored.logits.shape[:2] == (32, 8)
+    assert torch.equal(scored.mask, completion_mask)
+    expected = _full_width_logprobs(model, ids, mask, completion_ids, completion_mask)
+    torch.testing.assert_close(scored.logprobs, expected, atol=1e-5, rtol=0)
+    with torch.inference_mode():
+        one_row = score_completions(
+            model, ids[:1], mask[:1], completion_ids[:1], completion_mask[:1], pad_token_id=0,
+            keep_logits=True, keep_hidden=True,
+        )  # fmt: skip
+    torch.testing.assert_close(scored.logits[:1], one_row.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(scored.hidden[:1], one_row.hidden, atol=1e-5, rtol=0)

@@ -37,6 +37,7 @@ __all__ = [
     "elo_table",
     "fit_elo",
     "format_elo_table",
+    "interval_ranks",
     "play_games",
 ]
 
@@ -331,6 +332,10 @@ def play_games(
 ) -> list[Game]:
     """Judge every pair of players on every prompt: ``prefers(prompt, a, b)`` is True if a wins.
 
+    Two identical completions are a draw without asking the judge: a judge shown the same text
+    twice has no preference, and a coin flip would only add noise (two policies that write the
+    same texts would otherwise drift apart in the ratings by chance).
+
     Args:
         prompts: The prompts (N), the same for every player; a prompt may repeat (several
             samples per prompt).
@@ -361,27 +366,50 @@ def play_games(
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             for n, prompt in enumerate(prompts):
-                won = prefers(prompt, completions[a][n], completions[b][n])
+                text_a, text_b = completions[a][n], completions[b][n]
+                if text_a == text_b:
+                    games.append(Game(a, b, 0.5, prompt))
+                    continue
+                won = prefers(prompt, text_a, text_b)
                 games.append(Game(a, b, 1.0 if won else 0.0, prompt))
     return games
 
 
+def interval_ranks(table: Sequence[EloRating]) -> list[int]:
+    """Each player's rank: 1 + the players whose whole interval lies above its own.
+
+    Players whose intervals overlap share a rank: their order is within the noise of the games,
+    so the table calls them tied rather than ranking them by the point estimates.
+
+    Example:
+        >>> rows = [EloRating("a", 1100.0, 1060.0, 1140.0, 10, 0.7),
+        ...         EloRating("b", 1050.0, 1010.0, 1090.0, 10, 0.6),
+        ...         EloRating("c", 900.0, 860.0, 940.0, 10, 0.2)]
+        >>> interval_ranks(rows)
+        [1, 1, 3]
+    """
+    return [1 + sum(other.low > row.high for other in table) for row in table]
+
+
 def format_elo_table(table: Sequence[EloRating], confidence: float = 0.95) -> str:
-    """The table as Markdown, best player first.
+    """The table as Markdown, best player first, with ranks that tie overlapping intervals.
 
     Example:
         >>> print(format_elo_table([EloRating("ppo", 1100.0, 1050.0, 1150.0, 10, 0.8)]))
-        | policy | Elo | 95% interval | games | score |
-        |---|---:|---:|---:|---:|
-        | ppo | 1100 | [1050, 1150] | 10 | 0.80 |
+        | policy | Elo | 95% interval | rank | games | score |
+        |---|---:|---:|---:|---:|---:|
+        | ppo | 1100 | [1050, 1150] | 1 | 10 | 0.80 |
     """
     lines = [
-        f"| policy | Elo | {confidence:.0%} interval | games | score |",
-        "|---|---:|---:|---:|---:|",
+        f"| policy | Elo | {confidence:.0%} interval | rank | games | score |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for row in table:
+    ranks = interval_ranks(table)
+    shared = {rank for rank in ranks if ranks.count(rank) > 1}
+    for row, rank in zip(table, ranks, strict=True):
+        tie = "=" if rank in shared else ""
         lines.append(
             f"| {row.player} | {row.rating:.0f} | [{row.low:.0f}, {row.high:.0f}] | "
-            f"{row.games} | {row.score:.2f} |"
+            f"{tie}{rank} | {row.games} | {row.score:.2f} |"
         )
     return "\n".join(lines)

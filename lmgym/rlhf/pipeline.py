@@ -290,37 +290,73 @@ def stages(config: RLHFConfig) -> list[Stage]:
     ]
 
 
-def _gain_check(policies: dict[str, dict[str, Any]], a: str, b: str, key: str) -> tuple[str, bool]:
-    """``(text, passed)``: does ``a`` beat ``b`` on ``key`` by more than 2 standard errors?"""
+def _checks(config: RLHFConfig, state: State) -> list[Any]:
+    """The report's checks; those whose stages ran below the default run's sizes are not judged."""
     import numpy as np
 
-    diff = policies[a][key] - policies[b][key]
-    se = float(np.hypot(policies[a][f"{key}_se"], policies[b][f"{key}_se"]))
-    name = {"true_score": "true score", "rm_score": "RM score"}[key]
-    text = f"{a} raises the {name} over {b}: {diff:+.3f} (2 SE = {2 * se:.3f})"
-    return text, bool(diff > 2 * se)
+    from lmgym.rlhf.checks import accuracy_check, gain_check, lower_loss_check, shortfall
 
-
-def _checks(state: State) -> dict[str, bool]:
     rm, policies = state["rm"].metrics, state["policies"]
-    return dict(
-        [
-            (
-                f"RM held-out pairwise accuracy {rm['heldout_accuracy']:.1%} is well above "
-                f"chance (>= 60%; the noisy labeler's own ceiling is "
-                f"{rm['oracle_accuracy']:.1%})",
-                rm["heldout_accuracy"] >= 0.6,
-            ),
-            _gain_check(policies, "PPO", "SFT", "true_score"),
-            _gain_check(policies, "PPO", "SFT", "rm_score"),
-            _gain_check(policies, "DPO", "SFT", "true_score"),
-            (
-                f"PPO-ptx keeps a lower pre-training loss than PPO: "
-                f"{policies['PPO-ptx']['corpus_loss']:.3f} vs {policies['PPO']['corpus_loss']:.3f}",
-                policies["PPO-ptx"]["corpus_loss"] < policies["PPO"]["corpus_loss"],
-            ),
-        ]
-    )
+
+    def short(*names: str) -> str | None:
+        sizes = {name: config.size(name) for name in names}
+        return shortfall(sizes, {name: _SIZES[name][0] for name in names}, quick=config.quick)
+
+    def gain(a: str, b: str, key: str, *sizes: str) -> Any:
+        diff = policies[a][key] - policies[b][key]
+        se = float(np.hypot(policies[a][f"{key}_se"], policies[b][f"{key}_se"]))
+        score = {"true_score": "true score", "rm_score": "RM score"}[key]
+        return gain_check(a, b, score, diff=diff, se=se, not_judged=short(*sizes, "eval_samples"))
+
+    rm_sizes = ("rankings_per_prompt", "rm_epochs")
+    return [
+        accuracy_check(rm["heldout_accuracy"], rm["oracle_accuracy"], not_judged=short(*rm_sizes)),
+        gain("PPO", "SFT", "true_score", "ppo_steps", *rm_sizes),
+        gain("PPO", "SFT", "rm_score", "ppo_steps"),
+        gain("DPO", "SFT", "true_score", "rankings_per_prompt", "dpo_epochs"),
+        lower_loss_check(
+            policies["PPO-ptx"]["corpus_loss"],
+            policies["PPO"]["corpus_loss"],
+            not_judged=short("ppo_steps"),
+        ),  # fmt: skip
+    ]
+
+
+def _notes(config: RLHFConfig, identical: list[list[str]]) -> list[str]:
+    """What a reader needs before the tables: a --quick run's limits, policies that are one."""
+    from lmgym.rlhf.config import PPOStageConfig
+
+    notes = []
+    if config.quick:
+        notes.append(
+            "--quick is a smoke run: it shows every stage working end to end, but its budgets "
+            "are too small for the stages to learn measurably, so the checks set for the default "
+            "run's sizes are not judged. Run without --quick (about 4 minutes) to judge them."
+        )
+    defaults = PPOStageConfig()
+    rollout = defaults.n_envs * defaults.n_steps
+    for group in identical:
+        note = (
+            f"{', '.join(group)} wrote the same completion for every held-out sample: they are "
+            "one policy as far as this evaluation can tell, their rows match, and the gaps "
+            "between their Elo ratings are the judge's noise."
+        )
+        if sum(name.startswith("PPO") and name != "PPO-ptx" for name in group) > 1:
+            rollouts = config.size("ppo_steps") // rollout
+            count = "one rollout" if rollouts == 1 else f"{rollouts} rollouts"
+            note += (
+                f" PPO ran {config.size('ppo_steps')} steps: {count} of {rollout} completions. "
+                "On the first rollout the policy is still the SFT model, so its KL to it is 0 "
+                "and the penalty β·KL is 0 whatever β is; β only acts from the second rollout "
+                + (
+                    "on, so with one rollout the β values cannot differ"
+                    if rollouts == 1
+                    else f"on, and {count} left it too little to act on"
+                )
+                + " (the default run has 2048 steps, 16 rollouts)."
+            )
+        notes.append(note)
+    return notes
 
 
 def command_line(config: RLHFConfig) -> str:
@@ -351,6 +387,7 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
     ``config.out / "models"``) and returns the dict written to ``results.json``. Each stage's
     wall time is logged (logger ``lmgym.rlhf.pipeline``, INFO).
     """
+    from lmgym.rlhf.checks import identical_policies
     from lmgym.rlhf.labelers import BradleyTerryLabeler
     from lmgym.rlhf.report import write_md
     from lmgym.seeding import set_seed
@@ -371,10 +408,11 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
         stage(config, state)
         seconds[name] = round(time.perf_counter() - begun, 2)
         logger.info("%s: %.1f s", name, seconds[name])
-    checks = _checks(state)
+    checks = _checks(config, state)
     seconds["total"] = round(time.perf_counter() - started, 2)
     samples = config.size("eval_samples")
     prompts = state["evaluator"].prompts
+    identical = identical_policies({k: v["completions"] for k, v in state["policies"].items()})
     for row in state["policies"].values():
         row["examples"] = list(zip(prompts, row.pop("completions"), strict=True))[::samples][:3]
     rm, reward = state["rm"], state["reward"]
@@ -397,7 +435,9 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
             name: {"path": str(run.path), **run.metrics, "history": run.history}
             for name, run in state["ppo"].items()
         },  # fmt: skip
-        "checks": checks,
+        "notes": _notes(config, identical),
+        "identical_policies": identical,
+        "checks": [check.as_dict() for check in checks],
         "plots": {k: str(v) for k, v in state["plots"].items()},
     }
     (config.out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))

@@ -19,6 +19,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lmgym.rlhf.checks import Check
 from lmgym.rlhf.elo import EloRating, format_elo_table
 
 __all__ = [
@@ -64,15 +65,64 @@ def plot_rm_vs_true(runs: Mapping[str, History], path: str | Path) -> Path:
         ("true_score", "true score (sentiment + fluency)", "the hidden ground truth"),
         ("kl", "KL to the SFT model (nats per completion)", "drift from the SFT model"),
     )
+    # A run of one rollout has one point: a line through it draws nothing but a dot, so such
+    # runs are drawn as bars of their one value (a --quick run), and the titles say so.
+    draw = _curves if any(len(h["timesteps"]) > 1 for h in runs.values()) else _bars
     for ax, (name, ylabel, title) in zip(axes, panels, strict=True):
-        for label, history in runs.items():
-            ax.plot(history["timesteps"], history[name], marker=".", label=label)
-        ax.set_xlabel("PPO environment steps (completions)")
+        draw(ax, runs, name)
         ax.set_ylabel(ylabel)
-        ax.set_title(title)
+        ax.set_title(title if draw is _curves else f"{title}\n(one rollout per run: bars)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if draw is _curves:
+        axes[0].legend(fontsize=8)
     return _save(fig, path)
+
+
+def _curves(ax: Any, runs: Mapping[str, History], name: str) -> None:
+    for label, history in runs.items():
+        ax.plot(history["timesteps"], history[name], marker=".", label=label)
+    ax.set_xlabel("PPO environment steps (completions)")
+
+
+def _bars(ax: Any, runs: Mapping[str, History], name: str) -> None:
+    labels = list(runs)
+    values = [runs[label][name][-1] if runs[label][name] else math.nan for label in labels]
+    ax.bar(range(len(labels)), values, color=[f"C{i}" for i in range(len(labels))], alpha=0.8)
+    ax.set_xticks(range(len(labels)), labels, rotation=20)
+    steps = {h["timesteps"][-1] for h in runs.values() if h["timesteps"]}
+    ax.set_xlabel(f"run (its one rollout, at {', '.join(map(str, sorted(steps)))} steps)")
+
+
+def _label_points(ax: Any, points: Mapping[str, tuple[float, float]]) -> None:
+    """Scatter ``points`` and label them without labels on top of each other.
+
+    Points closer than 3% of the data's range on both axes get one label naming them all (e.g.
+    policies that wrote the same completions sit on one spot); a label near an earlier one
+    moves below its point, and labels in the right third of the plot extend to the left.
+    """
+    xs = [x for x, _ in points.values()]
+    ys = [y for _, y in points.values()]
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    clusters: list[tuple[float, float, list[str]]] = []
+    for index, (label, (x, y)) in enumerate(points.items()):
+        ax.scatter([x], [y], s=40, zorder=3, color=f"C{index}")
+        for cx, cy, names in clusters:
+            if abs(cx - x) <= 0.03 * span_x and abs(cy - y) <= 0.03 * span_y:
+                names.append(label)
+                break
+        else:
+            clusters.append((x, y, [label]))
+    placed: list[tuple[float, float]] = []
+    for x, y, names in clusters:
+        crowded = any(abs(px - x) <= 0.25 * span_x and abs(py - y) <= 0.08 * span_y
+                      for px, py in placed)  # fmt: skip
+        right = x > min(xs) + 0.66 * span_x
+        offset = (-4 if right else 4, -11 if crowded else 3)
+        ax.annotate(", ".join(names), (x, y), fontsize=8, xytext=offset,
+                    textcoords="offset points", ha="right" if right else "left")  # fmt: skip
+        placed.append((x, y))
+    ax.margins(0.12)
 
 
 def plot_reward_vs_kl(
@@ -95,21 +145,23 @@ def plot_reward_vs_kl(
     """
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
+    paths = {label: h for label, h in runs.items() if len(h["kl"]) > 1}  # one point: no path
     for ax, (name, ylabel) in zip(
         axes, (("rm_score", "RM score"), ("true_score", "true score")), strict=True
     ):
         history_name = "reward_model" if name == "rm_score" else "true_score"
-        for label, history in runs.items():
+        for label, history in paths.items():
             ax.plot(history["kl"], history[history_name], alpha=0.35, label=f"{label} (train)")
-        for label, point in policies.items():
-            ax.scatter([point["kl"]], [point[name]], s=40, zorder=3)
-            ax.annotate(label, (point["kl"], point[name]), fontsize=8, xytext=(4, 3),
-                        textcoords="offset points")  # fmt: skip
+        if policies:
+            _label_points(ax, {k: (p["kl"], p[name]) for k, p in policies.items()})
         ax.set_xlabel("KL to the SFT model (nats per completion)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{ylabel} against KL (points: held-out prompts)")
+        title = f"{ylabel} against KL (points: held-out prompts)"
+        if runs and not paths:
+            title += "\n(no training paths: one rollout per run)"
+        ax.set_title(title)
         ax.grid(alpha=0.3)
-    if runs:
+    if paths:
         axes[0].legend(fontsize=7)
     return _save(fig, path)
 
@@ -140,6 +192,17 @@ def plot_elo(table: Sequence[EloRating], path: str | Path) -> Path:
     ax.set_title("Head-to-head labeler comparisons on held-out prompts")
     ax.tick_params(axis="x", labelrotation=20)
     return _save(fig, path)
+
+
+RANK_NOTE = (
+    "Rank: 1 + the policies whose whole interval lies above this one's; equal ranks (=) are "
+    "ties, ordered only by the judge's noise."
+)
+
+
+def _check_line(check: Mapping[str, Any]) -> str:
+    """A check of ``results.json`` as one line: verdict, text, and why it is not judged."""
+    return Check(check["check"], check["passed"], check["not_judged"]).line()
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -184,6 +247,7 @@ def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
         f"{results['config']['threads']} torch thread(s)); total wall time "
         f"{results['wall_time_s']['total']:.0f} s.",
         "",
+        *[f"> {note}\n" for note in results["notes"]],
         "## Held-out evaluation",
         "",
         f"{results['eval_prompts']} held-out prompts × {results['config']['eval_samples']} "
@@ -217,14 +281,15 @@ def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
         f"{results['elo_games']} head-to-head games judged by a noisy labeler "
         f"(T={results['config']['labeler_temperature']}); ratings are the Bradley-Terry "
         "maximum-likelihood fit on the Elo scale, intervals by bootstrap over prompts (each "
-        "with all its games: games on one prompt share completions).",
+        "with all its games: games on one prompt share completions). Two identical "
+        f"completions are a draw. {RANK_NOTE}",
         "",
         format_elo_table([EloRating(**row) for row in results["elo"]]),
         "",
         "## Checks",
         "",
     ]
-    lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in results["checks"].items()]
+    lines += [f"- {_check_line(check)}" for check in results["checks"]]
     lines += [
         "",
         "## Wall time per stage",
@@ -257,6 +322,7 @@ def format_summary(results: Mapping[str, Any]) -> str:
     """
     rm = results["reward_model"]
     lines = [
+        *[f"Note: {note}\n" for note in results["notes"]],
         "Held-out prompts (true score = sentiment + fluency; RM score standardised):",
         format_policy_table(results["policies"]),
         "",
@@ -267,8 +333,10 @@ def format_summary(results: Mapping[str, Any]) -> str:
         f"Elo ({results['elo_games']} games):",
         format_elo_table([EloRating(**row) for row in results["elo"]]),
         "",
+        RANK_NOTE,
+        "",
         "Checks:",
-        *[f"  {'PASS' if ok else 'FAIL'}  {text}" for text, ok in results["checks"].items()],
+        *[f"  {_check_line(check)}" for check in results["checks"]],
         "",
         "Wall time per stage (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in results["wall_time_s"].items()),

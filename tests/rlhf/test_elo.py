@@ -12,10 +12,12 @@ from lmgym.rlhf.elo import (
     ELO_CENTER,
     ELO_SCALE,
     EloConfig,
+    EloRating,
     Game,
     elo_table,
     fit_elo,
     format_elo_table,
+    interval_ranks,
     play_games,
 )
 
@@ -195,6 +197,22 @@ def test_format_elo_table_has_one_row_per_player() -> None:
     table = elo_table(round_robin({"p": 1, "q": 0}, 4), EloConfig(n_bootstrap=0))
     text = format_elo_table(table)
     assert text.count("\n") == 3 and "| p |" in text.splitlines()[2]
+
+
+def test_overlapping_intervals_share_a_rank() -> None:
+    rows = [EloRating("a", 1040.0, 1005.0, 1080.0, 9, 0.6),
+            EloRating("b", 1000.0, 960.0, 1040.0, 9, 0.5),
+            EloRating("c", 960.0, 910.0, 1000.0, 9, 0.4)]  # fmt: skip
+    assert interval_ranks(rows) == [1, 1, 2]  # c's interval lies below a's, b overlaps both
+    lines = format_elo_table(rows).splitlines()
+    assert "| =1 |" in lines[2] and "| =1 |" in lines[3] and "| 2 |" in lines[4]
+
+
+def test_identical_completions_draw_without_the_judge() -> None:
+    calls = []
+    games = play_games(["p", "q"], {"a": ["x", "y"], "b": ["x", "z"]},
+                       lambda *args: calls.append(args) or True)  # fmt: skip
+    assert [g.score_a for g in games] == [0.5, 1.0] and calls == [("q", "y", "z")]
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,13 @@ COMMANDS: dict[str, Command] = {
         "DPO of --policy on labeler preference pairs, against its frozen copy",
         "render_metrics",
     ),
+    "export": Command(
+        "lmgym.export",
+        "ExportConfig",
+        "run_export",
+        "The fine-tuned LM of a train run (LM policy) as a Hugging Face model directory",
+        "render_export",
+    ),
 }
 
 

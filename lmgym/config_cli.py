@@ -1,7 +1,9 @@
 """Build argparse options from a config dataclass, so no option is described twice.
 
 Each field becomes ``--field-name``; its help text is the field's ``Attributes:`` entry in the
-dataclass docstring, and its type and default come from the field itself.
+dataclass docstring, and its type and default come from the field itself. A field declared with
+``field(metadata={"positional": True})`` becomes a positional argument instead (``lmgym export
+RUN_DIR``).
 """
 
 from __future__ import annotations
@@ -113,6 +115,15 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                     f"{cls.__name__}.{field.name} has type {hint!r}, which the CLI cannot parse; "
                     "use int, float, str, Path, bool, a Literal or a list of those."
                 )
+        if field.metadata.get("positional"):
+            # A positional argument is named by its dest, and required unless it has a default.
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("dest", "required")}
+            if default is not dataclasses.MISSING:
+                kwargs["nargs"] = "?"
+            parser.add_argument(
+                field.name, metavar=field.name.upper(), help=help_text.replace("%", "%%"), **kwargs
+            )
+            continue
         suffix = " (required)" if default is dataclasses.MISSING else f" (default: {default})"
         # argparse %-formats help texts: a literal % ("95% CI") must be doubled.
         parser.add_argument(option, help=(help_text + suffix).replace("%", "%%"), **kwargs)

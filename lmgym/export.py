@@ -179,6 +179,7 @@ def run_export(config: ExportConfig) -> ExportResult:
     """
     from lmgym.agents.lm_policy import LMPolicyMixin
     from lmgym.agents.lora import causal_lm
+    from lmgym.models.tokenizer import make_tokenizer_config_portable
     from lmgym.training import checkpoint as ckpt
     from lmgym.training.build import build_model, make_env  # torch and SB3 load here
     from lmgym.training.train import TrainConfig
@@ -188,7 +189,7 @@ def run_export(config: ExportConfig) -> ExportResult:
     # The run rebuilt from its run.json, exactly as `lmgym train --resume` rebuilds it: the
     # same policy class, model, adapters and spaces, so the checkpoint's tensors fit it.
     train_config = TrainConfig(resume=config.run_dir, progress=False)
-    env = make_env(train_config, 1)
+    env = make_env(train_config, train_config.n_envs or 1)
     try:
         model = build_model(train_config, env)
         checkpoint.restore(model)
@@ -201,6 +202,8 @@ def run_export(config: ExportConfig) -> ExportResult:
             policy.save_pretrained(staging)
             if not (staging / "generation_config.json").exists():
                 causal_lm(policy.lm).generation_config.save_pretrained(staging)
+            if (staging / "tokenizer_config.json").exists():
+                make_tokenizer_config_portable(staging)  # loads in transformers 4 and 5
             files = tuple(sorted(p.name for p in staging.iterdir()))
             _sync_files(staging)
             _publish(staging, out)

@@ -59,6 +59,9 @@ def test_export_round_trip_loads_the_trained_lm(lm_run, tiny_lm_dir, tmp_path, c
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json"} <= files  # fmt: skip
     assert not list(tmp_path.glob(".model.*")), "the staging directory was left behind"
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"  # transformers 4 too
+    assert "local_files_only" not in tokenizer_config
 
     model = AutoModelForCausalLM.from_pretrained(out)
     exported = model.state_dict()

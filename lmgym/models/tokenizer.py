@@ -102,7 +102,35 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) ->
         True
     """
     tokenizer.save_pretrained(directory)
+    make_tokenizer_config_portable(directory)
+
+
+# Arguments of the load that transformers 5 writes back into tokenizer_config.json when a loaded
+# tokenizer is saved again; they describe that one load, not the tokenizer.
+_LOAD_ARGUMENTS = ("is_local", "local_files_only")
+
+
+def make_tokenizer_config_portable(directory: str | Path) -> None:
+    """Rewrite ``directory/tokenizer_config.json`` so transformers 4 and 5 both load it.
+
+    transformers 5 saves a fast tokenizer as ``TokenizersBackend``, a class transformers 4 does
+    not know; ``PreTrainedTokenizerFast`` names the same tokenizer in both. The load arguments
+    it writes back (``is_local``, ``local_files_only``) are dropped. Other tokenizer classes
+    (``GPT2Tokenizer``, ...) are left as they are.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = (d / "tokenizer_config.json").write_text(
+        ...     '{"tokenizer_class": "TokenizersBackend", "is_local": true}')
+        >>> make_tokenizer_config_portable(d)
+        >>> json.loads((d / "tokenizer_config.json").read_text())
+        {'tokenizer_class': 'PreTrainedTokenizerFast'}
+    """
     config_path = Path(directory) / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if config.get("tokenizer_class") in (None, "TokenizersBackend"):
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    for key in _LOAD_ARGUMENTS:
+        config.pop(key, None)
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

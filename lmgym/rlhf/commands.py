@@ -41,6 +41,7 @@ from lmgym.rlhf.config import (
     number,
     path,
 )
+from lmgym.rlhf.data import check_data
 
 __all__ = [
     "DPOCommandConfig",
@@ -216,6 +217,10 @@ class SFTCommandConfig(SFTConfig, _CommandOptions, _EvalOptions):
 
     Attributes:
         model: Directory of the LM to fine-tune; None: the embedded default model.
+        data: JSONL file of your demonstrations, {"prompt": ..., "completion": ...} a line, to
+            train on instead of the simulated ones; the records of 10% of its distinct prompts
+            (chosen by --seed) are held out, and their per-token loss is measured before and
+            after training (in place of the true score on the test prompts).
         demos_per_prompt: Demonstrations per training prompt (each a fresh best-of-n draw).
         n_candidates: Samples of the LM per demonstration; the best under the hidden true score
             (among those that end with EOS) is the demonstration.
@@ -228,6 +233,7 @@ class SFTCommandConfig(SFTConfig, _CommandOptions, _EvalOptions):
     """
 
     model: Path | None = model_dir(None)
+    data: Path | None = checked(None, check_data("demonstrations"))
     demos_per_prompt: int = integer(4)
     n_candidates: int = integer(8)
 
@@ -251,6 +257,8 @@ def run_sft_command(config: SFTCommandConfig) -> dict[str, Any]:
         from lmgym.rlhf.sft import make_demonstrations, run_sft
 
         model = config.model or DEFAULT_MODEL_DIR
+        if config.data is not None:
+            return _sft_on_data(config, model)
         labeler = BradleyTerryLabeler(seed=config.seed)  # only its noise-free score picks demos
         prompts = corpus_prompts("train") * config.demos_per_prompt
         demos = make_demonstrations(model, prompts, labeler, config.n_candidates, config.seed)
@@ -263,7 +271,43 @@ def run_sft_command(config: SFTCommandConfig) -> dict[str, Any]:
         }
         return result, metrics, model, None
 
-    return _run_command(config, stage, eval_samples=config.eval_samples, seed=config.seed)
+    eval_samples = 0 if config.data is not None else config.eval_samples
+    return _run_command(config, stage, eval_samples=eval_samples, seed=config.seed)
+
+
+def _sft_on_data(config: SFTCommandConfig, model: Path) -> _Outcome:
+    """SFT on the --data file, less its held-out prompts, whose loss is measured."""
+    from lmgym.rlhf.data import heldout_split, read_demonstrations
+    from lmgym.rlhf.sft import response_loss, run_sft
+
+    assert config.data is not None
+    train, heldout = heldout_split(read_demonstrations(config.data), _prompt, config.seed)
+    result = run_sft(config, train, config.out, model=model)
+    metrics: dict[str, Any] = {
+        "n_demonstrations": len(train),
+        "n_heldout_demonstrations": len(heldout),
+        "first_epoch_loss": result.metrics["first_epoch_loss"],
+        "final_epoch_loss": result.metrics["final_epoch_loss"],
+    }
+    if heldout:
+        for when, lm in (("before", model), ("after", result.path)):
+            metrics[f"heldout_loss_{when}"] = response_loss(
+                lm, heldout, append_eos=config.append_eos
+            )
+    return result, metrics, model, None
+
+
+def _prompt(item: tuple[str, Any]) -> str:
+    return item[0]
+
+
+def _data_rankings(path: Path) -> list[Any]:
+    """The --data file's pairs and rankings as rankings, completions in the file's order."""
+    from lmgym.rlhf.data import read_preferences
+    from lmgym.rlhf.rankings import Ranking
+
+    return [Ranking(prompt, texts, list(range(len(texts)))) for prompt, texts in
+            read_preferences(path)]  # fmt: skip
 
 
 # --- lmgym reward-model ------------------------------------------------------------------------
@@ -276,8 +320,13 @@ class RewardModelCommandConfig(RewardModelConfig, _CommandOptions, _RankingOptio
     The reward model starts from --policy (its transformer, with a scalar head).
 
     Attributes:
+        data: JSONL file of your preferences to train on instead of the simulated labeler's
+            rankings: pairs {"prompt", "chosen", "rejected"} and/or rankings {"prompt",
+            "completions": [best, ..., worst]}, one a line; the rankings of heldout_fraction
+            of its distinct prompts (chosen by --seed) are held out to measure accuracy on.
         heldout_prompts: Where held-out rankings come from: ``test`` ranks samples on the test
-            prompts; ``split`` holds out heldout_fraction of the training prompts.
+            prompts; ``split`` holds out heldout_fraction of the training prompts (always,
+            with --data).
 
     Example:
         >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
@@ -287,6 +336,7 @@ class RewardModelCommandConfig(RewardModelConfig, _CommandOptions, _RankingOptio
         ValueError: k=1 is not an int >= 2: a ranking compares K >= 2 completions ...
     """
 
+    data: Path | None = checked(None, check_data("preferences", min_prompts=2))
     heldout_prompts: Literal["test", "split"] = choice("test", "test", "split")
 
 
@@ -311,12 +361,18 @@ def run_reward_model_command(config: RewardModelCommandConfig) -> dict[str, Any]
     def stage() -> _Outcome:
         from lmgym.rlhf.reward_model import train_reward_model
 
-        rankings, heldout = _rankings(config, heldout=config.heldout_prompts == "test")
+        if config.data is None:
+            rankings, heldout = _rankings(config, heldout=config.heldout_prompts == "test")
+        else:
+            rankings, heldout = _data_rankings(config.data), None
         result = train_reward_model(
             config, rankings, config.out, model=config.policy, heldout=heldout
         )
         metrics = dict(result.metrics)
         metrics["training_wall_time_s"] = metrics.pop("wall_time_s")
+        if config.data is not None:  # the embedded task's hidden score says nothing of them
+            for key in ("heldout_true_accuracy", "oracle_accuracy", "true_score_correlation"):
+                metrics.pop(key)
         return result, metrics, config.policy, None
 
     # The RM is measured on held-out rankings instead.
@@ -407,6 +463,12 @@ class DPOCommandConfig(DPOConfig, _CommandOptions, _EvalOptions, _RankingOptions
 
     Attributes:
         reference: Directory of the frozen reference π_ref; None: a frozen copy of --policy.
+        data: JSONL file of your preferences to train on instead of the simulated labeler's
+            rankings: pairs {"prompt", "chosen", "rejected"} and/or rankings {"prompt",
+            "completions": [best, ..., worst]} (each ranking gives all its pairs), one a line;
+            the records of 10% of its distinct prompts (chosen by --seed) are held out, and
+            the DPO loss and implicit-reward accuracy on their pairs are measured after
+            training (in place of the true score on the test prompts).
 
     Example:
         >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
@@ -417,6 +479,7 @@ class DPOCommandConfig(DPOConfig, _CommandOptions, _EvalOptions, _RankingOptions
     """
 
     reference: Path | None = model_dir(None)
+    data: Path | None = checked(None, check_data("preferences"))
 
 
 def run_dpo_command(config: DPOCommandConfig) -> dict[str, Any]:
@@ -435,18 +498,34 @@ def run_dpo_command(config: DPOCommandConfig) -> dict[str, Any]:
     """
 
     def stage() -> _Outcome:
-        from lmgym.rlhf.dpo import run_dpo
+        from lmgym.rlhf.data import heldout_split
+        from lmgym.rlhf.dpo import evaluate_dpo, run_dpo
+        from lmgym.rlhf.rankings import preference_pairs
 
-        rankings, _ = _rankings(config, heldout=False)
+        heldout: list[Any] = []
+        if config.data is None:
+            rankings, _ = _rankings(config, heldout=False)
+        else:
+            rankings, heldout = heldout_split(
+                _data_rankings(config.data), lambda r: r.prompt, config.seed
+            )
         result = run_dpo(
             config, rankings, config.out, model=config.policy, reference=config.reference
         )
         metrics: dict[str, Any] = {"n_rankings": len(rankings)}
         keys = ("n_pairs", "final_epoch_loss", "final_epoch_reward_accuracy")
         metrics |= {key: result.metrics[key] for key in keys}
+        if heldout:
+            pairs = preference_pairs(heldout)
+            scores = evaluate_dpo(
+                result.path, config.reference or config.policy, pairs, config.beta
+            )
+            metrics |= {"n_heldout_pairs": len(pairs), "heldout_loss": scores["loss"],
+                        "heldout_reward_accuracy": scores["reward_accuracy"]}  # fmt: skip
         return result, metrics, config.policy, None
 
-    return _run_command(config, stage, eval_samples=config.eval_samples, seed=config.seed)
+    eval_samples = 0 if config.data is not None else config.eval_samples
+    return _run_command(config, stage, eval_samples=eval_samples, seed=config.seed)
 
 
 # --- what the lmgym command shows --------------------------------------------------------------

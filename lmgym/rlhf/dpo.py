@@ -34,7 +34,7 @@ from lmgym.rlhf.fit import fit, resolve_out, save_model_dir
 from lmgym.rlhf.rankings import Ranking, preference_pairs
 from lmgym.seeding import set_seed
 
-__all__ = ["DPOConfig", "dpo_loss", "run_dpo", "sequence_logprobs"]
+__all__ = ["DPOConfig", "dpo_loss", "evaluate_dpo", "run_dpo", "sequence_logprobs"]
 
 
 def dpo_loss(
@@ -337,3 +337,40 @@ def run_dpo(
     summary = {"stage": "dpo", "config": {**config.as_dict(), "out": str(path)}, **metrics}
     history = {"loss": losses, "reward_accuracy": accuracies}
     return StageResult(save_model_dir(path, policy, tok, summary), metrics, history)
+
+
+def evaluate_dpo(
+    model: str | Path | PreTrainedModel,
+    reference: str | Path | PreTrainedModel,
+    pairs: Sequence[tuple[str, str, str]],
+    beta: float,
+    *,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """DPO loss and implicit-reward accuracy of ``model`` on held-out ``(prompt, w, l)`` pairs.
+
+    The implicit reward is ``β log π/π_ref``; the accuracy is the share of pairs whose chosen
+    text gets the higher one (a tie counts half, so the reference itself scores 50%).
+
+    Example:
+        >>> pairs = [("the soup was", "great .", "cold .")]
+        >>> evaluate_dpo(DEFAULT_MODEL_DIR, DEFAULT_MODEL_DIR, pairs, beta=0.1)["reward_accuracy"]
+        0.5
+    """
+    policy, tok = load_model(model)
+    ref, _ = load_model(reference)
+    margins = []
+    with torch.inference_mode():
+        for start in range(0, len(pairs), batch_size):
+            prompts, chosen, rejected = zip(*pairs[start : start + batch_size], strict=True)
+            texts, doubled = [*chosen, *rejected], [*prompts, *prompts]
+            logratio = sequence_logprobs(policy, tok, doubled, texts) - sequence_logprobs(
+                ref, tok, doubled, texts
+            )  # (2B,): chosen first, then rejected
+            margins.append(beta * (logratio[: len(chosen)] - logratio[len(chosen) :]))
+    margin = torch.cat(margins)  # (P,)
+    accuracy = (margin > 0).float() + 0.5 * (margin == 0).float()
+    return {
+        "loss": float(-F.logsigmoid(margin).mean()),
+        "reward_accuracy": float(accuracy.mean()),
+    }

@@ -347,7 +347,8 @@ def _notes(config: RLHFConfig, identical: list[list[str]]) -> list[str]:
             note += (
                 f" PPO ran {config.size('ppo_steps')} steps: {count} of {rollout} completions. "
                 "On the first rollout the policy is still the SFT model, so its KL to it is 0 "
-                "and the penalty β·KL is 0 whatever β is; β only acts from the second rollout "
+                "(up to float rounding) and so is the penalty β·KL, whatever β is; β only acts "
+                "from the second rollout "
                 + (
                     "on, so with one rollout the β values cannot differ"
                     if rollouts == 1

@@ -30,7 +30,14 @@ from lmgym.rlhf.labelers import BradleyTerryLabeler
 from lmgym.rlhf.rankings import sample_completions
 from lmgym.seeding import set_seed
 
-__all__ = ["SFTConfig", "encode_demonstrations", "make_demonstrations", "run_sft", "sft_loss"]
+__all__ = [
+    "SFTConfig",
+    "encode_demonstrations",
+    "make_demonstrations",
+    "response_loss",
+    "run_sft",
+    "sft_loss",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -237,3 +244,29 @@ def run_sft(
     }
     summary = {"stage": "sft", "config": {**config.as_dict(), "out": str(path)}, **metrics}
     return StageResult(save_model_dir(path, lm, tok, summary), metrics, {"loss": losses})
+
+
+def response_loss(
+    model: str | Path | PreTrainedModel,
+    demonstrations: Sequence[tuple[str, str]],
+    *,
+    append_eos: bool = True,
+    batch_size: int = 64,
+) -> float:
+    """Mean cross-entropy per response token of ``model`` on demonstrations (e.g. held out).
+
+    Example:
+        >>> response_loss(DEFAULT_MODEL_DIR, [("the soup was", "great .")]) > 0
+        True
+    """
+    lm, tok = load_model(model)
+    rows = encode_demonstrations(tok, demonstrations, append_eos=append_eos)
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            # HF scores labels[1:] against the logits before them: count those positions.
+            n = sum(label != IGNORE_INDEX for _, labels in batch for label in labels[1:])
+            total += float(sft_loss(lm, batch, int(tok.pad_token_id))) * n
+            tokens += n
+    return total / max(tokens, 1)

@@ -12,7 +12,6 @@ between rollout and update, which breaks the PPO ratio (docs/design.md, section 
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from transformers import (
 
 from lmgym.error import ModelLoadError
 from lmgym.models.device import resolve_device, resolve_dtype
+from lmgym.models.sources import is_hub_id, require_model_dir  # re-exported: light helpers
 from lmgym.torch_threads import use_embedded_model_threads
 
 __all__ = [
@@ -76,23 +76,6 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-def is_hub_id(source: str | Path) -> bool:
-    """Whether ``source`` is read as a hub id (``"org/name"`` or ``"name"``), not a local path.
-
-    A ``Path`` object, or a string naming something that exists on disk, is always local.
-
-    Example:
-        >>> is_hub_id("Qwen/Qwen2.5-0.5B-Instruct"), is_hub_id("./my-model"), is_hub_id("a/b/c")
-        (True, False, False)
-    """
-    if isinstance(source, Path) or Path(source).expanduser().exists():
-        return False
-    return bool(_HUB_ID.fullmatch(source)) and ".." not in source
-
-
 def _hub_error(repo_id: str, argument: str, err: Exception) -> ModelLoadError:
     """One line naming the hub id that did not load, and how to fix it."""
     if hub_constants.HF_HUB_OFFLINE:
@@ -109,25 +92,6 @@ def _hub_error(repo_id: str, argument: str, err: Exception) -> ModelLoadError:
         "set HF_HUB_OFFLINE=0 and be online to download it once into the cache, or pass a "
         "local directory saved with save_pretrained."
     )
-
-
-def require_model_dir(path: Path, argument: str) -> None:
-    """Raise a :class:`ModelLoadError` naming ``argument`` unless ``path`` is a saved model.
-
-    Example:
-        >>> require_model_dir(DEFAULT_MODEL_DIR, "model")  # passes silently
-    """
-    if not path.exists():
-        raise ModelLoadError(
-            f"{argument}={str(path)!r} does not exist; expected a local directory saved with "
-            "save_pretrained (config.json + weights) or a hub id such as 'org/name'. Check the "
-            "path, or omit the argument to use the embedded default model."
-        )
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(
-            f"{argument}={str(path)!r} holds no config.json; expected a directory written by "
-            "`model.save_pretrained(path)`."
-        )
 
 
 def check_vocab_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -47,6 +47,7 @@ from lmgym.training.stats import (
     mean_ci,
     steps_to_threshold,
 )
+from lmgym.training.task_options import TaskOptions
 from lmgym.training.train import MAX_SEED, TrainConfig, check_seed, run_train
 
 __all__ = [
@@ -72,8 +73,12 @@ class BenchRunsFailed(Error, RuntimeError):
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(TaskOptions):
     """Settings of ``lmgym bench``.
+
+    The task's options (``model``, ``reward``, ``prompts``, ``eval_prompts``, ``device``,
+    ``dtype``) come from :class:`~lmgym.training.task_options.TaskOptions`; every run shares
+    them, and with ``--prompts`` every run is evaluated on the same held-out prompts.
 
     Attributes:
         env: The env id.
@@ -94,7 +99,6 @@ class BenchConfig:
         kl_horizon: Horizon of the adaptive β in completions (β moves at most 20% per this
             many); None: 1/16 of each run's completions.
         learning_rate: Learning rate of every algorithm; None: each one's default.
-        model: Local Hugging Face model directory (LM envs); None: the embedded default.
         eval_episodes: Evaluation episodes per run; None: 64 (16 with --quick).
         resume: Continue the benchmark in --out (reuse finished runs, resume interrupted ones).
         overwrite: Delete a previous benchmark in --out and start afresh.
@@ -116,7 +120,6 @@ class BenchConfig:
     kl_target: float | None = None
     kl_horizon: int | None = None
     learning_rate: float | None = None
-    model: Path | None = None
     eval_episodes: int | None = None
     resume: bool = False
     overwrite: bool = False
@@ -156,6 +159,7 @@ class BenchConfig:
                 f"{self.seed_start + self.seeds - 1}; expected the last at most {MAX_SEED}."
             )
         self.out = check_out_location(self.out)
+        self.check_task_options(self.env, spec.lm, self.out)
         self.run_configs(existing=False)  # TrainConfig validates the rest (steps, kl_coef, ...)
 
     @property
@@ -193,7 +197,7 @@ class BenchConfig:
                 kl_target=self.kl_target,
                 kl_horizon=self.kl_horizon,
                 learning_rate=self.learning_rate,
-                model=self.model,
+                **self.task_options(),
                 eval_episodes=self.eval_episodes,
                 checkpoint_every=max(self.steps // 4, 1),
                 resume=resume(out),
@@ -211,9 +215,11 @@ class BenchConfig:
         keys = ("env", "policy", "steps", "n_envs", "kl_coef", "kl_target", "kl_horizon",
                 "learning_rate")  # fmt: skip
         identity = {k: getattr(self, k) for k in keys}
-        identity["model"] = None if self.model is None else str(self.model)
+        identity["model"] = self.model
         identity["eval_episodes"] = self.eval_episodes
-        identity["eval_prompts"] = eval_prompt_split(self.env)
+        identity.update(self.task_identity())
+        if not env_spec(self.env).lm:
+            identity["eval_prompts"] = eval_prompt_split(self.env)  # None: no prompts
         return identity
 
 
@@ -345,7 +351,11 @@ def _report(
         "seeds": config.seed_list,
         "threshold": config.threshold,
         "eval_episodes": config.eval_episodes,
-        "eval_prompts": eval_prompt_split(config.env),
+        "eval_prompts": (
+            config.prompt_split().eval_text
+            if env_spec(config.env).lm
+            else eval_prompt_split(config.env)
+        ),
         "curve": {"points": CURVE_POINTS, "window_episodes": CURVE_WINDOW},
         "jobs": jobs,
         "cpu_count": os.cpu_count(),

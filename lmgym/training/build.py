@@ -8,9 +8,14 @@ settings and loads the checkpoint's weights into it.
 
 An LM run trains on the corpus's ``train`` prompts and is evaluated on its held-out ``test``
 prompts, whose nouns no training prompt uses (:func:`lmgym.models.corpus.prompts`): a score on
-prompts the agent trained on would reward memorising them (the splits and the adaptive β's
-default horizon are decided in :mod:`lmgym.training.algorithms`, which loads no torch, so the
-configs can check them while the CLI parses options).
+prompts the agent trained on would reward memorising them. With ``--prompts`` the split is the
+user's (:func:`lmgym.training.task_options.split_prompts`), held out the same way. The splits,
+the task's options and the adaptive β's default horizon are decided in modules that load no
+torch (:mod:`lmgym.training.algorithms`, :mod:`lmgym.training.task_options`), so the configs
+can check them while the CLI parses options.
+
+The task's ``device`` places the env's models and the SB3 agent (resolved once, by
+:func:`lmgym.models.device.resolve_device`, so ``auto`` means the same device for both).
 """
 
 from __future__ import annotations
@@ -24,15 +29,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import LMActorCriticPolicy, MaskableLMActorCriticPolicy, SB3VecEnv, attach_sb3
-from lmgym.models.corpus import prompts as corpus_prompts
-from lmgym.training.algorithms import (
-    ALGORITHMS,
-    EVAL_PROMPTS,
-    TRAIN_PROMPTS,
-    algorithm_class,
-    env_spec,
-    hyperparameters,
-)
+from lmgym.models.device import resolve_device
+from lmgym.training.algorithms import ALGORITHMS, algorithm_class, env_spec, hyperparameters
+from lmgym.training.task_options import load_reward
 
 if TYPE_CHECKING:
     from lmgym.training.train import TrainConfig
@@ -40,26 +39,43 @@ if TYPE_CHECKING:
 __all__ = ["attach_policy", "build_model", "env_kwargs", "lm_rewarder", "make_env"]
 
 
-def env_kwargs(config: TrainConfig, *, evaluation: bool = False) -> dict[str, Any]:
-    """``gym.make`` keyword arguments of the run's env (LM envs: prompts, model, KL settings).
+def env_kwargs(
+    config: TrainConfig, *, evaluation: bool = False, reward_fn: Any = None
+) -> dict[str, Any]:
+    """``gym.make`` keyword arguments of the run's env (LM envs: the task, the KL settings).
 
-    The training env draws the ``train`` prompts, the evaluation env the held-out ``test``
-    ones. The evaluation env keeps β fixed at ``kl_coef`` (no adaptive controller), so the
-    rewards before and after training are measured with the same penalty.
+    The training env draws the training prompts, the evaluation env the held-out ones
+    (:meth:`TrainConfig.prompt_split`). The evaluation env keeps β fixed at ``kl_coef`` (no
+    adaptive controller), so the rewards before and after training are measured with the same
+    penalty. ``reward_fn`` is the loaded ``--reward`` when the caller shares one between envs;
+    None loads it here (or leaves the env's built-in reward).
     """
     if not env_spec(config.env).lm:
         return {}
-    split = EVAL_PROMPTS if evaluation else TRAIN_PROMPTS
-    kwargs: dict[str, Any] = {"kl_coef": config.kl_coef, "prompts": corpus_prompts(split)}
+    split = config.prompt_split()
+    kwargs: dict[str, Any] = {
+        "kl_coef": config.kl_coef,
+        "prompts": split.eval if evaluation else split.train,
+        "device": config.device,
+        "dtype": config.dtype,
+    }
     if config.model is not None:
-        kwargs["model"] = str(config.model)
+        kwargs["model"] = config.model
+    if reward_fn is None:
+        reward_fn = load_reward(config.reward, config.device)
+    if reward_fn is not None:
+        kwargs["reward_fn"] = reward_fn
     if not evaluation and config.kl_target is not None:
         kwargs.update(kl_target=config.kl_target, kl_horizon=config.kl_horizon)
     return kwargs
 
 
-def make_env(config: TrainConfig, n_envs: int, *, evaluation: bool = False) -> VecEnv:
+def make_env(
+    config: TrainConfig, n_envs: int, *, evaluation: bool = False, reward_fn: Any = None
+) -> VecEnv:
     """An SB3 ``VecEnv`` of ``n_envs`` copies of ``config.env`` (not yet seeded).
+
+    ``reward_fn``: see :func:`env_kwargs`.
 
     Example:
         >>> from lmgym.training.train import TrainConfig
@@ -67,7 +83,7 @@ def make_env(config: TrainConfig, n_envs: int, *, evaluation: bool = False) -> V
         2
     """
     if env_spec(config.env).lm:
-        kwargs = env_kwargs(config, evaluation=evaluation)
+        kwargs = env_kwargs(config, evaluation=evaluation, reward_fn=reward_fn)
         return SB3VecEnv(gym.make_vec(config.env, num_envs=n_envs, **kwargs))
     return make_vec_env(config.env, n_envs=n_envs)
 
@@ -98,10 +114,15 @@ def build_model(config: TrainConfig, env: VecEnv) -> BaseAlgorithm:
     if config.policy == "lm":
         maskable = config.algo == "maskable_ppo"
         policy = MaskableLMActorCriticPolicy if maskable else LMActorCriticPolicy
-        model_dir = None if config.model is None else str(config.model)
-        kwargs["policy_kwargs"] = {"model": model_dir, **kwargs.get("policy_kwargs", {})}
+        kwargs["policy_kwargs"] = {"model": config.model, **kwargs.get("policy_kwargs", {})}
     return algorithm(
-        policy, env, seed=config.seed, tensorboard_log=str(config.out / "tb"), verbose=0, **kwargs
+        policy,
+        env,
+        seed=config.seed,
+        device=str(resolve_device(config.device)),
+        tensorboard_log=str(config.out / "tb"),
+        verbose=0,
+        **kwargs,
     )
 
 

@@ -82,12 +82,14 @@ def eval_prompts_text(split: str | None) -> str:
         'the held-out test prompts (none of them a training prompt)'
         >>> eval_prompts_text(None)
         'no prompts (not an LM env)'
+        >>> eval_prompts_text("the 4 prompts of /data/eval.txt (sha256 0123456789ab)")
+        'the 4 prompts of /data/eval.txt (sha256 0123456789ab)'
     """
     if split is None:
         return "no prompts (not an LM env)"
     if split == "test":
         return "the held-out test prompts (none of them a training prompt)"
-    return f"the {split} prompts"
+    return split  # a user's split says where its prompts come from (task_options)
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -106,7 +108,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         f"- eval reward: mean return of {results['eval_episodes']} episodes of a separate env "
         "seeded from each run's seed, the same episodes before and after training "
-        "(LM envs: r_φ − β·KL with β fixed at kl_coef, on the held-out test prompts); ± is the "
+        "(LM envs: r_φ − β·KL with β fixed at kl_coef, on the held-out prompts); ± is the "
         "Student-t 95% interval over seeds.",
         "- steps to threshold: first env step at which the training curve (mean reward of the "
         f"last {results['curve']['window_episodes']} training episodes, at "

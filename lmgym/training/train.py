@@ -50,6 +50,7 @@ from lmgym.training.algorithms import (
     eval_prompt_split,
 )
 from lmgym.training.rundir import MARKER, RunDirError, check_out_location, read_marker
+from lmgym.training.task_options import TaskOptions
 
 # This module is what `lmgym train` imports to build its options: the config and its checks
 # load no torch or SB3 (`lmgym train --help` answers at once). The run itself is in
@@ -111,11 +112,18 @@ def resume_seed(seed: int, steps_done: int) -> int:
 
 # Settings that may differ when a run is resumed (the rest must match the run's).
 _NOT_IDENTITY = ("steps", "out", "resume", "overwrite", "progress", "threads", "checkpoint_every")
+# The field each identity key restores on resume ("eval_prompts" describes the evaluation's
+# prompts, as it did before --eval-prompts existed: no field; its file is "eval_prompts_file").
+_IDENTITY_FIELDS = {"eval_prompts": "", "eval_prompts_file": "eval_prompts"}
+_TASK_FIELDS = {f.name for f in fields(TaskOptions)} - {"model"}  # see TaskOptions.task_identity
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TaskOptions):
     """Settings of ``lmgym train``.
+
+    The task's options (``model``, ``reward``, ``prompts``, ``eval_prompts``, ``device``,
+    ``dtype``) come from :class:`~lmgym.training.task_options.TaskOptions`.
 
     Attributes:
         env: The env id.
@@ -135,8 +143,6 @@ class TrainConfig:
             LMToken-v0), filled in when kl_target is set.
         learning_rate: The optimizer's learning rate; None: the default of the (env, algo,
             policy) triple.
-        model: Local Hugging Face model directory for the LM envs and the LM policy; None: the
-            embedded default model.
         eval_episodes: Episodes played before and after training to measure the agent.
         checkpoint_every: Write checkpoint.zip every this many env steps (and at the end).
         resume: A run directory to continue from its checkpoint, with the settings in its
@@ -157,7 +163,6 @@ class TrainConfig:
     kl_target: float | None = None
     kl_horizon: int | None = None
     learning_rate: float | None = None
-    model: Path | None = None
     eval_episodes: int = 64
     checkpoint_every: int = 2048
     resume: Path | None = None
@@ -198,7 +203,6 @@ class TrainConfig:
         if self.n_envs is None:
             self.n_envs = spec.default_n_envs
         self.out = Path(self.out)
-        self.model = None if self.model is None else Path(self.model)
         for name in ("steps", "n_envs", "eval_episodes", "checkpoint_every", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -227,25 +231,18 @@ class TrainConfig:
         self.kl_horizon = check_kl_horizon(self.kl_horizon, self.kl_target, self.env, self.steps)
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0, e.g. 1e-4.")
-        if self.model is not None and not spec.lm:
-            raise ValueError(
-                f"model={str(self.model)!r} with env={self.env!r}, which has no language model; "
-                "expected model=None."
-            )
-        if self.model is not None:
-            from lmgym.models.loading import require_model_dir  # transformers: only with --model
-
-            require_model_dir(self.model, "model")
         check_out_location(self.out)
+        self.check_task_options(self.env, spec.lm, self.out)
 
     def _take_settings_of(self, run_dir: Path) -> None:
         """Fill the settings of the run in ``run_dir``; refuse any given with another value."""
         marker = read_marker(run_dir, "train")
         defaults = {f.name: _jsonable(f.default) for f in fields(self)}
         conflicts = []
-        for name, saved in marker["identity"].items():
+        for key, saved in marker["identity"].items():
+            name = _IDENTITY_FIELDS.get(key, key)
             if name not in defaults or name in _NOT_IDENTITY:
-                continue  # not a setting (eval_prompts): prepare_out_dir compares it
+                continue  # not a setting (the prompts' descriptions): prepare_out_dir compares it
             given = _jsonable(getattr(self, name))
             if given != defaults[name] and given != saved:
                 conflicts.append(f"{name}: {saved!r} in the run, {given!r} given")
@@ -265,15 +262,19 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (JSON-ready).
 
-        Besides the fields, the evaluation's prompt split: a run begun by a version of lmgym
-        that evaluated on other prompts cannot be continued (its "before" would not compare).
+        Besides the fields, the evaluation's prompts: a run begun by a version of lmgym that
+        evaluated on other prompts, or from a prompts file that has changed since, cannot be
+        continued (its "before" would not compare). The task's options join it when they are
+        not at their default (:meth:`TaskOptions.task_identity`).
         """
         identity = {
             f.name: _jsonable(getattr(self, f.name))
             for f in fields(self)
-            if f.name not in _NOT_IDENTITY
+            if f.name not in _NOT_IDENTITY and f.name not in _TASK_FIELDS
         }
-        identity["eval_prompts"] = eval_prompt_split(self.env)
+        identity.update(self.task_identity())
+        if not env_spec(self.env).lm:
+            identity["eval_prompts"] = eval_prompt_split(self.env)  # None: no prompts
         return identity
 
     def as_json(self) -> dict[str, Any]:

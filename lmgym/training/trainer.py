@@ -32,6 +32,7 @@ from lmgym.training import checkpoint as ckpt
 from lmgym.training.algorithms import env_spec, eval_prompt_split
 from lmgym.training.build import attach_policy, build_model, lm_rewarder, make_env
 from lmgym.training.evaluation import evaluate_episodes
+from lmgym.training.report import eval_prompts_text
 from lmgym.training.rundir import (
     OUTPUTS,
     RunDirError,
@@ -40,6 +41,7 @@ from lmgym.training.rundir import (
     read_json_file,
 )
 from lmgym.training.stats import trailing_curve
+from lmgym.training.task_options import load_reward
 from lmgym.training.train import (
     RunInterrupted,
     RunWriteError,
@@ -125,7 +127,9 @@ class _Run:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.env = make_env(config, config.n_envs or 1)
+        # One reward for the training and the evaluation env (a classifier loads once).
+        self.reward_fn = load_reward(config.reward, config.device)
+        self.env = make_env(config, config.n_envs or 1, reward_fn=self.reward_fn)
         self.recorder = RewardPartsCallback()
         self.stop = _StopRequest()
         self.steps_done = 0
@@ -315,7 +319,9 @@ def _train(config: TrainConfig, run: _Run, checkpoint: ckpt.Checkpoint | None) -
     assert config.steps is not None and config.n_envs is not None
     model = _build_or_resume(config, run, checkpoint)
     kl_form = attach_policy(model, run.env, config)
-    eval_env = make_env(config, min(config.n_envs, config.eval_episodes), evaluation=True)
+    eval_env = make_env(
+        config, min(config.n_envs, config.eval_episodes), evaluation=True, reward_fn=run.reward_fn
+    )
     attach_policy(model, eval_env, config)
     eval_seed = config.seed + EVAL_SEED_OFFSET
     if run.eval_before is None:
@@ -353,6 +359,8 @@ def _train(config: TrainConfig, run: _Run, checkpoint: ckpt.Checkpoint | None) -
     if history.timesteps:  # a run too short for any episode to end has no curve to draw
         curve_png = str(plot_learning_curve(history, config.out / "curve.png", title=title))
     rewarder = lm_rewarder(run.env)
+    lm = env_spec(config.env).lm
+    split = config.prompt_split() if lm else None
     metrics: dict[str, Any] = {
         "env": config.env,
         "algo": config.algo,
@@ -365,15 +373,15 @@ def _train(config: TrainConfig, run: _Run, checkpoint: ckpt.Checkpoint | None) -
         "eval_kl_after": after.kl,
         "eval_reward_model_before": run.eval_before["reward_model"],
         "eval_reward_model_after": after.reward_model,
-        "eval_prompts": eval_prompt_split(config.env),
+        "eval_prompts": eval_prompt_split(config.env) if split is None else split.eval_text,
+        "train_prompts": None if split is None else split.train_text,
         "eval": {
             "method": (
                 f"{config.eval_episodes} episodes of a separate {config.env} env reset with seed "
                 f"{eval_seed} (the same episodes before and after), stochastic actions"
                 + (
-                    f"; the held-out test prompts (none of them a training prompt); fixed beta "
-                    f"= {config.kl_coef}"
-                    if env_spec(config.env).lm
+                    f"; {eval_prompts_text(split.eval_text)}; fixed beta = {config.kl_coef}"
+                    if split is not None
                     else ""
                 )
             ),

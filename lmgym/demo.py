@@ -8,6 +8,11 @@ a learning curve PNG and the figures as JSON.
 
 ``--policy mlp`` trains SB3's stock ``MlpPolicy`` from scratch instead; with ``--kl-coef 0`` it
 shows reward hacking (a salad of positive words that fails the grammar check).
+
+``--model``, ``--reward``, ``--prompts`` (``--eval-prompts``), ``--device`` and ``--dtype`` run
+the same demo on your own task (:mod:`lmgym.training.task_options`): its before/after figures
+are then on the prompts held out of ``--prompts``, which PPO never trains on. The fluency
+column stays the embedded corpus's grammar check, which other text rarely passes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 from lmgym.training.algorithms import check_kl_horizon
 from lmgym.training.rundir import check_out_location
+from lmgym.training.task_options import TaskOptions
 from lmgym.training.train import check_seed
 
 if TYPE_CHECKING:
@@ -36,8 +42,11 @@ ENV_ID = "LMBandit-v0"
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(TaskOptions):
     """Settings of ``lmgym demo``.
+
+    The task's options (``model``, ``reward``, ``prompts``, ``eval_prompts``, ``device``,
+    ``dtype``) come from :class:`~lmgym.training.task_options.TaskOptions`.
 
     Attributes:
         policy: ``lm`` fine-tunes the default LM; ``mlp`` trains SB3's MlpPolicy from scratch.
@@ -96,6 +105,12 @@ class DemoConfig:
         check_seed("seed", self.seed)
         self.kl_horizon = check_kl_horizon(self.kl_horizon, self.kl_target, ENV_ID, self.steps)
         self.out = check_out_location(self.out)
+        self.check_task_options(ENV_ID, True, self.out)
+
+    @property
+    def default_task(self) -> bool:
+        """Whether the demo runs the embedded task (model, reward and prompts)."""
+        return self.model is None and self.reward is None and self.prompts is None
 
 
 def _finite(value: object) -> bool:
@@ -152,20 +167,28 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     from lmgym.agents.callbacks import RewardPartsCallback
     from lmgym.envs.bandit_vector import LMBanditVectorEnv
     from lmgym.evaluation import evaluate_actions_on_prompts, lm_sampler
-    from lmgym.models.corpus import prompts as corpus_prompts
+    from lmgym.models.device import resolve_device
     from lmgym.models.generation import DecodingConfig
+    from lmgym.models.loading import DEFAULT_MODEL_DIR
     from lmgym.plots import plot_learning_curve
     from lmgym.seeding import set_seed
     from lmgym.torch_threads import set_torch_threads
+    from lmgym.training.task_options import load_reward
 
     started = time.perf_counter()
     set_seed(config.seed)
     set_torch_threads(config.threads)
+    device = str(resolve_device(config.device))  # the env's models and the agent: one device
+    split = config.prompt_split()
     config.out.mkdir(parents=True, exist_ok=True)
 
-    adaptive: dict[str, Any] = {}
+    task: dict[str, Any] = {"prompts": split.train, "device": device, "dtype": config.dtype}
+    if config.model is not None:
+        task["model"] = config.model
+    if config.reward is not None:
+        task["reward_fn"] = load_reward(config.reward, device)
     if config.kl_target is not None:
-        adaptive["kl_horizon"] = config.kl_horizon
+        task["kl_horizon"] = config.kl_horizon
     vec_env = SB3VecEnv(
         gym.make_vec(
             ENV_ID,
@@ -173,7 +196,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             kl_coef=config.kl_coef,
             kl_estimator=config.kl_estimator,
             kl_target=config.kl_target,
-            **adaptive,
+            **task,
         )
     )
     env = vec_env.venv
@@ -182,6 +205,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     learning_rate = 1e-4 if config.policy == "lm" else 1e-3
     if config.learning_rate is not None:
         learning_rate = config.learning_rate
+    policy_kwargs = lm_policy_kwargs(vec_env)
+    if env.models.model.dtype != torch.float32:
+        # The env's models run in half precision (--dtype): the trained policy loads its own
+        # float32 copy (Adam's small updates vanish in bfloat16).
+        policy_kwargs["model"] = config.model or str(DEFAULT_MODEL_DIR)
     if config.policy == "lm":
         model = PPO(
             LMActorCriticPolicy,
@@ -192,7 +220,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             learning_rate=learning_rate,
             gamma=1.0,  # one-step episodes: there is nothing to discount
             seed=config.seed,
-            policy_kwargs=lm_policy_kwargs(vec_env),
+            device=device,
+            policy_kwargs=policy_kwargs,
         )
     else:
         model = PPO(
@@ -204,9 +233,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             learning_rate=learning_rate,
             gamma=1.0,
             seed=config.seed,
+            device=device,
         )
 
-    test_prompts = corpus_prompts("test")
+    test_prompts = split.eval
     decoding = DecodingConfig(max_new_tokens=env.max_new_tokens)
     torch.manual_seed(config.seed)
     # The base LM row: it samples the completions and is π_θ of the KL (so KL = 0 exactly).
@@ -236,6 +266,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     wall = time.perf_counter() - started
     results: dict[str, Any] = {
         "config": {k: str(v) for k, v in asdict(config).items()},
+        "train_prompts": split.train_text,
+        "eval_prompts": split.eval_text,
         "base_lm": base.as_dict(),
         "before": before.as_dict(),
         "after": after.as_dict(),
@@ -261,15 +293,23 @@ def render_demo(config: DemoConfig, results: dict[str, Any]) -> str:
         | the soup was | cold . | superb . |
     """
     before, after = results["before"], results["after"]
+    task = "Default task 'write a positive review', held-out prompts:"
+    if not config.default_task:
+        model = config.model or "the embedded model"
+        reward = config.reward or "the lexicon sentiment reward"
+        task = f"Your task ({model}, reward {reward}), on {results['eval_prompts']}:"
+    r_phi = "mean lexicon sentiment of the completion, in [−1, 1]"
+    if config.reward is not None:
+        r_phi = f"mean score of {config.reward}"
     lines = [
         "",
-        "Default task 'write a positive review', held-out prompts:",
+        task,
         "| policy                 |   reward | r_φ (sent.) |       KL | fluency |",
         "|------------------------|----------|------------|----------|---------|",
         _row("base LM (reference)", results["base_lm"]),
         _row("PPO agent, untrained", before),
         _row("PPO agent, trained", after),
-        "(reward = r_φ − β·KL; r_φ = mean lexicon sentiment of the completion, in [−1, 1];",
+        f"(reward = r_φ − β·KL; r_φ = {r_phi};",
         " fluency = share of prompt + completion that pass the corpus grammar check)",
         "",
         "What the agent writes on held-out prompts, before and after training:",

@@ -24,6 +24,7 @@ import torch
 
 from lmgym.envs.bandit import LMBanditEnv
 from lmgym.envs.bandit_vector import LMBanditVectorEnv
+from lmgym.envs.prompts import Prompt
 from lmgym.models.corpus import generate_corpus, parses
 from lmgym.models.generation import DecodingConfig, generate
 from lmgym.models.lexicon import sentiment
@@ -72,7 +73,7 @@ class EvalResult:
 
 def evaluate_actions_on_prompts(
     env: LMBanditEnv | LMBanditVectorEnv,
-    prompts: list[str],
+    prompts: Sequence[Prompt],
     act: Callable[[np.ndarray], np.ndarray],
     *,
     samples_per_prompt: int = 1,
@@ -81,7 +82,8 @@ def evaluate_actions_on_prompts(
     """Score ``act(observations) -> actions`` on ``prompts`` with ``env``'s reward.
 
     ``samples_per_prompt`` repeats every prompt, so a stochastic policy's means rest on more
-    than one completion per prompt (all of them scored in one batch).
+    than one completion per prompt (all of them scored in one batch). A prompt may be a chat;
+    the reward, the fluency check and the examples see its user text, as in the env.
 
     Example:
         >>> import gymnasium as gym, lmgym
@@ -95,18 +97,19 @@ def evaluate_actions_on_prompts(
         raise ValueError(
             f"samples_per_prompt={samples_per_prompt} must be >= 1; pass e.g. samples_per_prompt=1."
         )
-    prompts = [p for p in prompts for _ in range(samples_per_prompt)]
-    observations = _observations(env, prompts)
+    repeated = [p for p in prompts for _ in range(samples_per_prompt)]
+    observations = _observations(env, repeated)
+    texts = [env.prompt_source.prepare(p)[0] for p in repeated]  # a chat's user text (cached)
     actions = np.asarray(act(observations), dtype=np.int64)
-    batch = env.rewarder(prompts, observations, actions, update_controller=False)
-    fluency = float(np.mean(_fluent(prompts, batch.completions)))
+    batch = env.rewarder(texts, observations, actions, update_controller=False)
+    fluency = float(np.mean(_fluent(texts, batch.completions)))
     return EvalResult(
         reward=float(batch.reward.mean()),
         reward_model=float(batch.reward_model.mean()),
         kl=float(batch.kl.mean()),
         fluency=fluency,
-        n=len(prompts),
-        examples=list(zip(prompts, batch.completions, strict=True))[::samples_per_prompt][
+        n=len(texts),
+        examples=list(zip(texts, batch.completions, strict=True))[::samples_per_prompt][
             :n_examples
         ],
     )
@@ -125,7 +128,7 @@ def lm_sampler(
     lm = env.models
 
     def act(observations: np.ndarray) -> np.ndarray:
-        ids = torch.from_numpy(observations)
+        ids = torch.from_numpy(observations).to(lm.device)  # where the env's models run
         out = generate(
             lm.model,
             ids,
@@ -134,12 +137,12 @@ def lm_sampler(
             eos_token_id=lm.eos_token_id,
             pad_token_id=lm.pad_token_id,
         )
-        return out.completion_ids.numpy()
+        return out.completion_ids.cpu().numpy()
 
     return act
 
 
-def _observations(env: LMBanditEnv | LMBanditVectorEnv, prompts: Sequence[str]) -> np.ndarray:
+def _observations(env: LMBanditEnv | LMBanditVectorEnv, prompts: Sequence[Prompt]) -> np.ndarray:
     """The env's padded observation of each prompt (N, max_prompt_tokens)."""
     source, pad = env.prompt_source, env.models.pad_token_id
     return np.stack([source.pad(source.encode(p), pad) for p in prompts])

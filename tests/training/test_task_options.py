@@ -26,16 +26,23 @@ MORE_PROMPTS = [*PROMPTS, "the staff were", "i loved the food and it was", "the 
 """Seven distinct prompts of the tiny vocabulary: one is held out (20%, rounded)."""
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | None, str]:
-    """Exit status of ``lmgym ARGV`` in-process (None: it raised) and its stderr."""
+def run_out(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | None, str, str]:
+    """Exit status of ``lmgym ARGV`` in-process (None: it raised), its stdout and stderr."""
     capsys.readouterr()
     try:
         status = main(argv)
     except SystemExit as exit_info:
         status = int(exit_info.code or 0)
     except BaseException as err:  # a traceback is a failure here
-        return None, f"raised {type(err).__name__}: {err}"
-    return status, capsys.readouterr().err
+        return None, "", f"raised {type(err).__name__}: {err}"
+    shown = capsys.readouterr()
+    return status, shown.out, shown.err
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | None, str]:
+    """Exit status of ``lmgym ARGV`` in-process (None: it raised) and its stderr."""
+    status, _, err = run_out(argv, capsys)
+    return status, err
 
 
 def train(out: Path, model: Path, *extra: str) -> list[str]:
@@ -237,7 +244,7 @@ BAD_IDS = ["model_missing", "module_missing", "attr_missing", "not_callable", "n
            "dtype"]  # fmt: skip
 
 
-@pytest.mark.parametrize("command", ["train", "bench"])
+@pytest.mark.parametrize("command", ["train", "bench", "demo"])
 @pytest.mark.parametrize("case", BAD_IDS)
 def test_bad_input_is_one_line_and_status_2(
     tmp_path, tiny_lm_dir, reward_module, monkeypatch, capsys, command, case
@@ -290,3 +297,25 @@ def test_eval_prompts_also_in_the_training_file_are_not_trained_on(tmp_path) -> 
     with pytest.warns(UserWarning, match="1 of the 4 training prompts are also in eval_prompts"):
         split = split_prompts(train, evaluation)
     assert split.eval == [PROMPTS[0]] and split.train == PROMPTS[1:]
+
+
+def test_demo_on_the_users_model_reward_and_chat_prompts(
+    tmp_path, chat_lm_dir, reward_module, capsys
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    lines = [json.dumps({"prompt": [{"role": "user", "content": p}]}) for p in MORE_PROMPTS]
+    prompts.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "demo"
+    argv = ["demo", "--model", str(chat_lm_dir), "--reward", f"{reward_module}:score",
+            "--prompts", str(prompts), "--device", "cpu", "--steps", "32", "--n-envs", "2",
+            "--eval-samples", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    status, shown, err = run_out(argv, capsys)
+    assert status == 0, err
+    results = json.loads((out / "results.json").read_text())
+    held_out = split_prompts(prompts, None).eval
+    assert [p for p, _ in results["after"]["examples"]] == [m[0]["content"] for m in held_out]
+    assert results["after"]["reward_model"] == pytest.approx(3.0)  # the user's reward
+    assert "never trained on" in results["eval_prompts"]
+    assert (
+        f"Your task ({chat_lm_dir}, reward {reward_module}:score), on 1 prompts held out" in shown
+    )

@@ -4,7 +4,9 @@ Any of ``ppo a2c trpo maskable_ppo recurrent_ppo dqn`` that fits the env, with S
 ``MlpPolicy`` or (on the LM envs) lmgym's LM policy, which fine-tunes the language model itself.
 The agent is evaluated before and after training on the same episodes of a separate env seeded
 from the run's seed (its β fixed at ``--kl-coef``); on the LM envs that env draws the held-out
-``test`` prompts of the corpus, none of which is a training prompt. ``--out DIR`` receives:
+``test`` prompts of the corpus, none of which is a training prompt, or those held out of
+``--prompts`` (``--model``, ``--reward``, ``--prompts``, ``--device``: your own task, see
+:mod:`lmgym.training.task_options`). ``--out DIR`` receives:
 
 - ``metrics.json``: eval reward / KL before and after, the evaluation's prompt split
   (``eval_prompts``), steps, wall time, config, the learning curve as (steps, reward) points;
@@ -13,7 +15,9 @@ from the run's seed (its β fixed at ``--kl-coef``); on the LM envs that env dra
 - ``checkpoint.zip``: written atomically every ``--checkpoint-every`` steps and at the end, with
   no pickle in it (safetensors + JSON, :mod:`lmgym.training.checkpoint`);
   ``lmgym train --resume DIR [--steps N]`` continues the run from it, with the settings saved in
-  ``DIR/run.json`` (an option given with another value is an error).
+  ``DIR/run.json`` (an option given with another value is an error). The task's options are
+  among those settings; a ``--reward`` module or file is imported again by the name saved
+  there, never loaded from the run directory.
 
 A resumed run rebuilds the algorithm from those settings and loads the checkpoint's weights,
 optimizer, counters, curve and adaptive β into it, with the env and sampling reseeded from a

@@ -35,7 +35,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmgym-installed
 CONSTRAINT_FLAGS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: setup demo test lint typecheck pytest test-latest test-floors lock bench clean pretrain
+.PHONY: setup demo test lint typecheck pytest test-latest test-floors lock bench clean pretrain \
+	wheel-check
 
 setup: $(STAMP)
 
@@ -88,6 +89,29 @@ bench: setup
 	for script in benchmarks/*.py; do \
 		$(BIN)/python $$script --json bench-results/$$(basename $$script .py).json || exit 1; \
 	done
+
+# Build the wheel into dist/, install it with torch into a fresh venv outside the repository
+# (lmgym's dependencies pinned by the lock), and smoke-test it there: the embedded model must
+# come from the wheel, not from the source tree. About 2.5 minutes; not part of `make test`.
+WHEEL_SMOKE := import gymnasium as gym, lmgym; \
+	env = gym.make("LMBandit-v0"); env.reset(seed=0); env.step(env.action_space.sample()); \
+	print("lmgym", lmgym.__version__, "from", lmgym.__file__)
+
+wheel-check:
+	rm -rf dist build
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/builder"; \
+	"$$tmp/builder/bin/python" -m pip install --quiet '$(PIP_SPEC)' 'build>=1.2,<2'; \
+	"$$tmp/builder/bin/python" -m build --wheel --outdir dist .; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet '$(PIP_SPEC)'; \
+	"$$tmp/venv/bin/python" -m pip install --quiet $(TORCH_SPEC); \
+	"$$tmp/venv/bin/python" -m pip install --quiet $(CONSTRAINT_FLAGS) dist/lmgym-*.whl; \
+	cd "$$tmp"; \
+	"$$tmp/venv/bin/python" -c '$(WHEEL_SMOKE)'; \
+	"$$tmp/venv/bin/lmgym" --help > /dev/null; \
+	echo "wheel-check: $$(ls $(CURDIR)/dist) installs and runs in a clean venv"
+	rm -rf build
 
 # Re-train the shipped default model (about 10 minutes on 2 CPU cores).
 pretrain: setup

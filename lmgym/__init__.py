@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lmgym.seeding import set_seed
 
 __all__ = ["load_default_model", "load_model", "register_envs", "set_seed"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # torch and transformers take seconds to import; registering the envs needs neither, so the
 # model helpers load on first use (PEP 562) and `import lmgym` / `lmgym --help` stay quick.

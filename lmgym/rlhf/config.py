@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = [
     "check_positive",
     "checked",
     "choice",
+    "device",
     "fraction",
     "integer",
     "model_dir",
@@ -169,6 +171,37 @@ def choice(default: str, *options: str) -> Any:
     return checked(default, check)
 
 
+def device(default: str = "cpu") -> Any:
+    """A field naming where models run: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    The name is checked here; a device other than the CPU is also checked to exist on this
+    machine (importing torch then, not when a parser is built).
+
+    Example:
+        >>> @dataclass(frozen=True)
+        ... class C(StageConfig):
+        ...     device: str = device()
+        >>> C(device="tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: device='tpu' is not a device; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', e.g. device='cpu'.
+    """  # noqa: E501 - a doctest traceback line cannot be wrapped
+
+    def check(name: str, value: Any) -> Any:
+        if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(
+                f"{name}={value!r} is not a device; expected 'auto', 'cpu', 'cuda', 'cuda:N' or "
+                f"'mps', e.g. {name}='cpu'."
+            )
+        if value != "cpu":
+            from lmgym.models.device import resolve_device  # torch: only for a device to find
+
+            resolve_device(value, name)
+        return value
+
+    return checked(default, check)
+
+
 def path(default: Any = None) -> Any:
     """A field holding a filesystem location (a str given is stored as a Path; None stays)."""
     return checked(default, lambda name, value: None if value is None else Path(value))
@@ -251,6 +284,9 @@ class OptimizerOptions(StageConfig):
         max_grad_norm: Gradients are clipped to this global L2 norm.
         seed: Seeds the batch order.
         progress: Show a progress bar.
+        device: Where the stage trains: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or
+            mps. Sampling the simulated data and the command's before/after evaluation run on
+            the CPU.
     """
 
     epochs: int = integer(2)
@@ -261,6 +297,7 @@ class OptimizerOptions(StageConfig):
     max_grad_norm: float = number(1.0)
     seed: int = integer(0, minimum=0)
     progress: bool = True
+    device: str = device()
 
 
 @dataclass(frozen=True, kw_only=True)

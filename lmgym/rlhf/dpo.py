@@ -83,8 +83,14 @@ def sequence_logprobs(
     prompt_ids, prompt_mask = _right_pad(tokenizer(list(prompts))["input_ids"], pad)
     response_rows = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     response_ids, response_mask = _right_pad(response_rows, pad)
+    on = model.device
     scores = score_completions(
-        model, prompt_ids, prompt_mask, response_ids, response_mask, pad_token_id=pad
+        model,
+        prompt_ids.to(on),
+        prompt_mask.to(on),
+        response_ids.to(on),
+        response_mask.to(on),
+        pad_token_id=pad,
     )
     return scores.logprobs.sum(1)  # (B,); logprobs are 0 where the mask is 0
 
@@ -204,12 +210,15 @@ def _load_reference(
     policy: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
 ) -> PreTrainedModel:
-    """The frozen reference: a given model, one loaded from a directory, or the policy's copy."""
+    """The frozen reference: a given model, one loaded from a directory, or the policy's copy.
+
+    A reference loaded from a directory goes to the policy's device.
+    """
     if reference is None:
         if isinstance(model_dir, PreTrainedModel):
             ref = copy.deepcopy(policy)
         else:
-            ref, _ = load_model(model_dir)
+            ref, _ = load_model(model_dir, device=policy.device)
     elif isinstance(reference, PreTrainedModel):
         shared = {id(p) for p in reference.parameters()} & {id(p) for p in policy.parameters()}
         if reference is policy or shared:
@@ -221,7 +230,7 @@ def _load_reference(
             )
         ref = reference
     else:
-        ref, ref_tokenizer = load_model(reference)
+        ref, ref_tokenizer = load_model(reference, device=policy.device)
         if ref_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise ValueError(
                 f"reference={str(reference)!r} has a different tokenizer than the policy; DPO "
@@ -279,7 +288,7 @@ def run_dpo(
     """
     started = time.perf_counter()
     groups = _groups(pairs)
-    policy, tok = load_model(model, tokenizer)
+    policy, tok = load_model(model, tokenizer, device=config.device)
     ref = _load_reference(reference, model, policy, tok)
     disable_dropout(policy)
 

@@ -22,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lmgym.models.device import resolve_device
 from lmgym.models.loading import (
     disable_dropout,
     load_model,
@@ -82,16 +83,20 @@ def reward_scores(
     texts = [rm_text(p, c) for p, c in zip(prompts, completions, strict=True)]
     rows = tokenizer(texts)["input_ids"]
     batch = _pad_rows(rows, int(tokenizer.pad_token_id), _max_length(model))
+    batch = {key: value.to(model.device) for key, value in batch.items()}
     return model(**batch).logits[:, 0].float()  # (B,)
 
 
 def init_reward_model(
     lm: str | Path | PreTrainedModel,
     tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+    *,
+    device: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The RM initialised from a causal LM: its transformer, with a scalar head for the unembedding.
 
     The head is drawn from torch's global generator (seed it with ``set_seed``); dropout is 0.
+    ``device`` (``lmgym.models.device``) is where the RM is put; None: the CPU.
 
     Example:
         >>> from lmgym.models.loading import DEFAULT_MODEL_DIR
@@ -108,7 +113,7 @@ def init_reward_model(
     model.base_model.load_state_dict(causal_lm.base_model.state_dict())
     disable_dropout(model)
     model.eval()
-    return model, tok
+    return model.to(resolve_device(device)), tok
 
 
 def _same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:

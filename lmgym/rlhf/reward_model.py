@@ -235,7 +235,7 @@ def train_reward_model(
         if not held:
             raise ValueError("heldout is empty; pass held-out rankings, or heldout=None.")
     set_seed(config.seed)
-    rm, tok = init_reward_model(model, tokenizer)
+    rm, tok = init_reward_model(model, tokenizer, device=config.device)
     losses = fit(
         rm,
         shuffled_batches(len(train), config.batch_size, config.epochs, config.seed),

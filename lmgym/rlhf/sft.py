@@ -160,8 +160,9 @@ def sft_loss(
         input_ids[i, : len(ids)] = torch.as_tensor(ids)
         labels[i, : len(ids)] = torch.as_tensor(row_labels)
         mask[i, : len(ids)] = 1
+    on = model.device
     # HF shifts the labels inside: position t's logits are scored against labels[t + 1].
-    return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+    return model(input_ids=input_ids.to(on), attention_mask=mask.to(on), labels=labels.to(on)).loss
 
 
 def run_sft(
@@ -217,7 +218,7 @@ def run_sft(
                 f"demonstrations[{index}] has an empty response for prompt {pair[0]!r:.60} and "
                 "append_eos=False, so it has no token to learn; drop it or set append_eos=True."
             )
-    lm, tok = load_model(model, tokenizer)
+    lm, tok = load_model(model, tokenizer, device=config.device)
     disable_dropout(lm)
     rows = encode_demonstrations(tok, demonstrations, append_eos=config.append_eos)
     set_seed(config.seed)

@@ -82,3 +82,27 @@ def test_fit_runs_the_steps_and_is_seeded() -> None:
     first = train()
     assert len(first) == 5 and first[-1] < first[0]
     assert train() == first
+
+
+@pytest.mark.parametrize("command", ["sft", "reward-model", "dpo"])
+def test_device_is_checked_when_the_config_is_built(command, capsys) -> None:
+    from lmgym.cli import main
+    from lmgym.models.loading import DEFAULT_MODEL_DIR
+
+    policy = [] if command == "sft" else ["--policy", str(DEFAULT_MODEL_DIR)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--device", "tpu", *policy])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "device='tpu' is not a device" in err
+
+
+def test_a_device_this_machine_lacks_is_refused() -> None:
+    import torch
+
+    from lmgym.rlhf.config import SFTConfig
+
+    assert SFTConfig().device == "cpu" and SFTConfig(device="auto").device == "auto"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda:0' but this machine has no CUDA"):
+            SFTConfig(device="cuda:0")

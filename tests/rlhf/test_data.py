@@ -36,7 +36,7 @@ def pairs(n: int = 2) -> list[dict]:
 def test_sft_trains_on_demonstrations_and_measures_the_held_out_ones(tiny_lm_dir, tmp_path):
     data = write_jsonl(tmp_path / "demos.jsonl",
                        [{"prompt": p, "completion": "great ."} for p in PROMPTS * 2])  # fmt: skip
-    metrics = run("sft", "--model", str(tiny_lm_dir), "--data", str(data),
+    metrics = run("sft", "--model", str(tiny_lm_dir), "--data", str(data), "--device", "cpu",
                   "--out", str(tmp_path / "sft"), "--epochs", "2", "--lr", "0.01")  # fmt: skip
     assert metrics["n_demonstrations"] == 6 and metrics["n_heldout_demonstrations"] == 2
     assert metrics["heldout_loss_after"] < metrics["heldout_loss_before"]

@@ -186,3 +186,16 @@ def test_export_smoke_run(lm_run, tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "exported the LM of ppo" in result.stdout
     assert (tmp_path / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("kind", ["a file", "/proc"])
+def test_an_out_that_cannot_be_written_is_one_line(lm_run, tmp_path, capsys, kind) -> None:
+    if kind == "a file":
+        out = tmp_path / "file"
+        out.write_text("keep me")
+    else:
+        out = Path("/proc/lmgym-model")
+    status, err = exit_of(["export", str(lm_run), "--out", str(out)], capsys)
+    assert status == 2 and f"out={str(out)!r}" in one_line(err)
+    if kind == "a file":
+        assert out.read_text() == "keep me"

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, get_args
 
+from lmgym.error import ModelLoadError
 from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.models.sources import check_model_source, require_model_dir
 from lmgym.training.algorithms import EVAL_PROMPTS, TRAIN_PROMPTS
@@ -379,9 +380,14 @@ def load_reward(spec: str | None, device: str = "cpu") -> Any:
     from lmgym.rewards.classifier import SequenceClassifierReward
 
     label: int | str | None = int(name) if name is not None and name.isdigit() else name
-    return SequenceClassifierReward(
-        Path(where).expanduser(), label=label, device=resolve_device(device)
-    )
+    try:
+        return SequenceClassifierReward(
+            Path(where).expanduser(), label=label, device=resolve_device(device)
+        )
+    except (ValueError, TypeError) as err:  # e.g. a label it does not have, or none given
+        if isinstance(err, ModelLoadError):
+            raise
+        raise ModelLoadError(f"reward={spec!r}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------- options

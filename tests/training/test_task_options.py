@@ -159,20 +159,24 @@ def test_a_classifier_directory_as_the_reward_in_bench(tmp_path, tiny_lm_dir, ca
 
     tokenizer = build_tiny_tokenizer()
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=16, n_layer=1,
-                        n_head=2, num_labels=1, pad_token_id=0)  # fmt: skip
+                        n_head=2, id2label={0: "NEG", 1: "POS"}, pad_token_id=0)  # fmt: skip
     classifier = tmp_path / "classifier"
     GPT2ForSequenceClassification(config).save_pretrained(classifier)
     tokenizer.save_pretrained(classifier)
+    # Two labels and none named: one line, and the run directory is given back.
+    status, err = run(train(tmp_path / "run", tiny_lm_dir, "--reward", str(classifier)), capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"reward={str(classifier)!r}: label=None but the model has 2 labels" in err
     out = tmp_path / "bench"
     status, err = run(["bench", "--env", "LMBandit-v0", "--algos", "ppo", "--seeds", "1",
                        "--steps", "16", "--n-envs", "2", "--eval-episodes", "2", "--jobs", "1",
-                       "--model", str(tiny_lm_dir), "--reward", str(classifier), "--out",
+                       "--model", str(tiny_lm_dir), "--reward", f"{classifier}:POS", "--out",
                        str(out), "--no-progress"], capsys)  # fmt: skip
     assert status == 0, err
     results = json.loads((out / "results.json").read_text())
     run_metrics = results["runs"][0]
-    assert run_metrics["config"]["reward"] == str(classifier)
-    assert run_metrics["eval_reward_model_before"] != 0.0  # the classifier's logit
+    assert run_metrics["config"]["reward"] == f"{classifier}:POS"
+    assert run_metrics["eval_reward_model_before"] != 0.0  # the classifier's POS logit
     assert results["eval_prompts"] == "test"
 
 

@@ -34,7 +34,9 @@ def test_help_lists_every_command(capsys) -> None:
 
 def test_demo_help_documents_every_option(capsys) -> None:
     out = " ".join(help_of(["demo", "--help"], capsys).split())
-    for option in ("--steps", "--n-envs", "--kl-coef", "--seed", "--out"):
+    options = ["--steps", "--n-envs", "--kl-coef", "--seed", "--out", "--model", "--reward",
+               "--prompts", "--eval-prompts", "--device", "--dtype"]  # fmt: skip
+    for option in options:
         assert option in out
     assert "Env steps (completions) PPO trains for." in out
 

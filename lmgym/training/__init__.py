@@ -2,6 +2,8 @@
 
 - :mod:`~lmgym.training.algorithms`: CLI names → SB3 classes, what fits which env, defaults
   (prompt splits, the adaptive β's horizon);
+- :mod:`~lmgym.training.task_options`: the user's task (``--model``, ``--reward``,
+  ``--prompts``, ``--device``), shared by ``train``, ``bench`` and ``demo``;
 - :mod:`~lmgym.training.build`: the envs and the model of one run;
 - :mod:`~lmgym.training.evaluation`: a fixed set of seeded evaluation episodes;
 - :mod:`~lmgym.training.checkpoint`: atomic checkpoints (model + run state);

@@ -22,9 +22,11 @@ from tests.helpers import run_cli
     ("command", "options"),
     [
         ("train", ["--env", "--algo", "--policy", "--steps", "--seed", "--out", "--kl-coef",
-                   "--n-envs", "--resume", "--overwrite", "--checkpoint-every", "--kl-horizon"]),
+                   "--n-envs", "--resume", "--overwrite", "--checkpoint-every", "--kl-horizon",
+                   "--model", "--reward", "--prompts", "--eval-prompts", "--device", "--dtype"]),
         ("bench", ["--env", "--algos", "--seeds", "--steps", "--out", "--quick", "--jobs",
-                   "--threshold", "--resume", "--overwrite", "--kl-horizon"]),
+                   "--threshold", "--resume", "--overwrite", "--kl-horizon", "--model",
+                   "--reward", "--prompts", "--eval-prompts", "--device", "--dtype"]),
     ],
 )  # fmt: skip
 def test_help_documents_the_options(capsys, command, options) -> None:

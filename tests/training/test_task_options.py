@@ -95,6 +95,8 @@ def test_reward_module_func_and_resume_refuses_another(
     status, err = run(["train", "--resume", str(out), "--reward", "lmgym.rewards:ends_sentence"],
                       capsys)  # fmt: skip
     assert status == 2 and "reward: " in err and f"{reward_module}:score" in err, err
+    status, err = run(["train", "--resume", str(out), "--dtype", "float32"], capsys)
+    assert status == 2 and "dtype: None in the run, 'float32' now" in err, err
     # Resuming re-imports the module by the name the run was given.
     done = metrics["steps"]
     status, err = run(["train", "--resume", str(out), "--steps", str(done + 1), "--no-progress"],

@@ -62,7 +62,8 @@ HELD_OUT_FRACTION = 0.2
 """Share of a ``--prompts`` file's distinct prompts held out for evaluation (at least one)."""
 
 Prompt = str | list[dict[str, str]]
-"""A prompt as read from a file: text, or a chat (as the envs take them)."""
+"""A prompt as read from a file: text, or a chat (as the envs take them; their own alias,
+``lmgym.envs.prompts.Prompt``, lives in a module that imports transformers)."""
 
 
 # --------------------------------------------------------------------------------- prompts

@@ -57,7 +57,8 @@ COMMANDS: dict[str, Command] = {
         "lmgym.demo",
         "DemoConfig",
         "run_demo",
-        "PPO on LMBandit-v0 with the embedded default model: reward before/after + a curve",
+        "PPO on LMBandit-v0 (the embedded task, or yours: --model/--reward/--prompts): reward "
+        "before/after + a curve",
         "render_demo",
     ),
     "train": Command(

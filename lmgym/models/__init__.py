@@ -1,1 +1,3 @@
-"""Language models: the embedded default, loading of local checkpoints, and generation."""
+"""Language models: the embedded default, loading (directories, hub ids), devices, generation."""
+
+__all__: list[str] = []  # the modules are the API: lmgym.models.loading, .generation, ...

@@ -8,6 +8,8 @@ apart. Words are lower case; texts are split on whitespace, so punctuation must 
 
 from __future__ import annotations
 
+__all__ = ["NEGATIVE_WORDS", "POSITIVE_WORDS", "sentiment", "word_sentiments"]
+
 POSITIVE_WORDS: frozenset[str] = frozenset(
     {
         "good", "great", "excellent", "wonderful", "lovely", "delicious", "friendly", "fresh",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["completion_mask_from_ids", "position_ids_from_mask", "right_to_left_padding"]
+
 
 def right_to_left_padding(
     ids: torch.Tensor, mask: torch.Tensor, pad_token_id: int

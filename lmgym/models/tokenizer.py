@@ -30,6 +30,17 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from lmgym.models.corpus import vocabulary
 
+__all__ = [
+    "BOS_TOKEN",
+    "EOS_TOKEN",
+    "PAD_TOKEN",
+    "SPECIAL_TOKENS",
+    "UNK_TOKEN",
+    "build_tokenizer",
+    "make_tokenizer_config_portable",
+    "save_tokenizer",
+]
+
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<bos>"
 EOS_TOKEN = "<eos>"

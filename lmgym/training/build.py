@@ -30,6 +30,7 @@ from stable_baselines3.common.vec_env import VecEnv
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import LMActorCriticPolicy, MaskableLMActorCriticPolicy, SB3VecEnv, attach_sb3
 from lmgym.models.device import resolve_device
+from lmgym.rewards import RewardLike
 from lmgym.training.algorithms import ALGORITHMS, algorithm_class, env_spec, hyperparameters
 from lmgym.training.task_options import load_reward
 
@@ -40,7 +41,7 @@ __all__ = ["attach_policy", "build_model", "env_kwargs", "lm_rewarder", "make_en
 
 
 def env_kwargs(
-    config: TrainConfig, *, evaluation: bool = False, reward_fn: Any = None
+    config: TrainConfig, *, evaluation: bool = False, reward_fn: RewardLike | None = None
 ) -> dict[str, Any]:
     """``gym.make`` keyword arguments of the run's env (LM envs: the task, the KL settings).
 
@@ -71,7 +72,11 @@ def env_kwargs(
 
 
 def make_env(
-    config: TrainConfig, n_envs: int, *, evaluation: bool = False, reward_fn: Any = None
+    config: TrainConfig,
+    n_envs: int,
+    *,
+    evaluation: bool = False,
+    reward_fn: RewardLike | None = None,
 ) -> VecEnv:
     """An SB3 ``VecEnv`` of ``n_envs`` copies of ``config.env`` (not yet seeded).
 

@@ -7,7 +7,8 @@ its adapters switched off *is* the initial model: :class:`AdapterDisabledReferen
 the env's π_ref (``gym.make(..., ref_model=policy.reference_model())``), and the env holds no
 second copy of the weights (the memory saving asked for in TRL issue #1444).
 
-``peft`` is an optional dependency: ``pip install "lmgym[lora]"``.
+``peft`` is an optional dependency: ``pip install peft`` (or ``pip install -e '.[lora]'`` in
+a clone).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
     "merged_copy",
 ]
 
-_INSTALL = 'LoRA needs the peft package: pip install "lmgym[lora]" (or pip install peft).'
+_INSTALL = "LoRA needs the peft package: pip install peft (or pip install -e '.[lora]' in a clone)."
 
 
 def _peft() -> Any:

@@ -1,0 +1,14 @@
+"""Group-baseline on-policy algorithms for LMs: GRPO and RLOO, as SB3 algorithms.
+
+Both train an LM policy (``LMActorCriticPolicy``) on the grouped ``LMBandit-v0`` vector env
+(``gym.make_vec("LMBandit-v0", num_envs=N, group_size=G)``, wrapped by
+:class:`lmgym.agents.SB3VecEnv`) and take their baseline from the other completions of the same
+prompt instead of a value head. See docs/algorithms.md.
+"""
+
+from __future__ import annotations
+
+from lmgym.algorithms.group import GroupAlgorithm
+from lmgym.algorithms.grpo import GRPO, grpo_advantages
+
+__all__ = ["GRPO", "GroupAlgorithm", "grpo_advantages"]

@@ -10,5 +10,6 @@ from __future__ import annotations
 
 from lmgym.algorithms.group import GroupAlgorithm
 from lmgym.algorithms.grpo import GRPO, grpo_advantages
+from lmgym.algorithms.rloo import RLOO, rloo_advantages
 
-__all__ = ["GRPO", "GroupAlgorithm", "grpo_advantages"]
+__all__ = ["GRPO", "RLOO", "GroupAlgorithm", "grpo_advantages", "rloo_advantages"]

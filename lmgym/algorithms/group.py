@@ -148,8 +148,15 @@ class GroupAlgorithm(OnPolicyAlgorithm):
             raise ValueError(f"{name} needs group_size >= 2, and the env has {group_size}; {fix}.")
         return group_size
 
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """Use ``env`` from now on; it must be grouped too (its ``group_size`` is taken)."""
+        super().set_env(env, force_reset)
+        self.group_size = self._find_group_size()
+
     def _setup_model(self) -> None:
         super()._setup_model()
+        if self.env is not None:  # SB3's load restores a saved group_size: take the env's
+            self.group_size = self._find_group_size()
         self.clip_range = FloatSchedule(self.clip_range) if self.clip_range is not None else None
         # The loss is chosen once, here: clipped when a clip range is set, REINFORCE otherwise.
         self._surrogate = reinforce_surrogate if self.clip_range is None else clipped_surrogate

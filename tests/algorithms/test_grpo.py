@@ -117,3 +117,20 @@ def test_bad_arguments(tiny_lm_dir: Path, kwargs, error, match) -> None:
     vec: SB3VecEnv = grouped_vec(tiny_lm_dir)
     with pytest.raises(error, match=match):
         GRPO(LMActorCriticPolicy, vec, policy_kwargs=dict(model=tiny_lm_dir), **kwargs)
+
+
+def test_save_load_takes_the_new_envs_group_size(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    model = GRPO(
+        LMActorCriticPolicy,
+        grouped_vec(tiny_lm_dir),
+        batch_size=8,
+        policy_kwargs=dict(model=tiny_lm_dir),
+    )
+    learn_and_log(model, 8)
+    model.save(tmp_path / "grpo.zip")
+    loaded = GRPO.load(tmp_path / "grpo.zip", env=grouped_vec(tiny_lm_dir, 8, 2))
+    assert loaded.group_size == 2 and loaded.scale_rewards
+    for k, v in model.policy.lm.state_dict().items():
+        torch.testing.assert_close(loaded.policy.lm.state_dict()[k], v, msg=k)
+    with pytest.raises(ValueError, match=r"GRPO needs group_size >= 2"):
+        loaded.set_env(grouped_vec(tiny_lm_dir, 8, 1))

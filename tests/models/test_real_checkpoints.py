@@ -54,36 +54,40 @@ def train_bpe_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>")
 
 
-def llama(tokenizer: PreTrainedTokenizerFast, *, extra_rows: int = 0, tied: bool = False):
+TINY_DECODER = dict(  # the sizes every tiny Llama/Qwen2 here shares
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+)
+
+
+def llama(
+    tokenizer: PreTrainedTokenizerFast, *, extra_rows: int = 0, tied: bool = False
+) -> LlamaForCausalLM:
+    """A tiny Llama with no pad token id (as Llama checkpoints ship)."""
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer) + extra_rows,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=None,
         tie_word_embeddings=tied,
+        **TINY_DECODER,
     )
     return LlamaForCausalLM(config)
 
 
 def qwen2(tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
+    """A tiny Qwen2 with tied embeddings (as the small Qwen checkpoints ship)."""
     torch.manual_seed(0)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
+        **TINY_DECODER,
     )
     return Qwen2ForCausalLM(config)
 

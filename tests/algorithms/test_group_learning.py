@@ -1,0 +1,65 @@
+"""Learning checks of GRPO and RLOO on the default task, sized to run inside ``make test``.
+
+Each trains ``LMActorCriticPolicy`` on ``LMBandit-v0``'s embedded default (lexicon sentiment,
+adaptive β with target 4 nats) with 16 envs in groups of 4, and scores the policy on the
+held-out prompts before and after. Measured (seed 0, one thread): GRPO on 2,048 completions
+raised r_φ from -0.01 to 0.38 in 27 s, RLOO on 4,096 from -0.01 to 0.38 in 38 s, with the KL
+under 2.5 nats and fluency above 0.9. The bar is the PPO check's (tests/agents/
+test_lm_policy_learning.py): r_φ up by at least 0.25, KL under twice its target, fluency
+at least 0.8. Both use learning_rate=3e-4: at 1e-4 GRPO gained only 0.04 in 2,048 completions.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+
+import lmgym  # noqa: F401  (registers the envs)
+from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
+from lmgym.algorithms import GRPO, RLOO
+from lmgym.evaluation import evaluate_actions_on_prompts
+from lmgym.seeding import set_seed
+from lmgym.torch_threads import set_torch_threads
+from lmgym.training.task_options import split_prompts
+
+KL_TARGET = 4.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("algo", "steps"), [(GRPO, 2048), (RLOO, 4096)], ids=["grpo", "rloo"])
+def test_group_algorithm_raises_sentiment(algo, steps: int) -> None:
+    set_seed(0)
+    set_torch_threads(1)
+    split = split_prompts(None, None)
+    vec = SB3VecEnv(
+        gym.make_vec(
+            "LMBandit-v0",
+            num_envs=16,
+            group_size=4,
+            prompts=split.train,
+            kl_target=KL_TARGET,
+            kl_horizon=steps // 16,
+        )
+    )
+    vec.seed(0)
+    model = algo(
+        LMActorCriticPolicy,
+        vec,
+        n_steps=4,
+        batch_size=64,
+        learning_rate=3e-4,
+        seed=0,
+        policy_kwargs=lm_policy_kwargs(vec),
+    )
+    model.policy.attach_to(vec)
+
+    def act(obs):
+        return model.predict(obs, deterministic=False)[0]
+
+    before = evaluate_actions_on_prompts(vec.venv, split.eval, act, samples_per_prompt=2)
+    model.learn(steps)
+    after = evaluate_actions_on_prompts(vec.venv, split.eval, act, samples_per_prompt=2)
+    gain = after.reward_model - before.reward_model
+    assert gain >= 0.25, f"r_φ {before.reward_model:.3f} -> {after.reward_model:.3f}"
+    assert after.kl < 2 * KL_TARGET
+    assert after.fluency >= 0.8

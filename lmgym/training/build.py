@@ -89,6 +89,9 @@ def make_env(
     """
     if env_spec(config.env).lm:
         kwargs = env_kwargs(config, evaluation=evaluation, reward_fn=reward_fn)
+        group_size = ALGORITHMS[config.algo].group_size
+        if group_size > 1 and not evaluation:  # GRPO/RLOO: G completions of each prompt
+            kwargs["group_size"] = group_size
         return SB3VecEnv(gym.make_vec(config.env, num_envs=n_envs, **kwargs))
     return make_vec_env(config.env, n_envs=n_envs)
 

@@ -211,6 +211,13 @@ class TrainConfig(TaskOptions):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be an int > 0.")
+        group_size = ALGORITHMS[self.algo].group_size
+        if self.n_envs % group_size:
+            raise ValueError(
+                f"n_envs={self.n_envs} with algo={self.algo!r}, which samples groups of "
+                f"{group_size} completions per prompt; expected a multiple of {group_size}, "
+                f"e.g. n_envs={group_size * max(1, self.n_envs // group_size)}."
+            )
         check_seed("seed", self.seed)
         if (
             isinstance(self.kl_coef, bool)

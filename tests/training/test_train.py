@@ -9,7 +9,7 @@ import pytest
 
 from lmgym.models.corpus import prompts as corpus_prompts
 from lmgym.training import trainer as trainer_module
-from lmgym.training.algorithms import ENV_IDS, valid_algos
+from lmgym.training.algorithms import ALGORITHMS, ENV_IDS, valid_algos
 from lmgym.training.build import make_env
 from lmgym.training.checkpoint import load_checkpoint
 from lmgym.training.train import TrainConfig, run_train
@@ -96,8 +96,9 @@ COMBOS = [
 @pytest.mark.parametrize(("env", "algo", "policy"), COMBOS, ids=["-".join(c) for c in COMBOS])
 def test_every_fitting_combination_trains(tmp_path, tiny_lm_dir, env, algo, policy) -> None:
     model = None if env == "CatGrid-v0" else tiny_lm_dir
-    config = TrainConfig(env=env, algo=algo, policy=policy, steps=16, n_envs=1, eval_episodes=2,
-                         out=tmp_path, model=model, progress=False)  # fmt: skip
+    n_envs = ALGORITHMS[algo].group_size  # 1, or one group of GRPO / RLOO
+    config = TrainConfig(env=env, algo=algo, policy=policy, steps=16, n_envs=n_envs,
+                         eval_episodes=2, out=tmp_path, model=model, progress=False)  # fmt: skip
     metrics = run_train(config)
     assert metrics["steps"] >= 16 and metrics["eval"]["after"]["episodes"] == 2
     lm_env = env != "CatGrid-v0"

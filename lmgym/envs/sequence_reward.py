@@ -326,15 +326,13 @@ class SequenceRewarder:
                 completion_ids.to(device),
                 completion_mask.to(device),
                 pad_token_id=models.pad_token_id,
-                keep_logits=True,  # a view of the forward's output: no copy
+                # Only the ``full`` estimator reads π_ref's whole distribution: at a 50k
+                # vocabulary the (B, T, V) logits are the largest tensor of the step.
+                keep_logits=self.kl_estimator == "full",
+                # The tokenizer's tokens, even where the embedding is padded past them.
+                vocab_size=models.vocab_size,
             )
-            assert ref.logits is not None
-            ref_logits = ref.logits[..., : models.vocab_size]  # (B, T, V): the tokenizer's tokens
-            ref_logprobs = ref.logprobs
-            if ref.logits.shape[-1] != models.vocab_size:  # embedding padded past the tokenizer
-                support = vocab_log_softmax(ref.logits.float(), models.vocab_size)  # (B, T, V)
-                ref_logprobs = support.gather(2, completion_ids.to(device)[..., None])[..., 0]
-                ref_logprobs = ref_logprobs * completion_mask.to(device)
+            ref_logits, ref_logprobs = ref.logits, ref.logprobs  # (B, T, V) or None; (B, T)
             per_token = self._kl_per_token(ref_logprobs, ref_logits, observations, actions)
             kl = sequence_kl(per_token.cpu(), completion_mask).double().numpy()
 
@@ -398,7 +396,7 @@ class SequenceRewarder:
     def _kl_per_token(
         self,
         ref_logprobs: torch.Tensor,
-        ref_logits: torch.Tensor,
+        ref_logits: torch.Tensor | None,
         observations: np.ndarray,
         actions: np.ndarray,
     ) -> torch.Tensor:
@@ -425,7 +423,7 @@ def policy_kl_per_token(
     estimator: KLEstimator,
     policy_out: torch.Tensor,
     ref_logprobs: torch.Tensor,
-    ref_logits: torch.Tensor,
+    ref_logits: torch.Tensor | None,
     actions: torch.Tensor,
     *,
     vocab_size: int,
@@ -442,7 +440,8 @@ def policy_kl_per_token(
         policy_out: (B, T) log π_θ of the chosen tokens, or (B, T, V') log-distributions.
         ref_logprobs: (B, T) log π_ref of the chosen tokens, normalised over the tokenizer's
             tokens.
-        ref_logits: (B, T, V) reference logits over the tokenizer's tokens (``full`` uses them).
+        ref_logits: (B, T, V) reference logits over the tokenizer's tokens; ``full`` needs them,
+            the other estimators take None.
         actions: (B, T) chosen token ids.
         vocab_size: V, the number of tokens of the tokenizer.
         what: How the error messages name the expected (B, T) shape.
@@ -456,6 +455,7 @@ def policy_kl_per_token(
             )
         policy_logp = vocab_log_softmax(policy_out, vocab_size)  # (B, T, V)
         if estimator == "full":
+            assert ref_logits is not None, "the full estimator needs the reference's logits"
             return kl_per_token(
                 "full", logits=policy_logp, ref_logits=ref_logits, vocab_size=vocab_size
             )

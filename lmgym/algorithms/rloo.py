@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import torch
-from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from lmgym.algorithms.group import GroupAlgorithm
 
@@ -78,46 +73,6 @@ class RLOO(GroupAlgorithm):
         >>> _ = model.policy.attach_to(vec)
         >>> _ = model.learn(16)
     """
-
-    def __init__(
-        self,
-        policy: str | type[ActorCriticPolicy],
-        env: GymEnv | str,
-        learning_rate: float | Schedule = 1e-4,
-        n_steps: int = 1,
-        batch_size: int = 64,
-        n_epochs: int = 1,
-        clip_range: float | Schedule | None = None,
-        ent_coef: float = 0.0,
-        max_grad_norm: float = 0.5,
-        target_kl: float | None = None,
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: torch.device | str = "auto",
-        _init_setup_model: bool = True,
-    ) -> None:
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            batch_size=batch_size,
-            n_epochs=n_epochs,
-            clip_range=clip_range,
-            ent_coef=ent_coef,
-            max_grad_norm=max_grad_norm,
-            target_kl=target_kl,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            _init_setup_model=_init_setup_model,
-        )
 
     def group_advantages(self, rewards: np.ndarray) -> np.ndarray:
         """:func:`rloo_advantages`."""

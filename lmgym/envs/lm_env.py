@@ -144,7 +144,7 @@ class LMEnv(UsesLMEnvParts, gym.Env[np.ndarray, ActType]):
 
     def _render_step(self) -> None:
         if self.render_mode == "human":
-            print(self.render_text())
+            self.render()
 
     @abstractmethod
     def render_text(self) -> str:

@@ -14,14 +14,20 @@ EOS, PAD, BOS = 2, 0, 1
 """The tiny tokenizer's special token ids."""
 
 
+def _tiny_defaults(tiny_lm_dir: Path, kwargs: dict) -> dict:
+    """``kwargs`` completed with the tiny model, the tests' prompts and reward, P and T."""
+    return {"model": tiny_lm_dir, "prompts": PROMPTS, "reward_fn": count_great,
+            "max_prompt_tokens": P, "max_new_tokens": T, **kwargs}  # fmt: skip
+
+
 def make_lm_env(env_id: str, tiny_lm_dir: Path, **kwargs) -> gym.Env:
     """``gym.make(env_id)`` on the tiny model, the tests' prompts and reward, P and T."""
-    kwargs.setdefault("model", tiny_lm_dir)
-    kwargs.setdefault("prompts", PROMPTS)
-    kwargs.setdefault("reward_fn", count_great)
-    kwargs.setdefault("max_prompt_tokens", P)
-    kwargs.setdefault("max_new_tokens", T)
-    return gym.make(env_id, **kwargs)
+    return gym.make(env_id, **_tiny_defaults(tiny_lm_dir, kwargs))
+
+
+def make_bandit_vec(tiny_lm_dir: Path, num_envs: int, **kwargs) -> gym.vector.VectorEnv:
+    """``gym.make_vec("LMBandit-v0", num_envs)`` with the defaults of :func:`make_lm_env`."""
+    return gym.make_vec("LMBandit-v0", num_envs=num_envs, **_tiny_defaults(tiny_lm_dir, kwargs))
 
 
 def make_bandit(tiny_lm_dir: Path, **kwargs) -> gym.Env:

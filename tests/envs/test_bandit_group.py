@@ -9,19 +9,7 @@ import numpy as np
 import pytest
 
 import lmgym  # noqa: F401
-from lmgym.envs.bandit_vector import LMBanditVectorEnv
-from tests.conftest import PROMPTS, count_great
-
-KWARGS = {
-    "prompts": PROMPTS,
-    "reward_fn": count_great,
-    "max_prompt_tokens": 8,
-    "max_new_tokens": 6,
-}
-
-
-def make_vec(tiny_lm_dir: Path, n: int, **kwargs) -> LMBanditVectorEnv:
-    return gym.make_vec("LMBandit-v0", num_envs=n, model=tiny_lm_dir, **{**KWARGS, **kwargs})
+from tests.envs.conftest import make_bandit_vec as make_vec
 
 
 def test_groups_share_a_prompt_through_autoresets(tiny_lm_dir: Path) -> None:

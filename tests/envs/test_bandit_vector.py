@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -10,7 +9,7 @@ import lmgym  # noqa: F401
 from lmgym.agents.vec_env import unbatch_info
 from lmgym.envs.bandit_vector import LMBanditVectorEnv
 from tests.conftest import PROMPTS, count_great
-from tests.envs.conftest import make_bandit
+from tests.envs.conftest import make_bandit, make_bandit_vec
 
 KWARGS = {
     "prompts": PROMPTS,
@@ -21,7 +20,7 @@ KWARGS = {
 
 
 def make_vec(tiny_lm_dir: Path, n: int, **kwargs) -> LMBanditVectorEnv:
-    return gym.make_vec("LMBandit-v0", num_envs=n, model=tiny_lm_dir, **{**KWARGS, **kwargs})
+    return make_bandit_vec(tiny_lm_dir, n, **kwargs)  # type: ignore[return-value]
 
 
 def test_make_vec_returns_batched_env(tiny_lm_dir: Path) -> None:

@@ -31,6 +31,7 @@ from lmgym.agents.completion_distribution import CompletionDistribution
 from lmgym.agents.lora import causal_lm
 from lmgym.agents.token_head import NextTokenOutputs, next_token_outputs, trunk_last_hidden
 from lmgym.models.generation import DecodingConfig
+from lmgym.models.padding import completion_mask_from_ids
 from lmgym.models.scoring import completion_logprobs
 
 __all__ = [
@@ -136,6 +137,10 @@ class LMHead(abc.ABC):
         self, lm: nn.Module, obs: torch.Tensor, deterministic: bool, action_masks: ActionMasks
     ) -> torch.Tensor:
         """Actions for ``predict()`` (evaluation, not training)."""
+
+    @abc.abstractmethod
+    def action_token_mask(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, T) 1 for the tokens of ``actions`` that count: the mask :meth:`evaluate` returns."""
 
     @abc.abstractmethod
     def features(self, lm: nn.Module, obs: torch.Tensor) -> torch.Tensor:
@@ -248,6 +253,11 @@ class CompletionHead(LMHead):
             return distribution.mode()
         return distribution.distribution.decode(self.decoding)
 
+    def action_token_mask(self, actions: torch.Tensor) -> torch.Tensor:
+        """Up to and including each completion's first EOS (B, T), as :meth:`evaluate` counts."""
+        completions = actions.long().reshape(actions.shape[0], -1)
+        return completion_mask_from_ids(completions, self.eos_token_id)
+
     def features(self, lm: nn.Module, obs: torch.Tensor) -> torch.Tensor:
         """Hidden state (B, H) at the last real prompt token, from the LM's body alone."""
         return trunk_last_hidden(causal_lm(lm).base_model, obs, pad_token_id=self.pad_token_id)
@@ -347,6 +357,10 @@ class NextTokenHead(LMHead):
     ) -> torch.Tensor:
         """Next tokens sampled (or the most likely ones) from the (masked) distribution."""
         return self.distribution(lm, obs, action_masks).get_actions(deterministic=deterministic)
+
+    def action_token_mask(self, actions: torch.Tensor) -> torch.Tensor:
+        """Ones (B, 1): a next token is one token."""
+        return torch.ones((actions.shape[0], 1), dtype=torch.long, device=actions.device)
 
     def features(self, lm: nn.Module, obs: torch.Tensor) -> torch.Tensor:
         """Hidden state (B, H) at the last real token."""

@@ -259,6 +259,42 @@ class LMPolicyMixin(_PolicyBase):
         assert isinstance(obs, torch.Tensor)
         return self._evaluate(obs, actions, None)
 
+    def evaluate_actions_per_token(
+        self, obs: PyTorchObs, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Values (B, 1), per-token log-probs (B, T), their mask (B, T) and entropies (B,).
+
+        The same single forward as :meth:`evaluate_actions`, before the log-probs are summed:
+        ``(token_log_probs * token_mask).sum(1)`` is its log-prob. On ``LMBandit-v0`` the mask
+        counts each completion's tokens up to and including the EOS that ends it (also when
+        the pad id is the EOS id) and nothing after; T is the completion length. On
+        ``LMToken-v0`` T = 1. Per-token PPO ratios and clipping (:class:`lmgym.algorithms.LMPPO`
+        with ``ratio="token"``) and GRPO's per-token loss are built on it.
+
+        Example:
+            >>> import gymnasium as gym, lmgym
+            >>> from stable_baselines3 import PPO
+            >>> env = gym.make("LMBandit-v0")
+            >>> policy = PPO(LMActorCriticPolicy, env).policy
+            >>> obs = torch.as_tensor(env.reset(seed=0)[0]).unsqueeze(0)
+            >>> actions = policy(obs)[0]
+            >>> _, token_log_probs, token_mask, _ = policy.evaluate_actions_per_token(obs, actions)
+            >>> token_log_probs.shape == token_mask.shape == actions.shape
+            True
+        """
+        assert isinstance(obs, torch.Tensor)
+        evaluation = self.head.evaluate(self.lm, obs, actions, None)
+        values = self._values(obs, evaluation.hidden)
+        return values, evaluation.logprobs, evaluation.mask, evaluation.entropy
+
+    def action_token_mask(self, actions: torch.Tensor) -> torch.Tensor:
+        """The (B, T) mask :meth:`evaluate_actions_per_token` returns, from the actions alone.
+
+        What an update needs to weigh tokens before any forward (e.g. the token count of a
+        mini-batch that runs as several micro-batches).
+        """
+        return self.head.action_token_mask(actions)
+
     def get_distribution(self, obs: PyTorchObs) -> Distribution:  # type: ignore[override]
         """The action distribution conditioned on ``obs``."""
         assert isinstance(obs, torch.Tensor)

@@ -67,9 +67,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ("ppo", "a2c", "grpo", "rloo", "ppo_2ep")
+SYSTEMS = ("ppo", "a2c", "grpo", "rloo", "ppo_2ep", "lmgym_grpo", "lmgym_rloo")
 TRL_SYSTEMS = ("grpo", "rloo")
-DEFAULT_LR = {"ppo": 3e-4, "ppo_2ep": 3e-4, "a2c": 3e-4, "grpo": 3e-4, "rloo": 1e-3}
+DEFAULT_LR = {
+    "ppo": 3e-4,
+    "ppo_2ep": 3e-4,
+    "a2c": 3e-4,
+    "grpo": 3e-4,
+    "rloo": 1e-3,
+    "lmgym_grpo": 3e-4,  # TRL's GRPO rate, as the two are compared per completion
+    "lmgym_rloo": 1e-3,  # TRL's RLOO rate
+}
+# lmgym's GRPO / RLOO set up as TRL's are: TRL's counterpart of each, for the curve table.
+TRL_COUNTERPART = {"lmgym_grpo": "grpo", "lmgym_rloo": "rloo"}
 TRL_BATCH = 64  # completions per optimizer step of GRPO / RLOO (8 prompts x 8 completions)
 TRL_GENERATIONS = 8
 
@@ -178,20 +188,31 @@ def run_lmgym(system: str, work: Work, seed: int, still: bool, lr: float) -> dic
 
     import lmgym  # noqa: F401  (registers LMBandit-v0)
     from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
+    from lmgym.algorithms import GRPO, RLOO
     from lmgym.seeding import set_seed
 
     set_seed(seed)
-    n_envs = 64 if system == "a2c" else 256
-    vec = SB3VecEnv(gym.make_vec("LMBandit-v0", num_envs=n_envs, kl_coef=work.kl_coef))
+    grouped = system in TRL_COUNTERPART
+    n_envs = 64 if system == "a2c" or grouped else 256
+    group_size = TRL_GENERATIONS if grouped else 1
+    vec = SB3VecEnv(
+        gym.make_vec("LMBandit-v0", num_envs=n_envs, kl_coef=work.kl_coef, group_size=group_size)
+    )
     vec.seed(seed)
     kwargs = lm_policy_kwargs(vec, optimizer_class=torch.optim.Adam)
-    common: dict[str, Any] = dict(gamma=1.0, seed=seed, learning_rate=0.0 if still else lr)
+    common: dict[str, Any] = dict(seed=seed, learning_rate=0.0 if still else lr)
     if system == "a2c":
-        model = A2C(LMActorCriticPolicy, vec, n_steps=1, policy_kwargs=kwargs, **common)
+        model = A2C(LMActorCriticPolicy, vec, n_steps=1, gamma=1.0, policy_kwargs=kwargs, **common)
+    elif system == "lmgym_grpo":  # TRL's defaults: one pass (μ = 1), ε = 0.2, std scaling
+        model = GRPO(LMActorCriticPolicy, vec, n_steps=1, batch_size=TRL_BATCH, n_epochs=1,
+                     clip_range=0.2, policy_kwargs=kwargs, **common)  # fmt: skip
+    elif system == "lmgym_rloo":  # TRL's defaults: one pass, REINFORCE with the LOO baseline
+        model = RLOO(LMActorCriticPolicy, vec, n_steps=1, batch_size=TRL_BATCH, n_epochs=1,
+                     policy_kwargs=kwargs, **common)  # fmt: skip
     else:
         epochs = 2 if system == "ppo_2ep" else 1
         model = PPO(LMActorCriticPolicy, vec, n_steps=1, batch_size=64, n_epochs=epochs,
-                    policy_kwargs=kwargs, **common)  # fmt: skip
+                    gamma=1.0, policy_kwargs=kwargs, **common)  # fmt: skip
     model.policy.attach_to(vec)
     lm = model.policy.lm
     evaluator = None if still else Evaluator(work, seed)
@@ -423,6 +444,64 @@ def print_table(rows: list[dict], target: float) -> None:
         )
 
 
+def curve_rows(runs: list[dict[str, Any]], systems: list[str]) -> list[dict[str, Any]]:
+    """Held-out r_φ per completion of each lmgym GRPO/RLOO run next to TRL's, over seeds.
+
+    One row per (pair, evaluation point): each system's mean over seeds and the half-width of
+    its 95% t-interval, and whether the two intervals overlap ("agree within the seed CI").
+    """
+    from scipy.stats import t as student_t
+
+    def mean_ci(values: list[float]) -> tuple[float, float]:
+        n = len(values)
+        centre = sum(values) / n
+        if n < 2:
+            return centre, float("nan")
+        spread = (sum((v - centre) ** 2 for v in values) / (n - 1)) ** 0.5
+        return centre, float(student_t.ppf(0.975, n - 1)) * spread / n**0.5
+
+    def curves(system: str) -> dict[int, list[float]]:
+        points: dict[int, list[float]] = {}
+        for run in runs:
+            if run["system"] == system and run["phase"] == "learn":
+                for point in run["curve"]:
+                    points.setdefault(int(point["completions"]), []).append(point["reward_model"])
+        return points
+
+    rows = []
+    for ours, theirs in TRL_COUNTERPART.items():
+        if ours not in systems or theirs not in systems:
+            continue
+        mine, peer = curves(ours), curves(theirs)
+        for completions in sorted(set(mine) & set(peer)):
+            (m, m_ci), (p, p_ci) = mean_ci(mine[completions]), mean_ci(peer[completions])
+            rows.append(
+                {
+                    "pair": f"{ours} vs {theirs}",
+                    "completions": completions,
+                    "lmgym": m,
+                    "lmgym_ci": m_ci,
+                    "trl": p,
+                    "trl_ci": p_ci,
+                    "agree": abs(m - p) <= m_ci + p_ci,
+                }
+            )
+    return rows
+
+
+def print_curves(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print("\nHeld-out r_φ per completion (mean ± 95% CI over seeds)")
+    print("| pair | completions | lmgym | TRL | intervals overlap |")
+    print("|---|---:|---:|---:|:---:|")
+    for r in rows:
+        print(
+            f"| {r['pair']} | {r['completions']} | {r['lmgym']:+.3f} ± {r['lmgym_ci']:.3f} | "
+            f"{r['trl']:+.3f} ± {r['trl_ci']:.3f} | {'yes' if r['agree'] else 'no'} |"
+        )
+
+
 def parse_lr_overrides(items: list[str]) -> dict[str, float]:
     overrides = {}
     for item in items:
@@ -498,6 +577,8 @@ def main() -> None:
     rows = summarise(runs, args.systems, args.target)
     print(f"\n{args.completions} completions, β={args.kl_coef}, seeds {args.seeds}, 1 thread each")
     print_table(rows, args.target)
+    curves = curve_rows(runs, args.systems)
+    print_curves(curves)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -506,6 +587,7 @@ def main() -> None:
             "work": vars(work),
             "seeds": args.seeds,
             "rows": rows,
+            "curves": curves,
             "runs": runs,
         }
         args.json.write_text(json.dumps(payload, indent=2))

@@ -7,21 +7,29 @@ held-out test prompts (:mod:`lmgym.training.algorithms`), and the result lists t
 agent acts stochastically (it samples, as it does in training) from a torch generator seeded
 from the same seed, and the caller's random state is restored afterwards, so evaluating never
 changes the training run.
+
+:class:`EvalPointsCallback` repeats that evaluation while training runs, every ``eval_every``
+env steps: the (steps, reward, r_φ, KL) points of the reward–KL frontier
+(:mod:`lmgym.training.frontier`). Because an evaluation restores every random state it used,
+adding points does not change the run.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from sb3_contrib import MaskablePPO, RecurrentPPO
 from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-__all__ = ["EpisodeStats", "evaluate_episodes"]
+__all__ = ["EpisodeStats", "EvalPointsCallback", "eval_point", "evaluate_episodes"]
 
 
 @dataclass
@@ -123,3 +131,64 @@ def evaluate_episodes(
         kl_form=kl_form,
         prompts=sorted(prompts) if prompts else None,
     )
+
+
+def eval_point(steps: int, stats: EpisodeStats | dict[str, Any]) -> dict[str, Any]:
+    """One point of a run's evaluation curve: env steps trained, reward, r_φ and KL.
+
+    Example:
+        >>> eval_point(512, {"reward": 0.2, "reward_model": 0.25, "kl": 2.5, "episodes": 64})
+        {'steps': 512, 'reward': 0.2, 'reward_model': 0.25, 'kl': 2.5}
+    """
+    values = stats.as_dict() if isinstance(stats, EpisodeStats) else stats
+    point: dict[str, Any] = {"steps": int(steps)}
+    point.update({key: values[key] for key in ("reward", "reward_model", "kl")})
+    return point
+
+
+class EvalPointsCallback(BaseCallback):
+    """Evaluate every ``every`` env steps while training; append the points to ``points``.
+
+    The evaluation runs when a rollout starts (after the previous update, so the weights and
+    ``num_timesteps`` agree), at the first rollout boundary at or past each multiple of
+    ``every``. ``points`` is the run's own list, so a checkpoint taken at the same boundary
+    holds the point, and a resumed run goes on from the next multiple.
+
+    Args:
+        every: Env steps between evaluations (> 0).
+        evaluate: Plays the evaluation episodes (:func:`evaluate_episodes` bound to the run's
+            eval env and seed).
+        points: The list the points are appended to (:func:`eval_point` dicts).
+
+    Example:
+        >>> points = []
+        >>> callback = EvalPointsCallback(512, lambda: {"reward": 0.0, "reward_model": 0.0,
+        ...                                             "kl": 0.0}, points)
+        >>> callback.every
+        512
+    """
+
+    def __init__(
+        self,
+        every: int,
+        evaluate: Callable[[], EpisodeStats | dict[str, Any]],
+        points: list[dict[str, Any]],
+    ) -> None:
+        super().__init__()
+        if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
+            raise ValueError(f"every={every!r} must be an int > 0 (env steps between evals).")
+        self.every = every
+        self.evaluate = evaluate
+        self.points = points
+        self.next_at = every
+
+    def _on_training_start(self) -> None:
+        self.next_at = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps >= self.next_at:
+            self.points.append(eval_point(self.num_timesteps, self.evaluate()))
+            self.next_at = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        return True

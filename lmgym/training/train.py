@@ -115,7 +115,9 @@ def resume_seed(seed: int, steps_done: int) -> int:
 
 
 # Settings that may differ when a run is resumed (the rest must match the run's).
-_NOT_IDENTITY = ("steps", "out", "resume", "overwrite", "progress", "threads", "checkpoint_every")
+# eval_every only adds evaluations, which restore every random state they use.
+_NOT_IDENTITY = ("steps", "out", "resume", "overwrite", "progress", "threads", "checkpoint_every",
+                 "eval_every")  # fmt: skip
 # The field each identity key restores on resume ("eval_prompts" describes the evaluation's
 # prompts, as it did before --eval-prompts existed: no field; its file is "eval_prompts_file").
 _IDENTITY_FIELDS = {"eval_prompts": "", "eval_prompts_file": "eval_prompts"}
@@ -148,6 +150,10 @@ class TrainConfig(TaskOptions):
         learning_rate: The optimizer's learning rate; None: the default of the (env, algo,
             policy) triple.
         eval_episodes: Episodes played before and after training to measure the agent.
+        eval_every: Also evaluate every this many env steps while training (at the first
+            rollout boundary past each multiple), the same episodes each time; metrics.json's
+            ``eval_points`` lists (steps, reward, r_φ, KL) from before to after training (the
+            reward–KL frontier of ``lmgym bench``). None: before and after only.
         checkpoint_every: Write checkpoint.zip every this many env steps (and at the end).
         resume: A run directory to continue from its checkpoint, with the settings in its
             run.json (options given with other values are an error); --steps may extend it.
@@ -168,6 +174,7 @@ class TrainConfig(TaskOptions):
     kl_horizon: int | None = None
     learning_rate: float | None = None
     eval_episodes: int = 64
+    eval_every: int | None = None
     checkpoint_every: int = 2048
     resume: Path | None = None
     overwrite: bool = False
@@ -211,6 +218,13 @@ class TrainConfig(TaskOptions):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be an int > 0.")
+        every = self.eval_every
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
+                                  or every <= 0):  # fmt: skip
+            raise ValueError(
+                f"eval_every={every!r} must be an int > 0 (env steps between evaluations) or "
+                "None (evaluate before and after training only)."
+            )
         group_size = ALGORITHMS[self.algo].group_size
         if self.n_envs % group_size:
             raise ValueError(

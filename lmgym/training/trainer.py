@@ -31,7 +31,12 @@ from lmgym.torch_threads import set_torch_threads
 from lmgym.training import checkpoint as ckpt
 from lmgym.training.algorithms import env_spec, eval_prompt_split
 from lmgym.training.build import attach_policy, build_model, lm_rewarder, make_env
-from lmgym.training.evaluation import evaluate_episodes
+from lmgym.training.evaluation import (
+    EpisodeStats,
+    EvalPointsCallback,
+    eval_point,
+    evaluate_episodes,
+)
 from lmgym.training.report import eval_prompts_text
 from lmgym.training.rundir import (
     OUTPUTS,
@@ -135,6 +140,7 @@ class _Run:
         self.steps_done = 0
         self.kl_coef: float | None = None
         self.eval_before: dict[str, Any] | None = None
+        self.eval_points: list[dict[str, Any]] = []  # the evaluations during training
         self.wall_before = 0.0  # wall time of earlier segments of a resumed run
         self.resumed_at: list[int] = []
         self.started = time.perf_counter()
@@ -147,6 +153,7 @@ class _Run:
             "history": asdict(self.recorder.history),
             "kl_coef": None if rewarder is None else float(rewarder.controller.value),
             "eval_before": self.eval_before,
+            "eval_points": self.eval_points,
             "wall_s": self.wall_before + time.perf_counter() - self.started,
             "resumed_at": self.resumed_at,
         }
@@ -185,6 +192,7 @@ class _Run:
         self.recorder.history = history
         self.kl_coef = kl_coef
         self.eval_before = eval_before
+        self.eval_points = list(state.get("eval_points", []))  # none in older checkpoints
         self.wall_before = wall_s
         self.resumed_at = [*resumed_at, self.steps_done]
 
@@ -334,10 +342,17 @@ def _train(config: TrainConfig, run: _Run, checkpoint: ckpt.Checkpoint | None) -
     remaining = config.steps - run.steps_done
     if remaining > 0:
         checkpoints = _CheckpointCallback(run)
+        callbacks: list[BaseCallback] = [run.recorder]
+        if config.eval_every is not None:  # before the checkpoint: it then holds the point
+
+            def evaluate() -> EpisodeStats:
+                return evaluate_episodes(model, eval_env, config.eval_episodes, seed=eval_seed)
+
+            callbacks.append(EvalPointsCallback(config.eval_every, evaluate, run.eval_points))
         with run.stop.installed():
             model.learn(
                 remaining,
-                callback=CallbackList([run.recorder, checkpoints]),
+                callback=CallbackList([*callbacks, checkpoints]),
                 progress_bar=config.progress,
                 reset_num_timesteps=run.steps_done == 0,
                 tb_log_name="run",
@@ -375,6 +390,11 @@ def _train(config: TrainConfig, run: _Run, checkpoint: ckpt.Checkpoint | None) -
         "eval_reward_model_after": after.reward_model,
         "eval_prompts": eval_prompt_split(config.env) if split is None else split.eval_text,
         "train_prompts": None if split is None else split.train_text,
+        "eval_points": [
+            eval_point(0, run.eval_before),
+            *run.eval_points,
+            eval_point(model.num_timesteps, after),
+        ],
         "eval": {
             "method": (
                 f"{config.eval_episodes} episodes of a separate {config.env} env reset with seed "

@@ -71,6 +71,11 @@ class LMBanditEnv(LMEnv[np.ndarray]):
       (``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``): where the models run and in
       which precision (:mod:`lmgym.models.device`; default: where they are, float32 on the CPU).
       Only observations and actions cross to NumPy; the KL and log-prob sums are float32.
+    - ``minibatch_size``: rows per forward of the reference when it scores a batch (default
+      ``None``: the whole batch at once). The rows, sorted by length, run in micro-batches, each
+      cut to its own longest sequence, so peak activation memory scales with ``minibatch_size``,
+      not with the batch; the results equal the unbatched ones up to float rounding. A vector
+      env's ``num_envs`` must be a multiple of it.
 
     Bad arguments raise before anything changes, and a call that raises leaves the env as it
     was (see docs/reliability.md).

@@ -76,6 +76,7 @@ class LMEnv(UsesLMEnvParts, gym.Env[np.ndarray, ActType]):
         trust_remote_code: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        minibatch_size: int | None = None,
     ) -> None:
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         parts = build_lm_env_parts(
@@ -95,6 +96,7 @@ class LMEnv(UsesLMEnvParts, gym.Env[np.ndarray, ActType]):
             trust_remote_code=trust_remote_code,
             device=device,
             dtype=dtype,
+            minibatch_size=minibatch_size,
         )
         self.parts = parts
         self.observation_space, self.action_space = self._spaces()

@@ -54,6 +54,7 @@ __all__ = [
     "check_kl_coef",
     "check_kl_target",
     "check_lm_env_args",
+    "check_minibatch_size",
     "check_positive_int",
     "check_render_mode",
     "fit_prompt_block",
@@ -266,6 +267,31 @@ def check_kl_target(kl_target: Any) -> float | None:
     return float(kl_target)
 
 
+def check_minibatch_size(minibatch_size: Any, num_envs: int | None = None) -> int | None:
+    """Return ``minibatch_size`` (rows per reference forward) if valid, else raise naming it.
+
+    ``None`` scores a whole batch in one forward. A vector env's ``num_envs`` must be a
+    multiple of it, so that every micro-batch is the same size (the memory it bounds is that
+    of one micro-batch, whichever it is).
+
+    Example:
+        >>> check_minibatch_size(8, num_envs=64), check_minibatch_size(None) is None
+        (8, True)
+    """
+    if minibatch_size is None:
+        return None
+    value = check_positive_int("minibatch_size", minibatch_size, example=16)
+    if num_envs is not None and num_envs % value:
+        divisors = [d for d in range(1, num_envs + 1) if num_envs % d == 0 and d <= value]
+        raise ValueError(
+            f"minibatch_size={value} does not divide num_envs={num_envs}; expected the "
+            f"reference to score num_envs rows in equal micro-batches. Pass a divisor of "
+            f"num_envs such as minibatch_size={divisors[-1]}, or minibatch_size=None for one "
+            "forward over the whole batch."
+        )
+    return value
+
+
 def check_lm_env_args(
     *,
     kl_coef: Any,
@@ -274,6 +300,7 @@ def check_lm_env_args(
     max_prompt_tokens: Any,
     max_new_tokens: Any,
     truncate_prompts: Any,
+    minibatch_size: Any = None,
 ) -> None:
     """Validate the numeric and flag arguments shared by the LM envs, before anything is loaded.
 
@@ -287,6 +314,7 @@ def check_lm_env_args(
     check_kl_target(kl_target)
     check_positive_int("kl_horizon", kl_horizon, example=10_000)
     check_bool("truncate_prompts", truncate_prompts)
+    check_minibatch_size(minibatch_size)
 
 
 def model_context_length(models: LMModels) -> int | None:
@@ -392,6 +420,7 @@ class LMEnvParts:
         max_prompt_tokens: Width of the observation's prompt block: the argument, or less when
             ``truncate_prompts=True`` had to shrink it to fit the model's positions.
         max_new_tokens: Completion length limit.
+        minibatch_size: Rows per reference forward (``None``: the whole batch at once).
     """
 
     models: LMModels
@@ -399,6 +428,7 @@ class LMEnvParts:
     prompt_source: PromptSource
     max_prompt_tokens: int
     max_new_tokens: int
+    minibatch_size: int | None = None
 
 
 class UsesLMEnvParts:
@@ -450,6 +480,7 @@ def build_lm_env_parts(
     trust_remote_code: bool,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    minibatch_size: int | None = None,
 ) -> LMEnvParts:
     """Check the shared arguments (cheap checks first), then load and build the parts.
 
@@ -474,6 +505,7 @@ def build_lm_env_parts(
         max_prompt_tokens=max_prompt_tokens,
         max_new_tokens=max_new_tokens,
         truncate_prompts=truncate_prompts,
+        minibatch_size=minibatch_size,
     )
     models = build_lm_models(
         model,
@@ -495,6 +527,7 @@ def build_lm_env_parts(
         kl_target=check_kl_target(kl_target),
         kl_horizon=int(kl_horizon),
         kl_batch_size=kl_batch_size,
+        minibatch_size=check_minibatch_size(minibatch_size),
     )
     prompt_source = PromptSource(
         default_prompts("train") if prompts is None else prompts,
@@ -508,4 +541,5 @@ def build_lm_env_parts(
         prompt_source=prompt_source,
         max_prompt_tokens=prompt_tokens,
         max_new_tokens=new_tokens,
+        minibatch_size=check_minibatch_size(minibatch_size),
     )

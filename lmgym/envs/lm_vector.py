@@ -21,6 +21,7 @@ from gymnasium.vector.utils import batch_space
 from lmgym.envs.lm_env_parts import (
     UsesLMEnvParts,
     build_lm_env_parts,
+    check_minibatch_size,
     check_positive_int,
     check_render_mode,
 )
@@ -64,6 +65,7 @@ class LMVectorEnv(UsesLMEnvParts, VectorEnv):
         spaces: SpacesFn,
     ) -> None:
         num_envs = check_positive_int("num_envs", num_envs, example=8)
+        check_minibatch_size(env_args["minibatch_size"], num_envs)  # before anything loads
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         parts = build_lm_env_parts(**env_args)
         if env_args["kl_batch_size"] is None:

@@ -20,6 +20,13 @@ Prompts repeat (RL draws them from a finite set), so the encoded state of each p
 keys/values and next-token logits) is kept in a bounded LRU table: a reset to a known prompt
 copies rows instead of running the model. Measured with the default model at 64 envs, staggered
 resets otherwise cost one extra forward each (about as much as a whole step).
+
+With ``minibatch_size`` the forwards over many rows (encoding prompts, and every step when
+``use_cache=False``) run in micro-batches of at most that many rows, each cut to the columns its
+own rows use, so their activations and (b, P, V) logits scale with ``minibatch_size``, not with
+the number of envs. A micro-batch's prompt keys and values are padded back on the left with
+masked zero columns to the block's width. The cached one-token step is not split: it runs one
+position per row, and the KV cache it reads is the env's state, not a temporary.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from lmgym.models.kv_cache import (
     kv_layers,
 )
 from lmgym.models.padding import position_ids_from_mask, right_to_left_padding
+from lmgym.models.scoring import counted_columns
 
 __all__ = ["PROMPT_CACHE_BYTES", "PromptState", "ReferenceState"]
 
@@ -78,6 +86,8 @@ class ReferenceState:
             each step: the same results, quadratic cost; it exists to measure what the cache buys.
         prompt_cache_bytes: Memory budget of the LRU table of encoded prompts (at least one
             prompt is always kept).
+        minibatch_size: Rows per forward over many rows (``None``: all at once); see the
+            module. The results equal one forward's up to float rounding.
 
     Example:
         >>> from lmgym.models.loading import load_default_model
@@ -100,8 +110,10 @@ class ReferenceState:
         pad_token_id: int,
         use_cache: bool = True,
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
+        minibatch_size: int | None = None,
     ) -> None:
         self.model = model
+        self.minibatch_size = minibatch_size
         # Row bookkeeping (ids, mask) stays on the CPU; the model's inputs move to its device
         # at each forward, and the KV cache and logits stay there.
         self.device = model_device(model)
@@ -179,8 +191,7 @@ class ReferenceState:
         states = [self.prompt_states.get(name) for name in names]
         missing = [i for i, state in enumerate(states) if state is None]
         if missing:
-            logits, cache = self._encode(left_ids[missing], left_mask[missing])
-            layers = kv_layers(cache)
+            logits, layers = self._encode(left_ids[missing], left_mask[missing])
             for j, i in enumerate(missing):
                 # Clones: a view would keep the whole batch's tensors alive in the table.
                 state = PromptState(
@@ -225,20 +236,62 @@ class ReferenceState:
         self.ids, self.mask = ids, mask
         self._trim()
 
-    def _encode(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+    def _micro_batches(self, rows: int) -> list[slice]:
+        """Row slices of the forwards over ``rows`` rows: one, or ``minibatch_size`` each."""
+        size = rows if self.minibatch_size is None else self.minibatch_size
+        return [slice(start, start + size) for start in range(0, rows, size)]
+
+    def _used_columns(self, mask: torch.Tensor) -> int:
+        """Trailing columns a micro-batch's forward keeps (all of them without minibatch_size).
+
+        Rows are right-aligned, so the leading columns masked in every row can be dropped
+        without changing any real position's output.
+        """
+        if self.minibatch_size is None:  # one forward as before, bit for bit
+            return mask.shape[1]
+        return counted_columns(mask.flip(1))
+
+    def _encode(
+        self, ids: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """(R, V) next-token logits and per-layer (R, heads, P, head_dim) keys and values."""
         ids, mask = ids.to(self.device), mask.to(self.device)
-        logits, cache = forward_with_cache(self.model, ids, mask, position_ids_from_mask(mask))
-        return logits[:, -1, :].float(), cache
+        width = ids.shape[1]
+        logits_parts, layer_parts = [], []
+        for rows in self._micro_batches(ids.shape[0]):
+            used = self._used_columns(mask[rows])
+            chunk_ids, chunk_mask = ids[rows, width - used :], mask[rows, width - used :]
+            logits, cache = forward_with_cache(
+                self.model, chunk_ids, chunk_mask, position_ids_from_mask(chunk_mask)
+            )
+            logits_parts.append(logits[:, -1, :].float())
+            # Masked zero columns restore the block's width (a cut micro-batch has fewer).
+            layer_parts.append(
+                [(_left_pad(k, width), _left_pad(v, width)) for k, v in kv_layers(cache)]
+            )
+        if len(layer_parts) == 1:
+            return logits_parts[0], layer_parts[0]
+        layers = [
+            (torch.cat([p[i][0] for p in layer_parts]), torch.cat([p[i][1] for p in layer_parts]))
+            for i in range(len(layer_parts[0]))
+        ]
+        return torch.cat(logits_parts), layers
 
     def _forward_full(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         ids, mask = ids.to(self.device), mask.to(self.device)
-        outputs = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            use_cache=False,
-        )
-        return outputs.logits[:, -1, :].float()
+        width = ids.shape[1]
+        parts = []
+        for rows in self._micro_batches(ids.shape[0]):
+            used = self._used_columns(mask[rows])
+            chunk_mask = mask[rows, width - used :]
+            outputs = self.model(
+                input_ids=ids[rows, width - used :],
+                attention_mask=chunk_mask,
+                position_ids=position_ids_from_mask(chunk_mask),
+                use_cache=False,
+            )
+            parts.append(outputs.logits[:, -1, :].float())
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _trim(self) -> None:
         """Drop leading columns no row uses any more, so C <= max_prompt_tokens + T - 1."""
@@ -255,3 +308,11 @@ class ReferenceState:
         if self.cache is None:
             return 0
         return sum(keys.numel() + values.numel() for keys, values in kv_layers(self.cache))
+
+
+def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """``tensor`` (R, heads, C, head_dim) with zero columns prepended up to ``width``."""
+    missing = width - tensor.shape[2]
+    if missing == 0:
+        return tensor
+    return torch.nn.functional.pad(tensor, (0, 0, missing, 0))

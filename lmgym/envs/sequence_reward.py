@@ -218,6 +218,9 @@ class SequenceRewarder:
         kl_batch_size: Finished episodes per adaptive-β update (``None``:
             :data:`SINGLE_ENV_KL_BATCH`, or ``num_envs`` in a vector env, capped at
             ``kl_horizon``).
+        minibatch_size: Rows per forward of the reference when it scores a batch (``None``:
+            the whole batch in one forward, or a few length buckets); see
+            :func:`lmgym.models.scoring.score_completions`. Checked by the env.
 
     The adaptive controller is updated once per ``kl_batch_size`` finished episodes, with their
     mean sequence KL (Ziegler et al. 2019, TRL): see :meth:`record_episode_kls`. It never runs
@@ -234,8 +237,10 @@ class SequenceRewarder:
         kl_target: float | None,
         kl_horizon: int,
         kl_batch_size: int | None = None,
+        minibatch_size: int | None = None,
     ) -> None:
         self.models = models
+        self.minibatch_size = minibatch_size
         self.kl_estimator = check_kl_estimator(kl_estimator)
         self._controller_args = (kl_coef, kl_target, kl_horizon)
         self.controller = make_kl_controller(*self._controller_args)
@@ -331,6 +336,8 @@ class SequenceRewarder:
                 keep_logits=self.kl_estimator == "full",
                 # The tokenizer's tokens, even where the embedding is padded past them.
                 vocab_size=models.vocab_size,
+                # Micro-batches bound the forward's activations (and its logits) for a large B.
+                minibatch_size=self.minibatch_size,
             )
             ref_logits, ref_logprobs = ref.logits, ref.logprobs  # (B, T, V) or None; (B, T)
             per_token = self._kl_per_token(ref_logprobs, ref_logits, observations, actions)

@@ -86,13 +86,18 @@ class LMTokenEnv(LMEnv[np.int64]):
     The bandit's (``model``, ``tokenizer``, ``ref_model``, ``prompts``, ``reward_fn``, ``kl_coef``,
     ``kl_estimator``, ``kl_target``, ``kl_horizon``, ``kl_batch_size``, ``max_prompt_tokens``,
     ``max_new_tokens``,
-    ``truncate_prompts``, ``render_mode``, ``trust_remote_code``; see
+    ``truncate_prompts``, ``render_mode``, ``trust_remote_code``, ``device``, ``dtype``,
+    ``minibatch_size``; see
     :class:`~lmgym.envs.bandit.LMBanditEnv`), plus:
 
     - ``action_mask``: a bool array of vocabulary size, or ``f(observation) -> bool array``,
       restricting the tokens ``action_masks()`` allows.
     - ``reference_cache``: keep the reference model's KV cache across steps (default ``True``);
       ``False`` re-encodes the whole prefix every step (same results; to measure the cache).
+
+    ``minibatch_size`` splits the reference's forwards over many rows (encoding new prompts, and
+    every step with ``reference_cache=False``) into micro-batches of that many rows; the cached
+    one-token steps run over every row at once (one position per row).
 
     Adaptive β (``kl_target``) is updated once per ``kl_batch_size`` finished episodes (default
     64, capped at ``kl_horizon``; ``num_envs`` in the vector env), from their mean summed KL.
@@ -134,12 +139,13 @@ class LMTokenEnv(LMEnv[np.int64]):
         trust_remote_code: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        minibatch_size: int | None = None,
     ) -> None:
         self.reference_cache = check_bool("reference_cache", reference_cache)
         super().__init__(
             model, tokenizer, ref_model, prompts, reward_fn, kl_coef, kl_estimator, kl_target,
             kl_horizon, kl_batch_size, max_prompt_tokens, max_new_tokens, truncate_prompts,
-            render_mode, trust_remote_code, device, dtype,
+            render_mode, trust_remote_code, device, dtype, minibatch_size,
         )  # fmt: skip
         self.masks = TokenActionMask(self.models, action_mask)
         self.batch = TokenBatch(self.parts, num_rows=1, reference_cache=self.reference_cache)

@@ -135,6 +135,7 @@ class TokenBatch:
             max_new_tokens,
             pad_token_id=models.pad_token_id,
             use_cache=reference_cache,
+            minibatch_size=parts.minibatch_size,
         )
 
     def start(self, rows: np.ndarray, texts: list[str], prompt_ids: np.ndarray) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "completion_logprobs",
     "counted_columns",
     "length_buckets",
+    "minibatch_rows",
     "score_completions",
     "trimmed_left_padding",
 ]
@@ -124,6 +125,7 @@ def score_completions(
     keep_logits: bool = False,
     keep_hidden: bool = False,
     vocab_size: int | None = None,
+    minibatch_size: int | None = None,
 ) -> CompletionScores:
     """Score completions under ``model`` with teacher-forced forwards (one per length bucket).
 
@@ -142,6 +144,10 @@ def score_completions(
         vocab_size: Keep only the first ``vocab_size`` logits (the tokenizer's tokens) where the
             embedding is padded past them, so the distribution is over real tokens, as in
             :func:`lmgym.models.generation.generate`. ``None``: all of them.
+        minibatch_size: Run forwards of at most this many rows (sorted by length, each trimmed
+            to its own longest), so peak activation memory scales with it, not with B. The
+            results equal one forward's up to float rounding. ``None``: the whole batch (with
+            length buckets, see the module).
 
     Returns:
         A :class:`CompletionScores`.
@@ -161,6 +167,12 @@ def score_completions(
             f"prompt_ids has batch size {prompt_ids.shape[0]} but completion_ids has "
             f"{completion_ids.shape[0]}; expected one completion per prompt."
         )
+    not_an_int = isinstance(minibatch_size, bool) or not isinstance(minibatch_size, int)
+    if minibatch_size is not None and (not_an_int or minibatch_size < 1):
+        raise ValueError(
+            f"minibatch_size={minibatch_size!r} must be an int >= 1 (rows per forward), or None "
+            "for the whole batch; e.g. minibatch_size=16."
+        )
     completion_mask = completion_mask.to(torch.long)
     score = functools.partial(
         _score_rows,
@@ -170,7 +182,10 @@ def score_completions(
         keep_hidden=keep_hidden,
         vocab_size=vocab_size,
     )
-    buckets = length_buckets(prompt_mask, completion_mask)
+    if minibatch_size is None:
+        buckets = length_buckets(prompt_mask, completion_mask)
+    else:
+        buckets = minibatch_rows(prompt_mask, completion_mask, minibatch_size)
     if len(buckets) == 1:
         return score(prompt_ids, prompt_mask, completion_ids, completion_mask)
     parts = [
@@ -188,6 +203,39 @@ def score_completions(
         logits=joined([p.logits for p in parts if p.logits is not None]) if keep_logits else None,
         hidden=joined([p.hidden for p in parts if p.hidden is not None]) if keep_hidden else None,
     )
+
+
+def _row_extents(
+    prompt_mask: torch.Tensor, completion_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row (B,): real prompt tokens, and completion columns up to the last counted one."""
+    columns = torch.arange(completion_mask.shape[1] + 1, device=completion_mask.device)
+    # Completion columns up to each row's last counted one (0 for a row with none).
+    counted = torch.cat([torch.ones_like(completion_mask[:, :1]), completion_mask], dim=1)
+    extent = (counted.bool() * columns).amax(1)
+    return prompt_mask.bool().sum(1), extent
+
+
+def minibatch_rows(
+    prompt_mask: torch.Tensor, completion_mask: torch.Tensor, minibatch_size: int
+) -> list[torch.Tensor]:
+    """Row indices of forwards of at most ``minibatch_size`` rows, consecutive by real length.
+
+    Sorting first puts rows of like length together, so trimming each micro-batch to its own
+    longest row drops the most padding.
+
+    Example:
+        >>> prompts = torch.ones(4, 2, dtype=torch.long)
+        >>> completions = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 0, 0]])
+        >>> [rows.tolist() for rows in minibatch_rows(prompts, completions, 2)]
+        [[1, 3], [2, 0]]
+    """
+    batch = prompt_mask.shape[0]
+    if minibatch_size >= batch:
+        return [torch.arange(batch, device=prompt_mask.device)]
+    prompt_lengths, extent = _row_extents(prompt_mask, completion_mask)
+    order = torch.argsort(prompt_lengths + extent, stable=True)
+    return list(order.split(minibatch_size))
 
 
 def length_buckets(prompt_mask: torch.Tensor, completion_mask: torch.Tensor) -> list[torch.Tensor]:
@@ -210,11 +258,7 @@ def length_buckets(prompt_mask: torch.Tensor, completion_mask: torch.Tensor) -> 
     everything = [torch.arange(batch, device=prompt_mask.device)]
     if n_buckets <= 1:
         return everything
-    columns = torch.arange(completion_mask.shape[1] + 1, device=completion_mask.device)
-    # Completion columns up to each row's last counted one (0 for a row with none).
-    counted = torch.cat([torch.ones_like(completion_mask[:, :1]), completion_mask], dim=1)
-    extent = (counted.bool() * columns).amax(1)
-    prompt_lengths = prompt_mask.bool().sum(1)
+    prompt_lengths, extent = _row_extents(prompt_mask, completion_mask)
     order = torch.argsort(prompt_lengths + extent, stable=True)
     buckets = list(order.tensor_split(n_buckets))
 

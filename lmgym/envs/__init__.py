@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from lmgym.envs.bandit import LMBanditEnv
     from lmgym.envs.bandit_vector import LMBanditVectorEnv
     from lmgym.envs.catgrid import CatGridEnv
+    from lmgym.envs.text_game import TextGameEnv
     from lmgym.envs.token import LMTokenEnv
     from lmgym.envs.token_vector import LMTokenVectorEnv
 
@@ -25,6 +26,7 @@ __all__ = [
     "LMBanditVectorEnv",
     "LMTokenEnv",
     "LMTokenVectorEnv",
+    "TextGameEnv",
     "register_envs",
 ]
 
@@ -41,6 +43,7 @@ def __getattr__(name: str) -> Any:
         "LMBanditVectorEnv": "bandit_vector",
         "LMTokenEnv": "token",
         "LMTokenVectorEnv": "token_vector",
+        "TextGameEnv": "text_game",
     }.get(name)
     if module is None:
         raise AttributeError(f"module 'lmgym.envs' has no attribute {name!r}")
@@ -72,3 +75,8 @@ def register_envs() -> None:
             entry_point="lmgym.envs.token:LMTokenEnv",
             vector_entry_point="lmgym.envs.token_vector:LMTokenVectorEnv",
         )
+    # Multi-turn text games (issue 21): any discrete game as a conversation with an LM.
+    if "LMText-v0" not in registry:
+        register(id="LMText-v0", entry_point="lmgym.envs.text_games:make_text_game")
+    if "TextCatGrid-v0" not in registry:
+        register(id="TextCatGrid-v0", entry_point="lmgym.envs.text_games:make_text_catgrid")

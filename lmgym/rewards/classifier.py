@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from lmgym.error import short_repr
+from lmgym.models.device import resolve_device, resolve_dtype
 from lmgym.models.loading import (
     load_tokenizer,
     require_bool_trust_remote_code,
@@ -69,7 +70,13 @@ class SequenceClassifierReward:
             model (``num_labels=1``) supports only ``"logit"``: its logit is the reward.
         text: ``"concat"``, ``"pair"`` or ``"completion"``, see above.
         batch_size: Texts per forward pass.
-        device: Where to run the model; ``None`` keeps it where it is.
+        device: Where to run the model: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+            ``"mps"`` or a ``torch.device`` (:mod:`lmgym.models.device`); ``None`` keeps a model
+            object where it is and loads a directory on the CPU. The tokenized inputs go there;
+            the scores come back on the CPU.
+        dtype: Precision of the weights: ``"auto"``, ``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or a ``torch.dtype``; ``None`` keeps the model's. The label scores
+            (softmax, sigmoid, log) are computed in float32 whatever it is.
         max_length: Longest input in tokens; longer inputs are truncated on the tokenizer's
             ``truncation_side`` (set ``tokenizer.truncation_side = "left"`` to keep the end of a
             ``"concat"`` text, where the completion is). Must not exceed the model's positions.
@@ -79,7 +86,9 @@ class SequenceClassifierReward:
         ModelLoadError: A directory does not exist or holds no checkpoint.
         ValueError: Unknown ``label`` (the message lists the valid ones), ``label=None`` with
             several labels, an ``output`` / ``text`` outside its choices, ``output != "logit"``
-            with a single-logit model, or a non-positive ``batch_size`` / ``max_length``.
+            with a single-logit model, a non-positive ``batch_size`` / ``max_length``, a
+            ``device`` this machine does not have, or a ``dtype`` it cannot run there (both
+            checked before anything loads).
 
     Example:
         >>> from tokenizers import Tokenizer, models, pre_tokenizers
@@ -111,6 +120,7 @@ class SequenceClassifierReward:
         device: str | torch.device | None = None,
         max_length: int = 512,
         trust_remote_code: bool = False,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         require_bool_trust_remote_code(trust_remote_code)  # "no" is truthy: never guess
         if output not in ("logit", "prob", "logprob"):
@@ -121,13 +131,20 @@ class SequenceClassifierReward:
             raise ValueError(f"batch_size={batch_size!r}; expected a positive int.")
         if max_length < 1:
             raise ValueError(f"max_length={max_length!r}; expected a positive int.")
+        # Device and dtype before loading: a GPU that is not there fails before any work.
+        target = None if device is None else resolve_device(device)
+        where = target or (model.device if isinstance(model, PreTrainedModel) else None)
+        precision = None if dtype is None else resolve_dtype(dtype, where or torch.device("cpu"))
 
         loaded: PreTrainedModel
         if isinstance(model, (str, Path)):
             model_dir = Path(model)
             require_model_dir(model_dir, "model")
             loaded = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, trust_remote_code=trust_remote_code, local_files_only=True
+                model_dir,
+                trust_remote_code=trust_remote_code,
+                local_files_only=True,
+                **({} if precision is None else {"dtype": precision}),
             )
             if tokenizer is None:
                 tokenizer = model_dir
@@ -148,9 +165,9 @@ class SequenceClassifierReward:
         if loaded.config.pad_token_id is None:
             loaded.config.pad_token_id = tokenizer.pad_token_id
         loaded.eval()
-        if device is not None:
+        if target is not None or precision is not None:
             # transformers types `to` through a decorator that mypy misreads.
-            loaded.to(torch.device(device))  # type: ignore[arg-type]
+            loaded.to(device=target, dtype=precision)  # type: ignore[call-arg]
 
         self.model = loaded
         self.tokenizer = tokenizer

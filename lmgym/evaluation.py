@@ -38,6 +38,7 @@ __all__ = [
     "PolicyEvaluator",
     "evaluate_actions_on_prompts",
     "lm_sampler",
+    "prompt_observations",
 ]
 
 EVAL_CORPUS_SEED = 1
@@ -98,7 +99,7 @@ def evaluate_actions_on_prompts(
             f"samples_per_prompt={samples_per_prompt} must be >= 1; pass e.g. samples_per_prompt=1."
         )
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
-    observations = _observations(env, repeated)
+    observations = prompt_observations(env, repeated)
     texts = [env.prompt_source.prepare(p)[0] for p in repeated]  # a chat's user text (cached)
     actions = np.asarray(act(observations), dtype=np.int64)
     batch = env.rewarder(texts, observations, actions, update_controller=False)
@@ -136,14 +137,24 @@ def lm_sampler(
             decoding,
             eos_token_id=lm.eos_token_id,
             pad_token_id=lm.pad_token_id,
+            vocab_size=lm.vocab_size,  # a padded embedding's extra ids are no tokens
         )
         return out.completion_ids.cpu().numpy()
 
     return act
 
 
-def _observations(env: LMBanditEnv | LMBanditVectorEnv, prompts: Sequence[Prompt]) -> np.ndarray:
-    """The env's padded observation of each prompt (N, max_prompt_tokens)."""
+def prompt_observations(
+    env: LMBanditEnv | LMBanditVectorEnv, prompts: Sequence[Prompt]
+) -> np.ndarray:
+    """The env's padded observation of each prompt (N, max_prompt_tokens).
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> env = gym.make("LMBandit-v0").unwrapped
+        >>> prompt_observations(env, ["the soup was", "the staff were"]).shape[0]
+        2
+    """
     source, pad = env.prompt_source, env.models.pad_token_id
     return np.stack([source.pad(source.encode(p), pad) for p in prompts])
 
@@ -217,7 +228,7 @@ class PolicyEvaluator:
         assert isinstance(env, LMBanditEnv)
         self.env = env
         self.prompts = [p for p in prompts for _ in range(samples)]
-        self.observations = _observations(env, self.prompts)
+        self.observations = prompt_observations(env, self.prompts)
         self.decoding = DecodingConfig(max_new_tokens=max_new_tokens)
         self.seed = seed
         self.true_score_fn = true_score_fn or true_score

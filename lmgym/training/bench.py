@@ -37,8 +37,10 @@ from lmgym.training.algorithms import (
     env_spec,
     eval_prompt_split,
 )
+from lmgym.training.best_of_n import BEST_OF_N
 from lmgym.training.checkpoint import CHECKPOINT_NAME, atomic_write_bytes, atomic_write_json
-from lmgym.training.report import plot_curves, results_markdown
+from lmgym.training.frontier import frontier_band, matched_kl
+from lmgym.training.report import plot_curves, plot_frontier, results_markdown
 from lmgym.training.rundir import MARKER, check_out_location, claim, prepare_out_dir
 from lmgym.training.stats import (
     CURVE_POINTS,
@@ -52,11 +54,14 @@ from lmgym.training.train import MAX_SEED, TrainConfig, check_seed, run_train
 
 __all__ = [
     "DEFAULT_SEEDS",
+    "FRONTIER_EVALS",
+    "QUICK_BEST_OF_N",
     "QUICK_EVAL_EPISODES",
     "QUICK_SEEDS",
     "BenchConfig",
     "BenchRunsFailed",
     "aggregate",
+    "has_frontier",
     "render_bench",
     "run_bench",
 ]
@@ -66,6 +71,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_SEEDS = 5
 QUICK_SEEDS = 2
 QUICK_EVAL_EPISODES = 16
+QUICK_BEST_OF_N = 8
+FRONTIER_EVALS = 8
+"""Evaluations per run after the one before training: the default ``eval_every`` is
+``steps // FRONTIER_EVALS``."""
 
 
 class BenchRunsFailed(Error, RuntimeError):
@@ -100,6 +109,13 @@ class BenchConfig(TaskOptions):
             many); None: 1/16 of each run's completions.
         learning_rate: Learning rate of every algorithm; None: each one's default.
         eval_episodes: Evaluation episodes per run; None: 64 (16 with --quick).
+        eval_every: Env steps between evaluations during each run (the points of the
+            reward–KL frontier, besides those before and after training); None: an eighth of
+            --steps, so 9 points per run.
+        best_of_n: Largest n of the best-of-n baseline of the initial policy (n = 1, 2, 4,
+            … up to it, a power of 2; LMBandit-v0 only): that many completions per held-out
+            prompt are sampled once and scored. None: 64 on LMBandit-v0 (8 with --quick);
+            0: no baseline.
         resume: Continue the benchmark in --out (reuse finished runs, resume interrupted ones).
         overwrite: Delete a previous benchmark in --out and start afresh.
         progress: Show a progress bar over the runs.
@@ -121,6 +137,8 @@ class BenchConfig(TaskOptions):
     kl_horizon: int | None = None
     learning_rate: float | None = None
     eval_episodes: int | None = None
+    eval_every: int | None = None
+    best_of_n: int | None = None
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -148,6 +166,23 @@ class BenchConfig(TaskOptions):
             self.eval_episodes = QUICK_EVAL_EPISODES if self.quick else 64
         if self.threshold is None:
             self.threshold = spec.threshold
+        if self.eval_every is None:
+            self.eval_every = max(self.steps // FRONTIER_EVALS, 1)
+        bandit = self.env == "LMBandit-v0" and self.policy == "lm"
+        if self.best_of_n is None:
+            self.best_of_n = (QUICK_BEST_OF_N if self.quick else max(BEST_OF_N)) if bandit else 0
+        n = self.best_of_n
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or (n & (n - 1)):
+            raise ValueError(
+                f"best_of_n={n!r} must be 0 (no baseline) or a power of 2 (the largest n of "
+                "best-of-n: 1, 2, 4, ... up to it), e.g. 64."
+            )
+        if n and not bandit:
+            raise ValueError(
+                f"best_of_n={n} with env={self.env!r}, policy={self.policy!r}: the best-of-n "
+                "baseline samples whole completions of the initial LM, so it needs "
+                "env='LMBandit-v0' with the lm policy; expected best_of_n=0."
+            )
         if self.jobs is not None and (isinstance(self.jobs, bool) or self.jobs < 1):
             raise ValueError(f"jobs={self.jobs!r} must be an int >= 1 or None (one per core).")
         if self.resume and self.overwrite:
@@ -199,6 +234,7 @@ class BenchConfig(TaskOptions):
                 learning_rate=self.learning_rate,
                 **self.task_options(),
                 eval_episodes=self.eval_episodes,
+                eval_every=self.eval_every,
                 checkpoint_every=max(self.steps // 4, 1),
                 resume=resume(out),
                 overwrite=started(out) and resume(out) is None,
@@ -231,13 +267,20 @@ def _train_worker(config: TrainConfig) -> dict[str, Any]:
 def aggregate(runs: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     """Per-algorithm aggregates over seeds of a list of runs' metrics.
 
+    Runs whose KL is a KL to the reference (``kl_form`` ``"policy"``) also get the reward–KL
+    frontier (:mod:`lmgym.training.frontier`): ``matched_kl``, the reward-model score at
+    matched KLs, and ``frontier``, the seeds' mean path and band against √KL; others get None.
+
     Example:
         >>> curve = {"steps": [50.0, 100.0], "reward": [0.2, 0.6], "kl": [0.0, 0.0]}
         >>> runs = [dict(eval_reward_before=0.1, eval_reward_after=r, eval_kl_after=None,
-        ...              wall_s=10.0, curve=curve) for r in (0.4, 0.6)]
+        ...              eval_reward_model_after=None, wall_s=10.0, curve=curve,
+        ...              kl_form="none") for r in (0.4, 0.6)]
         >>> agg = aggregate(runs, threshold=0.5)
         >>> agg["eval_reward_after"]["mean"], agg["steps_to_threshold"]["reached"]
         (0.5, 2)
+        >>> agg["matched_kl"] is None
+        True
     """
 
     def stat(name: str) -> dict[str, float | None] | None:
@@ -254,11 +297,15 @@ def aggregate(runs: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
         )
         if s is not None
     ]
+    has_frontier = all(r["kl_form"] == "policy" for r in runs)
     return {
         "runs": len(runs),
         "eval_reward_before": stat("eval_reward_before"),
         "eval_reward_after": stat("eval_reward_after"),
         "eval_kl_after": stat("eval_kl_after"),
+        "eval_reward_model_after": stat("eval_reward_model_after"),
+        "matched_kl": matched_kl(runs) if has_frontier else None,
+        "frontier": frontier_band(runs) if has_frontier else None,
         "wall_s": stat("wall_s"),
         "steps_to_threshold": {
             "mean": float(sum(reached) / len(reached)) if reached else None,
@@ -318,7 +365,7 @@ def _execute(configs: list[TrainConfig], jobs: int, progress: bool) -> list[dict
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
-    """Run every (algo, seed), then write results.json, results.md and curves.png.
+    """Run every (algo, seed), then write results.json, results.md, curves.png (frontier.png).
 
     Example:
         >>> import tempfile
@@ -336,13 +383,43 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         configs = config.run_configs()
         jobs = config.jobs or min(os.cpu_count() or 1, len(configs))
         runs = _execute(configs, jobs, config.progress)
-        return _report(config, runs, jobs, started)
+        return _report(config, runs, jobs, started, _best_of_n(config))
+
+
+def _best_of_n(config: BenchConfig) -> dict[str, Any] | None:
+    """The best-of-n curve of the initial policy on the runs' held-out prompts, or None.
+
+    The prompts, the reward and the model are those of the runs' evaluation env (built as
+    theirs is), so best-of-n and the algorithms are scored alike.
+    """
+    if not config.best_of_n:
+        return None
+    import gymnasium as gym
+
+    from lmgym.training.best_of_n import best_of_n, sample_rewards
+    from lmgym.training.build import env_kwargs
+
+    started = time.perf_counter()
+    run = config.run_configs(existing=False)[0]
+    env = gym.make(config.env, **env_kwargs(run, evaluation=True)).unwrapped
+    rewards = sample_rewards(env, run.prompt_split().eval, config.best_of_n, seed=config.seed_start)
+    env.close()
+    ns = [n for n in (2**k for k in range(config.best_of_n.bit_length())) if n <= config.best_of_n]
+    curve = best_of_n(rewards, ns)
+    curve["seed"] = config.seed_start
+    curve["wall_s"] = time.perf_counter() - started
+    logger.info("best-of-n up to %d: %.1f s", config.best_of_n, curve["wall_s"])
+    return curve
 
 
 def _report(
-    config: BenchConfig, runs: list[dict[str, Any]], jobs: int, started: float
+    config: BenchConfig,
+    runs: list[dict[str, Any]],
+    jobs: int,
+    started: float,
+    best_of_n: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Write results.json, results.md and curves.png of the finished runs; return the results."""
+    """Write results.json, results.md, curves.png (and frontier.png); return the results."""
     assert config.threshold is not None
     results: dict[str, Any] = {
         "env": config.env,
@@ -351,6 +428,7 @@ def _report(
         "seeds": config.seed_list,
         "threshold": config.threshold,
         "eval_episodes": config.eval_episodes,
+        "eval_every": config.eval_every,
         "eval_prompts": (
             config.prompt_split().eval_text
             if env_spec(config.env).lm
@@ -364,17 +442,29 @@ def _report(
             algo: aggregate([r for r in runs if r["algo"] == algo], config.threshold)
             for algo in config.algos
         },
+        "best_of_n": best_of_n,
         "runs": runs,
     }
     atomic_write_json(config.out / "results.json", results)
     markdown = results_markdown(results)
     atomic_write_bytes(config.out / "results.md", markdown.encode())
     plot_curves(results, config.out / "curves.png")
-    logger.info("wrote %s, results.json and curves.png", config.out / "results.md")
+    if has_frontier(results):
+        plot_frontier(results, config.out / "frontier.png")
+    logger.info("wrote %s", _written(config, results))
     return results
+
+
+def has_frontier(results: dict[str, Any]) -> bool:
+    """Whether the benchmark has a reward–KL frontier (every algorithm's KL is a KL)."""
+    return all(agg["frontier"] is not None for agg in results["algos"].values())
+
+
+def _written(config: BenchConfig, results: dict[str, Any]) -> str:
+    plots = "curves.png and frontier.png" if has_frontier(results) else "curves.png"
+    return f"{config.out / 'results.md'}, results.json, {plots}"
 
 
 def render_bench(config: BenchConfig, results: dict[str, Any]) -> str:
     """What ``lmgym bench`` shows when it ends: the results.md table and where it was written."""
-    wrote = f"wrote {config.out / 'results.md'}, results.json and curves.png"
-    return f"{results_markdown(results)}\n{wrote}"
+    return f"{results_markdown(results)}\nwrote {_written(config, results)}"

@@ -55,7 +55,7 @@ LOCK_NAME = ".lmgym.lock"
 # What each kind of run writes into its directory: all that --overwrite removes.
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "train": (MARKER, "metrics.json", "checkpoint.zip", "curve.png", "tb"),
-    "bench": (MARKER, "results.json", "results.md", "curves.png", "runs"),
+    "bench": (MARKER, "results.json", "results.md", "curves.png", "frontier.png", "runs"),
 }
 
 

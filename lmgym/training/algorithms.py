@@ -60,7 +60,9 @@ __all__ = [
 ]
 
 EnvId = Literal["LMBandit-v0", "LMToken-v0", "CatGrid-v0"]
-AlgoName = Literal["ppo", "a2c", "trpo", "maskable_ppo", "recurrent_ppo", "dqn", "grpo", "rloo"]
+AlgoName = Literal[
+    "ppo", "ppo-token", "a2c", "trpo", "maskable_ppo", "recurrent_ppo", "dqn", "grpo", "rloo"
+]
 PolicyName = Literal["lm", "mlp"]
 
 ENV_IDS: tuple[str, ...] = get_args(EnvId)
@@ -133,6 +135,9 @@ class AlgoSpec:
 _BOTH = frozenset({"Discrete", "MultiDiscrete"})
 ALGORITHMS: dict[str, AlgoSpec] = {
     "ppo": AlgoSpec(_BOTH, True, False, True),
+    # lmgym.algorithms.LMPPO with ratio="token": PPO clipped per completion token, on whole
+    # completions with the LM policy (on LMToken-v0 an action is one token: that is "ppo").
+    "ppo-token": AlgoSpec(frozenset({"MultiDiscrete"}), True, False, True, None),
     "a2c": AlgoSpec(_BOTH, True, False, True),
     "trpo": AlgoSpec(_BOTH, True, False, True),
     "maskable_ppo": AlgoSpec(_BOTH, True, True, True),
@@ -154,11 +159,12 @@ def algorithm_class(algo: str) -> type[BaseAlgorithm]:
     from sb3_contrib import MaskablePPO, RecurrentPPO
     from stable_baselines3 import A2C, DQN, PPO
 
-    from lmgym.algorithms import GRPO, RLOO
+    from lmgym.algorithms import GRPO, LMPPO, RLOO
     from lmgym.training.trpo import BatchedTRPO
 
     classes: dict[str, type[BaseAlgorithm]] = {
         "ppo": PPO,
+        "ppo-token": LMPPO,
         "a2c": A2C,
         "trpo": BatchedTRPO,
         "maskable_ppo": MaskablePPO,
@@ -361,6 +367,10 @@ _LM_TRPO = {"attn_implementation": "eager", "value_trunk": "detached"}
 _HYPER: dict[tuple[str, str, str], dict[str, Any]] = {
     # The demo's PPO (lmgym/demo.py) and the A2C of benchmarks/lm_policy_learning.py.
     ("bandit", "ppo", "lm"): dict(n_steps=16, batch_size=64, n_epochs=2, learning_rate=1e-4),
+    # The same run as "ppo" above, the ratio clipped per token instead of per completion.
+    ("bandit", "ppo-token", "lm"): dict(
+        n_steps=16, batch_size=64, n_epochs=2, learning_rate=1e-4, ratio="token"
+    ),
     ("bandit", "a2c", "lm"): dict(n_steps=4, learning_rate=1e-4, policy_kwargs=_ADAM),
     # TRPO's policy step (10 conjugate-gradient steps, each a double backward) takes ~9 s on
     # 64 completions on this CPU: it uses a quarter of each 256-completion rollout (the value

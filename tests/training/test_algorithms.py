@@ -33,10 +33,12 @@ def test_completion_steps_match_the_envs_length_limits() -> None:
 
 
 def test_fit_rules() -> None:
-    assert valid_algos("LMBandit-v0", "lm") == ["ppo", "a2c", "trpo", "grpo", "rloo"]
+    assert valid_algos("LMBandit-v0", "lm") == ["ppo", "ppo-token", "a2c", "trpo", "grpo", "rloo"]
     assert valid_algos("LMBandit-v0", "mlp") == ["ppo", "a2c", "trpo", "recurrent_ppo"]
-    # Everything but the group-baseline algorithms, which need whole completions and the LM.
-    assert valid_algos("LMToken-v0", "mlp") == [a for a in ALGO_NAMES if a not in ("grpo", "rloo")]
+    # Everything but the group-baseline algorithms and per-token PPO, which need whole
+    # completions and the LM.
+    lm_bandit_only = ("ppo-token", "grpo", "rloo")
+    assert valid_algos("LMToken-v0", "mlp") == [a for a in ALGO_NAMES if a not in lm_bandit_only]
     assert "maskable_ppo" not in valid_algos("CatGrid-v0", "mlp")
     assert fits("LMToken-v0", "dqn", "lm") is not None
 
@@ -48,7 +50,7 @@ def test_fit_rules() -> None:
         ("CatGrid-v0", "sac", "mlp", ["algo='sac' is unknown", "'dqn'"]),
         ("LMBandit-v0", "dqn", "mlp", ["Discrete", "['ppo', 'a2c', 'trpo', 'recurrent_ppo']"]),
         ("LMBandit-v0", "maskable_ppo", "lm",
-         ["action_masks()", "['ppo', 'a2c', 'trpo', 'grpo', 'rloo']"]),
+         ["action_masks()", "['ppo', 'ppo-token', 'a2c', 'trpo', 'grpo', 'rloo']"]),
         ("CatGrid-v0", "ppo", "lm", ["policy='lm' does not fit", "policy='mlp'"]),
         ("LMToken-v0", "recurrent_ppo", "lm", ["MlpLstmPolicy", "maskable_ppo"]),
         ("LMToken-v0", "ppo", "cnn", ["policy='cnn' is unknown", "'lm', 'mlp'"]),

@@ -65,7 +65,7 @@ def test_unknown_choices_are_argparse_errors(capsys, argv, fragments) -> None:
         (["bench", "--policy", "mlp", "--algos", "dqn"], BenchConfig,
          ["does not fit env='LMBandit-v0'", "['ppo', 'a2c', 'trpo', 'recurrent_ppo']"]),
         (["train", "--env", "LMBandit-v0", "--algo", "dqn"], TrainConfig,
-         ["does not fit", "['ppo', 'a2c', 'trpo', 'grpo', 'rloo']"]),
+         ["does not fit", "['ppo', 'ppo-token', 'a2c', 'trpo', 'grpo', 'rloo']"]),
         (["train", "--env", "CatGrid-v0", "--policy", "lm"], TrainConfig,
          ["policy='lm' does not fit", "policy='mlp'"]),
     ],

@@ -9,7 +9,15 @@ receives:
 - ``results.md``: final eval reward mean ± 95% CI (Student t), steps to reach ``--threshold``,
   KL after training and wall time, per algorithm, and which prompts were evaluated (on the LM
   envs, the held-out ``test`` prompts);
-- ``curves.png``: the mean training curve and its 95% band per algorithm against env steps.
+- ``curves.png``: the mean training curve and its 95% band per algorithm against env steps;
+- ``frontier.png`` (LM envs, when every algorithm's KL is a KL to the reference): r_φ against
+  √KL per algorithm (seeds' mean and 95% band) and the best-of-n baseline.
+
+Each run is also evaluated every ``--eval-every`` steps (the same held-out episodes each time),
+and the table gives r_φ at matched KLs of 1, 2 and 4 nats read off those points
+(:mod:`lmgym.training.frontier`): the fair comparison, since an algorithm that moved further
+from the reference can buy more reward. On ``LMBandit-v0`` the best-of-n reward of the initial
+policy for n = 1, 2, 4, …, 64 is the baseline (:mod:`lmgym.training.best_of_n`).
 
 ``--resume`` continues an interrupted benchmark: finished runs are reused, interrupted ones
 continue from their checkpoints. ``--quick`` is a smoke run (few steps, 2 seeds).

@@ -17,6 +17,7 @@ adding points does not change the run.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -158,7 +159,8 @@ class EvalPointsCallback(BaseCallback):
         every: Env steps between evaluations (> 0).
         evaluate: Plays the evaluation episodes (:func:`evaluate_episodes` bound to the run's
             eval env and seed).
-        points: The list the points are appended to (:func:`eval_point` dicts).
+        points: The list the points are appended to (:func:`eval_point` dicts, with
+            ``eval_s``, the evaluation's wall time).
 
     Example:
         >>> points = []
@@ -187,7 +189,10 @@ class EvalPointsCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         if self.num_timesteps >= self.next_at:
-            self.points.append(eval_point(self.num_timesteps, self.evaluate()))
+            started = time.perf_counter()
+            point = eval_point(self.num_timesteps, self.evaluate())
+            point["eval_s"] = time.perf_counter() - started  # what the frontier costs the run
+            self.points.append(point)
             self.next_at = (self.num_timesteps // self.every + 1) * self.every
 
     def _on_step(self) -> bool:

@@ -29,6 +29,7 @@ def test_eval_points_span_the_run_and_leave_training_unchanged(tmp_path: Path) -
     assert first["reward"] == points["eval_reward_before"]
     assert last["reward"] == points["eval_reward_after"]
     assert first["kl"] is None and set(first) == {"steps", "reward", "reward_model", "kl"}
+    assert all(p["eval_s"] > 0 for p in points["eval_points"][1:-1])  # timed during training
     # The evaluations restore every random state: the same training curve and final eval.
     assert points["curve"] == plain["curve"]
     assert points["eval_reward_after"] == plain["eval_reward_after"]

@@ -44,7 +44,7 @@ GAME_ACTION_NAMES: dict[str, tuple[str, ...]] = {
     "FrozenLake-v1": ("left", "down", "right", "up"),
     "CliffWalking-v1": ("up", "right", "down", "left"),
     "Blackjack-v1": ("stick", "hit"),
-    "Taxi-v3": ("south", "north", "east", "west", "pickup", "dropoff"),
+    "Taxi-v4": ("south", "north", "east", "west", "pickup", "dropoff"),
 }
 """The action names ``LMText-v0`` uses for these games when ``action_names`` is not given."""
 

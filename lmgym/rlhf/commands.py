@@ -429,6 +429,7 @@ def run_ppo_rm_command(config: PPORMCommandConfig) -> dict[str, Any]:
 
     def stage() -> _Outcome:
         from lmgym.models.corpus import prompts as corpus_prompts
+        from lmgym.models.device import resolve_device
         from lmgym.models.generation import DecodingConfig
         from lmgym.models.loading import load_model
         from lmgym.rlhf.learned_reward import LearnedRewardModel
@@ -436,11 +437,18 @@ def run_ppo_rm_command(config: PPORMCommandConfig) -> dict[str, Any]:
         from lmgym.rlhf.rankings import sample_completions
         from lmgym.seeding import set_seed
 
-        model, tokenizer = load_model(config.policy)
+        # auto resolved once, so the policy's samples, the RM and PPO share one device.
+        device = resolve_device(config.device)
+        model, tokenizer = load_model(config.policy, device=device)
         prompts = corpus_prompts("train") * config.norm_samples
         set_seed(config.seed)
         texts, _ = sample_completions(model, tokenizer, prompts, DecodingConfig())
-        rm = LearnedRewardModel(config.reward_model, policy_tokenizer=config.policy)
+        rm = LearnedRewardModel(
+            config.reward_model,
+            policy_tokenizer=config.policy,
+            device=device,
+            dtype=config.dtype,
+        )
         reward = NormalizedReward.fit(rm, prompts, texts)
         result = run_ppo_stage(config, reward, config.out, model=config.policy)
         metrics: dict[str, Any] = {

@@ -24,9 +24,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
+    "DtypeName",
     "DPOConfig",
     "OptimizerOptions",
     "PPOStageConfig",
@@ -37,9 +38,11 @@ __all__ = [
     "check_fraction",
     "check_int",
     "check_positive",
+    "check_device_dtype",
     "checked",
     "choice",
     "device",
+    "dtype",
     "fraction",
     "integer",
     "model_dir",
@@ -200,6 +203,36 @@ def device(default: str = "cpu") -> Any:
         return value
 
     return checked(default, check)
+
+
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+"""The precisions a stage's frozen models (the KL reference, the reward model) run in."""
+
+
+def dtype(default: DtypeName = "auto") -> Any:
+    """A field naming a precision: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+
+    Whether the stage's device can run it is a rule across fields: :func:`check_device_dtype`.
+    """
+    return choice(default, "auto", "float32", "bfloat16", "float16")
+
+
+def check_device_dtype(device_name: str, dtype_name: str) -> None:
+    """Refuse a ``dtype`` that ``device`` cannot run (float16 on the CPU), before any work.
+
+    torch is imported only off the defaults (``cpu`` and ``auto``, float32 on the CPU).
+
+    Example:
+        >>> check_device_dtype("cpu", "float16")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: dtype='float16' cannot run on device 'cpu': CPU kernels for float16 are ...
+    """
+    if (device_name, dtype_name) == ("cpu", "auto"):
+        return
+    from lmgym.models.device import resolve_device, resolve_dtype
+
+    resolve_dtype(dtype_name, resolve_device(device_name))
 
 
 def path(default: Any = None) -> Any:
@@ -376,6 +409,10 @@ class PPOStageConfig(StageConfig):
         max_new_tokens: Length limit of a completion, in tokens.
         seed: Seeds the env's prompts, the sampling and PPO.
         progress: Show a progress bar.
+        device: Where the policy, the env's reference and the reward model run: auto (CUDA,
+            else MPS, else CPU), cpu, cuda, cuda:N or mps.
+        dtype: Precision of the env's reference and the reward model (the trained policy stays
+            float32). auto: bfloat16 on a GPU that has it, else float32.
 
     Example:
         >>> PPOStageConfig(steps=8)  # doctest: +ELLIPSIS
@@ -396,8 +433,11 @@ class PPOStageConfig(StageConfig):
     max_new_tokens: int = integer(16)
     seed: int = integer(0, minimum=0)
     progress: bool = True
+    device: str = device()
+    dtype: DtypeName = dtype()
 
     def _validate(self) -> None:
+        check_device_dtype(self.device, self.dtype)
         rollout = self.n_envs * self.n_steps
         if rollout % self.batch_size:
             raise ValueError(

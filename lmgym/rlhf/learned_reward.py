@@ -22,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lmgym.models.device import resolve_device
+from lmgym.models.device import resolve_device, resolve_dtype
 from lmgym.models.loading import (
     disable_dropout,
     load_model,
@@ -145,6 +145,10 @@ class LearnedRewardModel:
             directory (required with a model object).
         policy_tokenizer: The policy's tokenizer, to decide whether its ids can be used.
         batch_size: Texts per forward pass.
+        device: Where the RM runs (:mod:`lmgym.models.device`); ``None`` keeps a model object
+            where it is and loads a directory on the CPU. Scores come back as NumPy.
+        dtype: Precision of the RM's weights; ``None`` keeps the model's. The score is read
+            from its logit in float32 or wider, whatever it is.
 
     Raises:
         ModelLoadError: The directory does not hold a saved model.
@@ -168,8 +172,16 @@ class LearnedRewardModel:
         policy_tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
         *,
         batch_size: int = 256,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         check_int("batch_size", batch_size, minimum=1)
+        # Device and dtype before loading: a GPU that is not there fails before any work.
+        target = None if device is None else resolve_device(device)
+        where = target or (
+            path_or_model.device if isinstance(path_or_model, PreTrainedModel) else None
+        )
+        precision = None if dtype is None else resolve_dtype(dtype, where or torch.device("cpu"))
         if isinstance(path_or_model, (str, Path)):
             path = Path(path_or_model)
             require_model_dir(path, "path_or_model")
@@ -199,6 +211,8 @@ class LearnedRewardModel:
             model.config.pad_token_id = self.tokenizer.pad_token_id
         disable_dropout(model)
         model.eval()
+        if target is not None or precision is not None:
+            model.to(device=target, dtype=precision)  # type: ignore[call-arg]
         self.model: PreTrainedModel = model
         self.batch_size = batch_size
         self.policy_tokenizer = (
@@ -237,7 +251,9 @@ class LearnedRewardModel:
         with torch.inference_mode():
             for start in range(0, len(rows), self.batch_size):
                 batch = _pad_rows(rows[start : start + self.batch_size], pad, max_length)
-                scores.append(self.model(**batch).logits[:, 0].double())
+                batch = {name: tensor.to(self.model.device) for name, tensor in batch.items()}
+                logits = self.model(**batch).logits[:, 0]  # (b,)
+                scores.append(logits.float().cpu().double())
         return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float64)
 
     def __repr__(self) -> str:

@@ -27,7 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmgym.rlhf.config import StageConfig, check_positive, integer, number, path
+from lmgym.rlhf.config import (
+    DtypeName,
+    StageConfig,
+    check_device_dtype,
+    check_positive,
+    device,
+    dtype,
+    integer,
+    number,
+    path,
+)
 
 __all__ = ["RLHFConfig", "Stage", "command_line", "render_rlhf", "run_rlhf", "stages"]
 
@@ -81,6 +91,11 @@ class RLHFConfig(StageConfig):
         eval_samples: Completions per held-out prompt in the evaluation and the Elo games
             (None: 4, or 1 with --quick).
         elo_bootstrap: Bootstrap resamples of the Elo intervals (None: 1000, or 100 with --quick).
+        device: Where every stage trains and PPO's env and reward model run: auto (CUDA, else
+            MPS, else CPU), cpu, cuda, cuda:N or mps. Sampling the simulated data and the
+            evaluation run on the CPU.
+        dtype: Precision of PPO's frozen models (the env's KL reference and the reward model);
+            the trained models stay float32. auto: bfloat16 on a GPU that has it, else float32.
     """
 
     out: Path = path(Path("rlhf-output"))
@@ -105,8 +120,11 @@ class RLHFConfig(StageConfig):
     dpo_epochs: int | None = integer(None, optional=True)
     eval_samples: int | None = integer(None, optional=True)
     elo_bootstrap: int | None = integer(None, optional=True, minimum=0)
+    device: str = device()
+    dtype: DtypeName = dtype()
 
     def _validate(self) -> None:
+        check_device_dtype(self.device, self.dtype)
         for name, (default, quick) in _SIZES.items():
             if getattr(self, name) is None:
                 self._set(name, quick if self.quick else default)
@@ -152,7 +170,7 @@ def _sft(config: RLHFConfig, state: State) -> None:
         seed=config.seed,
     )
     sft_config = SFTConfig(epochs=config.size("sft_epochs"), seed=config.seed,
-                           progress=config.progress)  # fmt: skip
+                           progress=config.progress, device=config.device)  # fmt: skip
     state["SFT"] = run_sft(sft_config, state["demos"], state["models"] / "sft").path
 
 
@@ -169,13 +187,13 @@ def _reward_model(config: RLHFConfig, state: State) -> None:
     rankings = collect_rankings(sft, train, k, labeler, config.seed)
     heldout = collect_rankings(sft, corpus_prompts("test"), k, labeler, config.seed + 1)
     rm_config = RewardModelConfig(epochs=config.size("rm_epochs"), seed=config.seed,
-                                  progress=config.progress)  # fmt: skip
+                                  progress=config.progress, device=config.device)  # fmt: skip
     rm = train_reward_model(
         rm_config, rankings, state["models"] / "reward_model", model=sft, heldout=heldout
     )
     state["rankings"], state["rm"] = rankings, rm
     state["reward"] = NormalizedReward.fit(
-        LearnedRewardModel(rm.path, policy_tokenizer=sft),
+        LearnedRewardModel(rm.path, policy_tokenizer=sft, device=config.device, dtype=config.dtype),
         [r.prompt for r in rankings for _ in r.completions],
         [c for r in rankings for c in r.completions],
     )
@@ -193,6 +211,8 @@ def _ppo(name: str, kl_coef: float, ptx_coef: float, directory: str) -> Stage:
             learning_rate=config.ppo_learning_rate,
             seed=config.seed,
             progress=config.progress,
+            device=config.device,
+            dtype=config.dtype,
         )
         out = state["models"] / directory
         state["ppo"][name] = run_ppo_stage(ppo_config, state["reward"], out, model=state["SFT"])
@@ -207,7 +227,8 @@ def _dpo(config: RLHFConfig, state: State) -> None:
 
     state["pairs"] = preference_pairs(state["rankings"])
     dpo_config = DPOConfig(beta=config.dpo_beta, lr=config.dpo_lr, seed=config.seed,
-                           epochs=config.size("dpo_epochs"), progress=config.progress)  # fmt: skip
+                           epochs=config.size("dpo_epochs"), progress=config.progress,
+                           device=config.device)  # fmt: skip
     state["DPO"] = run_dpo(dpo_config, state["pairs"], state["models"] / "dpo",
                            model=state["SFT"]).path  # fmt: skip
 

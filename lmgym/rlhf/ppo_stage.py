@@ -38,6 +38,7 @@ import lmgym  # noqa: F401  (registers LMBandit-v0)
 from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
 from lmgym.models.corpus import parses
 from lmgym.models.corpus import prompts as corpus_prompts
+from lmgym.models.device import resolve_device
 from lmgym.rewards import RewardLike, as_reward_fn, call_reward_fn
 from lmgym.rlhf.config import PPOStageConfig, StageResult
 from lmgym.rlhf.fit import resolve_out
@@ -271,6 +272,8 @@ def run_ppo_stage(
             prompts=corpus_prompts("train") if prompts is None else list(prompts),
             kl_coef=config.kl_coef,
             max_new_tokens=config.max_new_tokens,
+            device=resolve_device(config.device),
+            dtype=config.dtype,
         )
     )
     vec.seed(config.seed)
@@ -281,7 +284,9 @@ def run_ppo_stage(
         learning_rate=config.learning_rate,
         gamma=1.0,  # one-step episodes: nothing to discount
         seed=config.seed,
-        policy_kwargs=lm_policy_kwargs(vec),
+        # The policy loads its own float32 copy: the env's model is the reference, in dtype.
+        policy_kwargs=lm_policy_kwargs(vec, model=Path(model)),
+        device=str(resolve_device(config.device)),
     )
     if config.ptx_coef > 0:
         agent: PPO = PPOPtx(

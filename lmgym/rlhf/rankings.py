@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lmgym.models.device import model_device
 from lmgym.models.generation import DecodingConfig, generate
 from lmgym.models.loading import load_model
 from lmgym.seeding import set_seed
@@ -219,7 +220,7 @@ def sample_completions(
     finished: list[torch.Tensor] = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
-        encoded = tokenizer(chunk, padding=True, return_tensors="pt")
+        encoded = tokenizer(chunk, padding=True, return_tensors="pt").to(model_device(model))
         out = generate(
             model,
             encoded["input_ids"],
@@ -230,7 +231,7 @@ def sample_completions(
         )
         # generate writes pad after the first EOS, so decoding drops exactly what the envs drop.
         texts += tokenizer.batch_decode(out.completion_ids, skip_special_tokens=True)
-        finished.append((out.completion_ids == tokenizer.eos_token_id).any(1))
+        finished.append((out.completion_ids == tokenizer.eos_token_id).any(1).cpu())
     return texts, torch.cat(finished) if finished else torch.zeros(0, dtype=torch.bool)
 
 

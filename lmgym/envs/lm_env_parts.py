@@ -36,9 +36,7 @@ from lmgym.models.loading import (
     DEFAULT_MODEL_DIR,
     check_vocab_fits,
     disable_dropout,
-    is_hub_id,
     load_model,
-    require_model_dir,
 )
 from lmgym.rewards import LexiconSentimentReward, RewardLike
 
@@ -141,11 +139,14 @@ def build_lm_models(
         # get_input_embeddings() for the vocabulary check below.
         reference = cast(PreTrainedModel, ref_model)
     elif isinstance(ref_model, (str, Path)):
-        if not is_hub_id(ref_model):
-            # Checked here so that the error names ref_model=, not the loader's model=.
-            require_model_dir(Path(ref_model), "ref_model")
+        # A directory or hub id that does not load is reported as ref_model=, not model=.
         reference, _ = load_model(
-            ref_model, tok, trust_remote_code=trust_remote_code, device=target, dtype=dtype
+            ref_model,
+            tok,
+            trust_remote_code=trust_remote_code,
+            device=target,
+            dtype=dtype,
+            argument="ref_model",
         )
     else:
         raise TypeError(

@@ -194,6 +194,7 @@ def load_model(
     attn_implementation: str | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    argument: str = "model",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a directory or hub id (or take given objects).
 
@@ -214,6 +215,8 @@ def load_model(
             object where it is and loads one from disk onto the CPU.
         dtype: Precision of the weights (:mod:`lmgym.models.device`); ``None`` leaves a model
             object as it is and loads one from disk as ``"auto"`` would (float32 on a CPU).
+        argument: How the caller's user names ``model`` (e.g. ``"ref_model"``): a directory
+            or hub id that does not load is reported under this name.
 
     Returns:
         ``(model, tokenizer)``.
@@ -242,12 +245,12 @@ def load_model(
             try:
                 loaded: PreTrainedModel = AutoModelForCausalLM.from_pretrained(str(model), **kwargs)
             except OSError as err:
-                raise _hub_error(str(model), "model", err) from None
+                raise _hub_error(str(model), argument, err) from None
         else:
             model_dir = Path(model)
             if model_dir.resolve() == Path(DEFAULT_MODEL_DIR).resolve():
                 use_embedded_model_threads()
-            require_model_dir(model_dir, "model")
+            require_model_dir(model_dir, argument)
             loaded = AutoModelForCausalLM.from_pretrained(
                 model_dir, local_files_only=True, **kwargs
             )

@@ -5,6 +5,9 @@ Both sample G completions of each prompt (the grouped ``LMBandit-v0`` vector env
 the others of its group instead of with a learned value: no value head is trained, and
 ``vf_coef`` / ``gae_lambda`` do not exist here. They differ only in the advantage (each
 subclass's :meth:`GroupAlgorithm.group_advantages`) and in their default loss.
+
+The loss options (a per-sequence or per-token ratio, how tokens are averaged, GRPO's β·k3 term
+in the loss, micro-batches) are the same for both; see :class:`GroupAlgorithm`.
 """
 
 from __future__ import annotations
@@ -21,39 +24,26 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-__all__ = ["GroupAlgorithm", "clipped_surrogate", "reinforce_surrogate"]
+from lmgym.algorithms.losses import (
+    LossAggregation,
+    Ratio,
+    check_choice,
+    row_weights,
+)
+from lmgym.algorithms.minibatches import (
+    check_minibatch_size,
+    flatten_rollout,
+    indexed_minibatches,
+    micro_slices,
+    take_rows,
+)
+from lmgym.algorithms.objective import (
+    PolicyObjective,
+    reference_token_logprobs,
+    rollout_token_logprobs,
+)
 
-
-def clipped_surrogate(
-    log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's clipped loss on sequence log-probs: ``(loss, ratio)``; all tensors (B,).
-
-    Example:
-        >>> lp = torch.tensor([0.0, 0.0])
-        >>> loss, ratio = clipped_surrogate(lp + 1.0, lp, torch.tensor([1.0, -1.0]), 0.2)
-        >>> round(loss.item(), 4)  # A=+1 is capped at 1.2; A=-1 takes the unclipped e
-        0.7591
-    """
-    ratio = torch.exp(log_prob - old_log_prob)
-    unclipped = advantages * ratio
-    clipped = advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
-    return -torch.min(unclipped, clipped).mean(), ratio
-
-
-def reinforce_surrogate(
-    log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """REINFORCE's loss ``−A·log π(y|x)``: ``(loss, ratio)``; ``clip`` is not used.
-
-    Example:
-        >>> lp = torch.tensor([-2.0, -1.0])
-        >>> loss, _ = reinforce_surrogate(lp, lp, torch.tensor([1.0, -1.0]), 0.0)
-        >>> loss.item()
-        0.5
-    """
-    ratio = torch.exp(log_prob.detach() - old_log_prob)  # for the logs only
-    return -(advantages * log_prob).mean(), ratio
+__all__ = ["GroupAlgorithm"]
 
 
 class GroupAlgorithm(OnPolicyAlgorithm):
@@ -64,11 +54,14 @@ class GroupAlgorithm(OnPolicyAlgorithm):
     step and one group answer one prompt. After each rollout the buffer's advantages are
     replaced by :meth:`group_advantages` of its rewards, then ``n_epochs`` passes of mini-batches
     of ``batch_size`` minimise the loss (the clipped surrogate when ``clip_range`` is set,
-    REINFORCE's otherwise) plus ``ent_coef`` times the entropy loss.
+    REINFORCE's otherwise) plus ``ent_coef`` times the entropy loss, plus with ``kl_in_loss``
+    β·k3 to the reference per token.
 
-    The ratio is one per completion, over its summed token log-probs (what the policy's
-    ``evaluate_actions`` returns): per-token ratios and clipping need per-token log-probs from
-    the policy, which it does not expose yet.
+    ``ratio="sequence"`` (the default) takes one ratio per completion, over its summed token
+    log-probs; ``ratio="token"`` one per token, clipped per token, with the completion's
+    advantage on each of its tokens (the GRPO paper, TRL); its "old" per-token log-probs come
+    from one no-gradient forward over the rollout before the update. ``loss_aggregation`` says
+    how per-token terms are averaged (see :func:`~lmgym.algorithms.losses.row_weights`).
 
     See :class:`~lmgym.algorithms.GRPO` for the arguments.
     """
@@ -92,7 +85,36 @@ class GroupAlgorithm(OnPolicyAlgorithm):
         seed: int | None = None,
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
+        *,
+        ratio: Ratio = "sequence",
+        loss_aggregation: LossAggregation = "sequence",
+        kl_in_loss: bool = False,
+        kl_coef: float = 0.04,
+        minibatch_size: int | None = None,
     ) -> None:
+        # Every argument is checked before anything is built.
+        name = type(self).__name__
+        for arg, value in (("batch_size", batch_size), ("n_epochs", n_epochs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: {arg}={value!r} must be an int >= 1, e.g. {arg}=2.")
+        check_choice(name, "ratio", ratio, Ratio)
+        check_choice(name, "loss_aggregation", loss_aggregation, LossAggregation)
+        if not isinstance(kl_in_loss, bool):
+            raise TypeError(
+                f"{name}: kl_in_loss={kl_in_loss!r} is not a bool; expected True (β·k3 to the "
+                "reference in the loss) or False (the KL stays in the env's reward)."
+            )
+        if isinstance(kl_coef, bool) or not isinstance(kl_coef, int | float) or not kl_coef >= 0:
+            raise ValueError(
+                f"{name}: kl_coef={kl_coef!r} must be a number >= 0 (β of the k3 term with "
+                "kl_in_loss=True), e.g. kl_coef=0.04."
+            )
+        check_minibatch_size(name, minibatch_size, batch_size)
+        self.ratio: Ratio = ratio
+        self.loss_aggregation: LossAggregation = loss_aggregation
+        self.kl_in_loss = kl_in_loss
+        self.kl_coef = float(kl_coef)
+        self.minibatch_size = minibatch_size
         super().__init__(
             policy,
             env,
@@ -114,10 +136,6 @@ class GroupAlgorithm(OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=(spaces.MultiDiscrete, spaces.Discrete, spaces.Box),
         )
-        name = type(self).__name__
-        for arg, value in (("batch_size", batch_size), ("n_epochs", n_epochs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {arg}={value!r} must be an int >= 1, e.g. {arg}=2.")
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.clip_range = clip_range
@@ -152,19 +170,50 @@ class GroupAlgorithm(OnPolicyAlgorithm):
         """Use ``env`` from now on; it must be grouped too (its ``group_size`` is taken)."""
         super().set_env(env, force_reset)
         self.group_size = self._find_group_size()
+        self._warn_if_the_kl_counts_twice()
 
     def _setup_model(self) -> None:
         super()._setup_model()
+        name = type(self).__name__
         if self.env is not None:  # SB3's load restores a saved group_size: take the env's
             self.group_size = self._find_group_size()
         self.clip_range = FloatSchedule(self.clip_range) if self.clip_range is not None else None
+        if (self.ratio == "token" or self.kl_in_loss) and not hasattr(
+            self.policy, "evaluate_actions_per_token"
+        ):
+            raise ValueError(
+                f"{name}: ratio={self.ratio!r} with kl_in_loss={self.kl_in_loss} needs per-token "
+                f"log-probs, which {type(self.policy).__name__} does not serve; expected "
+                "lmgym's LMActorCriticPolicy."
+            )
         # The loss is chosen once, here: clipped when a clip range is set, REINFORCE otherwise.
-        self._surrogate = reinforce_surrogate if self.clip_range is None else clipped_surrogate
+        self._objective = PolicyObjective(
+            self.ratio,
+            self.loss_aggregation,
+            clipped=self.clip_range is not None,
+            kl_coef=self.kl_coef if self.kl_in_loss else 0.0,
+        )
         if self.clip_range is None and self.n_epochs > 1:
             warnings.warn(
-                f"{type(self).__name__}: n_epochs={self.n_epochs} without clip_range reuses "
+                f"{name}: n_epochs={self.n_epochs} without clip_range reuses "
                 "each rollout for REINFORCE steps that ignore how far the policy moved; "
                 "set clip_range (e.g. 0.2) to clip the ratio as PPO does.",
+                UserWarning,
+                stacklevel=3,
+            )
+        self._warn_if_the_kl_counts_twice()
+
+    def _warn_if_the_kl_counts_twice(self) -> None:
+        """With ``kl_in_loss``, the env's own KL penalty should be off (β = 0)."""
+        if not self.kl_in_loss or self.env is None:
+            return
+        env_beta = float(self.env.get_attr("rewarder")[0].controller.value)
+        if env_beta > 0:
+            warnings.warn(
+                f"{type(self).__name__}: kl_in_loss=True adds β·k3 to the loss, and the env "
+                f"also subtracts β·KL from the reward (its kl_coef is {env_beta}): the KL to the "
+                "reference counts twice. Build the env with kl_coef=0.0 (as TRL's GRPO, whose "
+                "reward is r_φ alone), or keep kl_in_loss=False.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -179,6 +228,26 @@ class GroupAlgorithm(OnPolicyAlgorithm):
         grouped = rewards.reshape(steps, n_envs // self.group_size, self.group_size)
         return self.group_advantages(grouped).reshape(steps, n_envs)
 
+    def _rollout_token_logprobs(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The rollout's per-token log-probs under π_old and π_ref, where the loss needs them."""
+        objective = self._objective
+        if not (objective.needs_old_tokens or objective.kl_coef > 0):
+            return None, None
+        buffer = self.rollout_buffer
+        flatten_rollout(buffer)
+        observations = buffer.to_torch(buffer.observations)
+        actions = buffer.to_torch(buffer.actions)
+        chunk = self.minibatch_size or self.batch_size
+        old_tokens = ref_tokens = None
+        if objective.needs_old_tokens:
+            old_tokens = rollout_token_logprobs(self.policy, observations, actions, chunk)
+        if objective.kl_coef > 0:
+            assert self.env is not None, "a rollout came from an env"
+            mask = self.policy.action_token_mask(actions)  # type: ignore[operator]
+            models = self.env.get_attr("models")[0]  # the env's one frozen π_ref
+            ref_tokens = reference_token_logprobs(models, observations, actions, mask, chunk)
+        return old_tokens, ref_tokens
+
     def train(self) -> None:
         """Update the policy on the rollout, with group advantages in place of GAE's."""
         self.policy.set_training_mode(True)
@@ -186,35 +255,63 @@ class GroupAlgorithm(OnPolicyAlgorithm):
         progress = self._current_progress_remaining
         clip = 0.0 if self.clip_range is None else self.clip_range(progress)  # type: ignore[operator]
         buffer = self.rollout_buffer
-        rewards = buffer.rewards  # (n_steps, num_envs), before get() flattens it
+        rewards = buffer.rewards  # (n_steps, num_envs), before the buffer is flattened
         buffer.advantages = self._advantages(rewards).astype(np.float32)
         groups = rewards.reshape(-1, self.group_size)
-        entropy_losses, pg_losses, clip_fractions, approx_kls = [], [], [], []
-        loss = torch.zeros(())
+        old_tokens, ref_tokens = self._rollout_token_logprobs()
+        objective = self._objective
+        entropy_losses, pg_losses, kl_losses, approx_kls = [], [], [], []
+        clipped = ratios = 0.0
+        loss_value = 0.0
         continue_training = True
         for _epoch in range(self.n_epochs):
-            for data in buffer.get(self.batch_size):
+            for rows, data in indexed_minibatches(buffer, self.batch_size):
                 actions = data.actions
                 if isinstance(self.action_space, spaces.Discrete):
                     actions = actions.long().flatten()
-                _, log_prob, entropy = self.policy.evaluate_actions(data.observations, actions)
-                policy_loss, ratio = self._surrogate(
-                    log_prob, data.old_log_prob, data.advantages, clip
-                )
-                entropy_loss = -torch.mean(-log_prob if entropy is None else entropy)
-                loss = policy_loss + self.ent_coef * entropy_loss
-                with torch.no_grad():
-                    log_ratio = log_prob - data.old_log_prob
-                    approx_kl = torch.mean(torch.exp(log_ratio) - 1 - log_ratio).item()
-                pg_losses.append(policy_loss.item())
-                entropy_losses.append(entropy_loss.item())
-                clip_fractions.append(torch.mean((torch.abs(ratio - 1) > clip).float()).item())
+                token_weights = None
+                if objective.needs_token_mask:
+                    mask = self.policy.action_token_mask(actions)  # type: ignore[operator]
+                    token_weights = row_weights(mask.float(), self.loss_aggregation)
+                n_rows = len(rows)
+                self.policy.optimizer.zero_grad()
+                pg_loss = entropy_loss = kl_loss = approx_kl = loss_value = 0.0
+                for part in micro_slices(n_rows, self.minibatch_size):
+                    micro = take_rows(data, part)
+                    share = (part.stop - part.start) / n_rows
+                    out = objective(
+                        self.policy,
+                        micro.observations,
+                        actions[part],
+                        micro.advantages,
+                        micro.old_log_prob,
+                        share=share,
+                        clip=clip,
+                        token_weights=None if token_weights is None else token_weights[part],
+                        old_tokens=None if old_tokens is None else old_tokens[rows[part]],
+                        ref_tokens=None if ref_tokens is None else ref_tokens[rows[part]],
+                    )
+                    entropy = -out.log_prob if out.entropy is None else out.entropy
+                    part_entropy_loss = -torch.mean(entropy) * share
+                    loss = out.policy_loss + out.kl_loss + self.ent_coef * part_entropy_loss
+                    loss.backward()
+                    with torch.no_grad():
+                        kl = torch.mean(torch.exp(out.log_ratio) - 1 - out.log_ratio) * share
+                    pg_loss += out.policy_loss.item()
+                    entropy_loss += part_entropy_loss.item()
+                    kl_loss += out.kl_loss.item()
+                    approx_kl += kl.item()
+                    loss_value += loss.item()
+                    clipped += out.clipped
+                    ratios += out.ratios
+                pg_losses.append(pg_loss)
+                entropy_losses.append(entropy_loss)
+                kl_losses.append(kl_loss)
                 approx_kls.append(approx_kl)
                 if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
                     continue_training = False
+                    self.policy.optimizer.zero_grad()  # stop before this mini-batch's step
                     break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 self.policy.optimizer.step()
             self._n_updates += 1
@@ -224,11 +321,14 @@ class GroupAlgorithm(OnPolicyAlgorithm):
         self.logger.record("train/entropy_loss", np.mean(entropy_losses))
         self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
         self.logger.record("train/approx_kl", np.mean(approx_kls))
-        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/loss", loss_value)
         self.logger.record("train/group_reward_std", float(np.mean(groups.std(axis=1))))
         # Groups whose completions all scored alike teach nothing (zero advantage).
         self.logger.record("train/flat_groups", float(np.mean(np.ptp(groups, axis=1) == 0)))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if self.kl_in_loss:
+            self.logger.record("train/kl_loss", np.mean(kl_losses))  # β · aggregated k3
         if self.clip_range is not None:
-            self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+            # Per completion with ratio="sequence", per counted token with ratio="token".
+            self.logger.record("train/clip_fraction", clipped / max(ratios, 1.0))
             self.logger.record("train/clip_range", clip)

@@ -10,6 +10,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from lmgym.algorithms.group import GroupAlgorithm
+from lmgym.algorithms.losses import LossAggregation, Ratio
 
 __all__ = ["GRPO", "grpo_advantages"]
 
@@ -47,13 +48,19 @@ class GRPO(GroupAlgorithm):
 
     Each prompt is answered G times (``group_size=G`` envs share it); a completion's advantage
     is its reward against its group's, ``(r − mean) / (std + eps)``, and PPO's clipped
-    surrogate maximises it. No value head is trained: the group is the baseline. The reward is
-    the env's, r_φ − β·KL with the KL to π_ref already in it (attach the policy as π_θ with
-    ``model.policy.attach_to(vec)``), where TRL's GRPO instead pays only r_φ and adds β·k3 to
-    the loss.
+    surrogate maximises it. No value head is trained: the group is the baseline.
 
-    The ratio is one per completion (its summed token log-probs): the LM policy serves no
-    per-token log-probs yet, so per-token ratios and clipping are left for later.
+    Two forms, as in docs/algorithms.md:
+
+    - lmgym's default: one ratio per completion (its summed token log-probs), and the KL to
+      π_ref in the env's reward, r_φ − β·KL (attach the policy as π_θ with
+      ``model.policy.attach_to(vec)``).
+    - the paper's (and TRL's): ``ratio="token"`` clips each token's ratio, the completion's
+      advantage on each of its tokens; ``loss_aggregation="sequence"`` averages over each
+      completion's tokens and then over completions (the paper), ``"token"`` over all tokens of
+      the mini-batch (DAPO); ``kl_in_loss=True`` adds ``kl_coef · k3`` per token against the
+      env's frozen π_ref to the loss, ``k3 = exp(ref − π) − (ref − π) − 1``. The env's β must
+      then be 0 (``gym.make_vec(..., kl_coef=0.0)``), or the KL counts twice: that warns.
 
     Args:
         policy: The policy class (``LMActorCriticPolicy``) or an SB3 policy name.
@@ -79,6 +86,18 @@ class GRPO(GroupAlgorithm):
         seed: Seed of the random generators.
         device: Torch device of the policy.
         _init_setup_model: Build the policy now (SB3's ``load`` passes False).
+        ratio: ``"sequence"``: one ratio per completion. ``"token"``: one per token, clipped
+            per token (its old per-token log-probs from one no-gradient forward over the
+            rollout before the update).
+        loss_aggregation: How per-token terms (``ratio="token"``, the KL term) are averaged:
+            ``"sequence"`` (each completion's mean, then the mean over completions: the GRPO
+            paper) or ``"token"`` (the mean over the mini-batch's tokens: DAPO, Yu et al. 2025).
+        kl_in_loss: Add ``kl_coef · k3`` per token to the loss (the paper's form); the env's
+            β should then be 0.
+        kl_coef: β of the k3 term (the paper's 0.04); read only with ``kl_in_loss=True``.
+        minibatch_size: Rows per micro-batch: each mini-batch of ``batch_size`` runs as
+            micro-batches whose gradients add up to its one optimizer step (the same update
+            with less memory held at once). Must divide ``batch_size``; None: one forward.
 
     Example:
         >>> import gymnasium as gym, lmgym
@@ -86,6 +105,12 @@ class GRPO(GroupAlgorithm):
         >>> vec = SB3VecEnv(gym.make_vec("LMBandit-v0", num_envs=8, group_size=4))
         >>> model = GRPO(LMActorCriticPolicy, vec, batch_size=8)
         >>> _ = model.policy.attach_to(vec)
+        >>> _ = model.learn(16)
+
+        The paper's form: per-token ratios, β·k3 in the loss, no KL in the env's reward.
+
+        >>> vec = SB3VecEnv(gym.make_vec("LMBandit-v0", num_envs=8, group_size=4, kl_coef=0.0))
+        >>> model = GRPO(LMActorCriticPolicy, vec, batch_size=8, ratio="token", kl_in_loss=True)
         >>> _ = model.learn(16)
     """
 
@@ -110,6 +135,12 @@ class GRPO(GroupAlgorithm):
         seed: int | None = None,
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
+        *,
+        ratio: Ratio = "sequence",
+        loss_aggregation: LossAggregation = "sequence",
+        kl_in_loss: bool = False,
+        kl_coef: float = 0.04,
+        minibatch_size: int | None = None,
     ) -> None:
         if not isinstance(scale_rewards, bool):
             raise TypeError(
@@ -137,6 +168,11 @@ class GRPO(GroupAlgorithm):
             seed=seed,
             device=device,
             _init_setup_model=_init_setup_model,
+            ratio=ratio,
+            loss_aggregation=loss_aggregation,
+            kl_in_loss=kl_in_loss,
+            kl_coef=kl_coef,
+            minibatch_size=minibatch_size,
         )
 
     def group_advantages(self, rewards: np.ndarray) -> np.ndarray:

@@ -43,6 +43,11 @@ class RLOO(GroupAlgorithm):
     then use PPO's clipped ratio instead of plain REINFORCE (the default, ``clip_range=None``,
     with one epoch, is the paper's on-policy RLOO).
 
+    The loss options are GRPO's: ``ratio="token"`` makes the loss per token (``−A·log π_t``
+    for REINFORCE, or a clipped ratio per token with ``clip_range``), averaged as
+    ``loss_aggregation`` says; ``kl_in_loss=True`` moves the KL from the env's reward into
+    the loss as ``kl_coef · k3`` per token (the paper keeps it in the reward, the default).
+
     Args:
         policy: The policy class (``LMActorCriticPolicy``) or an SB3 policy name.
         env: An SB3 VecEnv of the grouped bandit env, e.g.
@@ -64,6 +69,12 @@ class RLOO(GroupAlgorithm):
         seed: Seed of the random generators.
         device: Torch device of the policy.
         _init_setup_model: Build the policy now (SB3's ``load`` passes False).
+        ratio: ``"sequence"`` (the whole completion's log-prob) or ``"token"``.
+        loss_aggregation: ``"sequence"`` or ``"token"``: see :class:`~lmgym.algorithms.GRPO`.
+        kl_in_loss: Add ``kl_coef · k3`` per token to the loss (then build the env with
+            ``kl_coef=0.0``).
+        kl_coef: β of the k3 term; read only with ``kl_in_loss=True``.
+        minibatch_size: Rows per micro-batch (must divide ``batch_size``); None: one forward.
 
     Example:
         >>> import gymnasium as gym, lmgym

@@ -10,7 +10,7 @@ import torch
 
 from lmgym.agents import LMActorCriticPolicy
 from lmgym.algorithms import RLOO, rloo_advantages
-from lmgym.algorithms.group import clipped_surrogate, reinforce_surrogate
+from lmgym.algorithms.losses import clipped_surrogate, reinforce_surrogate
 from tests.algorithms.conftest import grouped_vec, learn_and_log, lm_state
 
 

@@ -117,6 +117,14 @@ COMMANDS: dict[str, Command] = {
         "The fine-tuned LM of a train run (LM policy) as a Hugging Face model directory",
         "render_export",
     ),
+    "ilql": Command(
+        "lmgym.offline.command",
+        "ILQLCommandConfig",
+        "run_ilql_command",
+        "Offline RL: ILQL and filtered BC on logged episodes (--data FILE or --collect N), "
+        "evaluated on held-out prompts: table, curve, models",
+        "render_ilql",
+    ),
 }
 
 

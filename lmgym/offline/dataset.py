@@ -37,9 +37,10 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # the file format needs no transformers: `lmgym ilql --help` stays cheap
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = ["Episode", "EpisodeDataset", "tokenizer_fingerprint"]
 

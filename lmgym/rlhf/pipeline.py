@@ -55,6 +55,8 @@ _SIZES: dict[str, tuple[int, int]] = {  # name: (default, quick)
     "dpo_epochs": (2, 1),
     "eval_samples": (4, 1),
     "elo_bootstrap": (1000, 100),
+    "overoptimisation_steps": (4096, 384),
+    "overoptimisation_samples": (64, 4),
 }
 
 
@@ -94,6 +96,14 @@ class RLHFConfig(StageConfig):
         device: Where every stage trains and PPO's env and reward model run: auto (CUDA, else
             MPS, else CPU), cpu, cuda, cuda:N or mps. Sampling the simulated data and the
             evaluation run on the CPU.
+        overoptimisation: Rankings per proxy reward model of the over-optimisation sweep,
+            ascending, e.g. 100 400 1600 (empty: no sweep). Each proxy gets best-of-n and a PPO
+            run with β = 0; the gold (true) and proxy scores against √KL go to
+            overoptimisation.png, with Gao et al.'s fitted forms (docs/rlhf.md).
+        overoptimisation_steps: Completions of each sweep PPO run (None: 4096, or 384 with
+            --quick).
+        overoptimisation_samples: Samples per held-out prompt for the sweep's best-of-n; n runs
+            over the powers of 2 up to it (None: 64, or 4 with --quick).
         dtype: Precision of PPO's frozen models (the env's KL reference and the reward model);
             the trained models stay float32. auto: bfloat16 on a GPU that has it, else float32.
     """
@@ -120,6 +130,9 @@ class RLHFConfig(StageConfig):
     dpo_epochs: int | None = integer(None, optional=True)
     eval_samples: int | None = integer(None, optional=True)
     elo_bootstrap: int | None = integer(None, optional=True, minimum=0)
+    overoptimisation: list[int] = field(default_factory=list)
+    overoptimisation_steps: int | None = integer(None, optional=True)
+    overoptimisation_samples: int | None = integer(None, optional=True, minimum=2)
     device: str = device()
     dtype: DtypeName = dtype()
 
@@ -134,6 +147,9 @@ class RLHFConfig(StageConfig):
                 "(InstructGPT used K in [4, 9]), e.g. rm_k=6."
             )
         self._set("kl_sweep", list(self.kl_sweep))
+        self._set("overoptimisation", list(self.overoptimisation))
+        if self.overoptimisation:
+            self.overoptimisation_config()  # its checks, before anything runs
         for index, beta in enumerate(self.kl_sweep):
             check_positive(f"kl_sweep[{index}]", beta, allow_zero=True, example=0.01)
         if self.kl_coef in self.kl_sweep:
@@ -141,6 +157,21 @@ class RLHFConfig(StageConfig):
                 f"kl_sweep={self.kl_sweep} repeats kl_coef={self.kl_coef}, which the main PPO "
                 "run already uses; list only further β values."
             )
+
+    def overoptimisation_config(self) -> Any:
+        """The sweep's :class:`~lmgym.rlhf.overoptimisation.OveroptimisationConfig`."""
+        from lmgym.rlhf.overoptimisation import OveroptimisationConfig
+
+        return OveroptimisationConfig(
+            rm_sizes=list(self.overoptimisation),
+            rm_k=self.size("rm_k"),
+            rm_epochs=self.size("rm_epochs"),
+            ppo_steps=self.size("overoptimisation_steps"),
+            learning_rate=self.ppo_learning_rate,
+            bon_samples=self.size("overoptimisation_samples"),
+            seed=self.seed,
+            progress=self.progress,
+        )
 
     def size(self, name: str) -> int:
         """A stage size, resolved (never None once the config is built)."""
@@ -271,7 +302,16 @@ def _elo(config: RLHFConfig, state: State) -> None:
     state["elo"] = elo_table(state["games"], elo)
 
 
+def _overoptimisation(config: RLHFConfig, state: State) -> None:
+    from lmgym.rlhf.overoptimisation import run_overoptimisation
+
+    sweep = config.overoptimisation_config()
+    out = state["models"] / "overoptimisation"
+    state["overoptimisation"] = run_overoptimisation(sweep, state["SFT"], state["labeler"], out)
+
+
 def _report(config: RLHFConfig, state: State) -> None:
+    from lmgym.rlhf.overoptimisation import plot_overoptimisation
     from lmgym.rlhf.report import plot_elo, plot_reward_vs_kl, plot_rm_vs_true
 
     runs = state["ppo"].values()
@@ -288,10 +328,17 @@ def _report(config: RLHFConfig, state: State) -> None:
         ),
         "elo": plot_elo(state["elo"], config.out / "elo.png"),
     }
+    if "overoptimisation" in state:
+        state["plots"]["overoptimisation"] = plot_overoptimisation(
+            state["overoptimisation"], config.out / "overoptimisation.png"
+        )
 
 
 def stages(config: RLHFConfig) -> list[Stage]:
     """The recipe as a list: SFT, reward model, PPO per β, PPO-ptx, DPO, evaluation, Elo, plots.
+
+    With ``overoptimisation`` set, the sweep runs after Elo (it trains its own reward models and
+    PPO runs from the same SFT model; nothing before it changes).
 
     Example:
         >>> [name for name, _ in stages(RLHFConfig(kl_sweep=[0.5]))][:4]
@@ -307,6 +354,7 @@ def stages(config: RLHFConfig) -> list[Stage]:
         ("DPO", _dpo),
         ("evaluation", _evaluation),
         ("Elo", _elo),
+        *([("over-optimisation", _overoptimisation)] if config.overoptimisation else []),
         ("report", _report),
     ]
 
@@ -462,6 +510,8 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
         "checks": [check.as_dict() for check in checks],
         "plots": {k: str(v) for k, v in state["plots"].items()},
     }
+    if "overoptimisation" in state:
+        results["overoptimisation"] = state["overoptimisation"]
     (config.out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     write_md(results, config.out / "results.md")
     logger.info(

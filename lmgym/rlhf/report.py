@@ -303,7 +303,13 @@ def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
         "- `rm_vs_true.png`: RM score, true score and KL over PPO training, one line per β.",
         "- `reward_vs_kl.png`: RM and true score against KL to the SFT model.",
         "- `elo.png`: Elo ratings with 95% intervals.",
+        *(
+            ["- `overoptimisation.png`: gold and proxy score against √KL per RM size."]
+            if "overoptimisation" in results
+            else []
+        ),
         "",
+        *_overoptimisation_lines(results),
         "## Examples (held-out prompts)",
         "",
     ]
@@ -313,6 +319,28 @@ def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _overoptimisation_lines(results: Mapping[str, Any]) -> list[str]:
+    """The over-optimisation section of results.md, when the sweep ran."""
+    from lmgym.rlhf.overoptimisation import format_overoptimisation
+
+    if "overoptimisation" not in results:
+        return []
+    sweep = results["overoptimisation"]["config"]
+    return [
+        "## Over-optimisation",
+        "",
+        f"One proxy RM per ranking count (K={sweep['rm_k']}, {sweep['rm_epochs']} epochs), then "
+        f"best-of-n (n ≤ {sweep['bon_samples']}) of the SFT model on the held-out prompts and "
+        f"PPO with β = 0 for {sweep['ppo_steps']} completions against each proxy. Gold = the "
+        "true score; the peaks come from Gao et al.'s forms fitted to the gold gain over the "
+        "SFT model (best-of-n: d(α − βd); PPO: d(α − β log d); d = √KL). PPO's points are the "
+        "means of its training rollouts; best-of-n's KL is its analytic upper bound.",
+        "",
+        format_overoptimisation(results["overoptimisation"]),
+        "",
+    ]
 
 
 def format_summary(results: Mapping[str, Any]) -> str:

@@ -56,3 +56,37 @@ def test_rm_sizes_must_be_ascending_ints():
         32,
         64,
     ]
+
+
+def test_lmgym_rlhf_runs_the_sweep_only_when_asked_and_checks_it_up_front():
+    from lmgym.rlhf.pipeline import RLHFConfig, command_line, stages
+
+    assert "over-optimisation" not in [name for name, _ in stages(RLHFConfig())]
+    config = RLHFConfig(quick=True, overoptimisation=[100, 400])
+    names = [name for name, _ in stages(config)]
+    assert names[-2:] == ["over-optimisation", "report"]
+    sweep = config.overoptimisation_config()
+    assert (sweep.rm_sizes, sweep.ppo_steps, sweep.bon_samples) == ([100, 400], 384, 4)
+    assert "--overoptimisation 100 400" in command_line(config)
+    with pytest.raises(ValueError, match="rm_sizes="):
+        RLHFConfig(overoptimisation=[400, 100])
+
+
+def test_results_md_gets_the_over_optimisation_section_when_the_sweep_ran():
+    from lmgym.rlhf.report import _overoptimisation_lines
+
+    fit = {"alpha": 0.2, "beta": 0.1, "d_max": 2.0, "peak_d": 1.0, "peak_kl": 1.0,
+           "peak_observed": True}  # fmt: skip
+    run = {
+        "rankings": 100,
+        "rm_heldout_accuracy": 0.61,
+        "ppo": {"kl": [0.0, 4.0], "reward_model": [0.0, 1.5], "true_score": [1.0, 0.9]},
+        "fits": {"bon": None, "rl": fit},
+    }
+    sweep = {"config": {"rm_k": 4, "rm_epochs": 2, "bon_samples": 64, "ppo_steps": 4096},
+             "runs": [run]}  # fmt: skip
+    assert _overoptimisation_lines({}) == []
+    text = "\n".join(_overoptimisation_lines({"overoptimisation": sweep}))
+    assert "## Over-optimisation" in text
+    row = "| 100 | 0.610 | 4.00 | +1.50 | 0.900 (1.000) | KL ≈ 1.00 | too few points to fit |"
+    assert row in text

@@ -26,9 +26,11 @@ continue from their checkpoints. ``--quick`` is a smoke run (few steps, 2 seeds)
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +49,7 @@ from lmgym.training.algorithms import (
 )
 from lmgym.training.best_of_n import BEST_OF_N
 from lmgym.training.checkpoint import CHECKPOINT_NAME, atomic_write_bytes, atomic_write_json
-from lmgym.training.frontier import frontier_band, matched_kl
+from lmgym.training.frontier import MATCHED_KLS, frontier_band, matched_kl
 from lmgym.training.report import plot_curves, plot_frontier, results_markdown
 from lmgym.training.rundir import MARKER, check_out_location, claim, prepare_out_dir
 from lmgym.training.stats import (
@@ -124,6 +126,8 @@ class BenchConfig(TaskOptions):
             … up to it, a power of 2; LMBandit-v0 only): that many completions per held-out
             prompt are sampled once and scored. None: 64 on LMBandit-v0 (8 with --quick);
             0: no baseline.
+        matched_kls: KLs (nats, summed over the completion) at which the table reads each
+            run's r_φ off its evaluation points.
         resume: Continue the benchmark in --out (reuse finished runs, resume interrupted ones).
         overwrite: Delete a previous benchmark in --out and start afresh.
         progress: Show a progress bar over the runs.
@@ -147,6 +151,7 @@ class BenchConfig(TaskOptions):
     eval_episodes: int | None = None
     eval_every: int | None = None
     best_of_n: int | None = None
+    matched_kls: list[float] = field(default_factory=lambda: list(MATCHED_KLS))
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -185,6 +190,13 @@ class BenchConfig(TaskOptions):
                 f"best_of_n={n!r} must be 0 (no baseline) or a power of 2 (the largest n of "
                 "best-of-n: 1, 2, 4, ... up to it), e.g. 64."
             )
+        kls = self.matched_kls
+        if isinstance(kls, str) or not kls or not all(_positive_number(k) for k in kls):
+            raise ValueError(
+                f"matched_kls={kls!r} must be a non-empty list of KLs > 0 (nats), e.g. "
+                "[1.0, 2.0, 4.0]."
+            )
+        self.matched_kls = sorted({float(k) for k in kls})
         if n and not bandit:
             raise ValueError(
                 f"best_of_n={n} with env={self.env!r}, policy={self.policy!r}: the best-of-n "
@@ -267,12 +279,18 @@ class BenchConfig(TaskOptions):
         return identity
 
 
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+
+
 def _train_worker(config: TrainConfig) -> dict[str, Any]:
     """One run in a worker process (module level, so "spawn" can import it)."""
     return run_train(config)
 
 
-def aggregate(runs: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+def aggregate(
+    runs: list[dict[str, Any]], threshold: float, matched_kls: Sequence[float] = MATCHED_KLS
+) -> dict[str, Any]:
     """Per-algorithm aggregates over seeds of a list of runs' metrics.
 
     Runs whose KL is a KL to the reference (``kl_form`` ``"policy"``) also get the reward–KL
@@ -312,7 +330,7 @@ def aggregate(runs: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
         "eval_reward_after": stat("eval_reward_after"),
         "eval_kl_after": stat("eval_kl_after"),
         "eval_reward_model_after": stat("eval_reward_model_after"),
-        "matched_kl": matched_kl(runs) if has_frontier else None,
+        "matched_kl": matched_kl(runs, matched_kls) if has_frontier else None,
         "frontier": frontier_band(runs) if has_frontier else None,
         "wall_s": stat("wall_s"),
         "steps_to_threshold": {
@@ -447,7 +465,9 @@ def _report(
         "cpu_count": os.cpu_count(),
         "wall_s": time.perf_counter() - started,
         "algos": {
-            algo: aggregate([r for r in runs if r["algo"] == algo], config.threshold)
+            algo: aggregate(
+                [r for r in runs if r["algo"] == algo], config.threshold, config.matched_kls
+            )
             for algo in config.algos
         },
         "best_of_n": best_of_n,

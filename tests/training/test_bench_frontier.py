@@ -65,8 +65,10 @@ def test_best_of_n_baseline_in_the_results(bench) -> None:
     ("kwargs", "fragment"),
     [(dict(best_of_n=3), "best_of_n=3 must be 0 (no baseline) or a power of 2"),
      (dict(env="CatGrid-v0", best_of_n=8), "best_of_n=8 with env='CatGrid-v0'"),
-     (dict(eval_every=0), "eval_every=0 must be an int > 0")],
-    ids=["not_power_of_2", "catgrid", "eval_every0"],
+     (dict(eval_every=0), "eval_every=0 must be an int > 0"),
+     (dict(matched_kls=[]), "matched_kls=[] must be a non-empty list of KLs > 0"),
+     (dict(matched_kls=[1.0, -2.0]), "matched_kls=[1.0, -2.0] must be a non-empty list")],
+    ids=["not_power_of_2", "catgrid", "eval_every0", "no_kls", "negative_kl"],
 )  # fmt: skip
 def test_bad_frontier_options_raise(kwargs, fragment, tmp_path) -> None:
     with pytest.raises(ValueError, match=re.escape(fragment)):
@@ -77,3 +79,5 @@ def test_defaults() -> None:
     assert (BenchConfig().eval_every, BenchConfig().best_of_n) == (512, 64)
     assert BenchConfig(quick=True).best_of_n == 8
     assert BenchConfig(env="CatGrid-v0").best_of_n == 0
+    assert BenchConfig().matched_kls == [1.0, 2.0, 4.0]
+    assert BenchConfig(matched_kls=[2, 0.5, 2]).matched_kls == [0.5, 2.0]  # sorted, no repeats

@@ -58,6 +58,7 @@ from lmgym.agents.lora import AdapterDisabledReference, apply_lora, causal_lm, i
 from lmgym.agents.token_head import trunk_last_hidden
 from lmgym.envs.sequence_reward import PolicyLogProbFn
 from lmgym.envs.token_batch import TokenPolicyLogProbFn
+from lmgym.models.device import resolve_device, resolve_dtype
 from lmgym.models.generation import DecodingConfig
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "LMPolicyMixin",
     "MaskableLMActorCriticPolicy",
     "ValueTrunk",
+    "enable_activation_checkpointing",
 ]
 
 ValueTrunk = Literal["shared", "detached", "separate"]
@@ -106,6 +108,8 @@ class LMPolicyMixin(_PolicyBase):
         lora: dict[str, Any] | None = None,
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
+        dtype: str | torch.dtype | None = "float32",
         use_sde: bool = False,
         ortho_init: bool = False,
         **kwargs: Any,
@@ -132,9 +136,22 @@ class LMPolicyMixin(_PolicyBase):
                 f"freeze_layers={freeze_layers} with lora={lora!r}: LoRA already freezes every "
                 "base weight; expected one of the two (freeze_layers=0 with lora)."
             )
+        if not isinstance(gradient_checkpointing, bool):
+            raise TypeError(
+                f"gradient_checkpointing={gradient_checkpointing!r} is not a bool; expected True "
+                "(recompute activations in the backward: less memory, more compute) or False."
+            )
         resolved = resolve_decoding(decoding, action_space)
+        # The device is the algorithm's, not known yet: "auto" and the checks assume the
+        # best one present (SB3 moves the policy there after building it).
+        weights_dtype = resolve_dtype(dtype, resolve_device("auto"), parameter="dtype")
 
         lm, tok = load_lm(model, tokenizer, attn_implementation, trust_remote_code)
+        # The LM's own weights in ``dtype``; log-prob sums, entropies, values and losses stay
+        # in float32 (the logits are cast before every log-softmax).
+        nn.Module.to(lm, dtype=weights_dtype)  # in place (transformers' own .to is untyped)
+        if gradient_checkpointing:
+            enable_activation_checkpointing(lm)
         pad, eos = pad_token_id, eos_token_id
         if tok is not None:
             pad = tok.pad_token_id if pad is None else pad
@@ -181,6 +198,8 @@ class LMPolicyMixin(_PolicyBase):
             lora=lora,
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
+            gradient_checkpointing=gradient_checkpointing,
+            dtype=dtype,
         )
         self._logprob_cache: LogProbCache | None = None
         self.logprob_cache_hits = 0
@@ -443,6 +462,22 @@ class LMPolicyMixin(_PolicyBase):
         self.tokenizer.save_pretrained(path)
 
 
+def enable_activation_checkpointing(lm: PreTrainedModel) -> None:
+    """Recompute ``lm``'s block activations in the backward instead of keeping them.
+
+    Non-reentrant checkpointing, which also works when the inputs need no gradient (LoRA,
+    ``freeze_layers``). transformers checkpoints only in train mode, so rollouts and evaluation
+    (SB3 puts the policy in eval mode for them) run exactly as without it.
+    """
+    kwargs = {"use_reentrant": False}
+    # transformers 5.24 renamed gradient_checkpointing_enable (deprecated, removed in 6) to
+    # activation_checkpointing_enable; earlier 5.x releases have only the old name.
+    if hasattr(lm, "activation_checkpointing_enable"):
+        lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class LMActorCriticPolicy(LMPolicyMixin, ActorCriticPolicy):
     """Actor-critic policy for ``LMBandit-v0`` and ``LMToken-v0`` built on a Hugging Face LM.
 
@@ -508,6 +543,14 @@ class LMActorCriticPolicy(LMPolicyMixin, ActorCriticPolicy):
         attn_implementation: Attention kernel to load the LM with; TRPO's double backward needs
             ``"eager"`` on CPU (SDPA has no double backward there).
         trust_remote_code: Passed to ``from_pretrained``; off unless you trust the checkpoint.
+        gradient_checkpointing: Recompute the LM's activations in the backward instead of
+            keeping them (transformers' ``gradient_checkpointing_enable``, non-reentrant):
+            less memory for the update, about one more forward of compute. Only the update
+            (train mode) checkpoints; rollouts and evaluation run in eval mode without it.
+        dtype: The LM's own weights: ``"float32"`` (default), ``"bfloat16"``, ``"float16"``
+            (not on the CPU), or ``"auto"`` (bfloat16 on a GPU that has it, else float32);
+            see :func:`lmgym.models.device.resolve_dtype`. Log-prob sums, entropies, the
+            value head and the losses stay in float32.
         use_sde: Must be False (no gSDE for token ids); accepted because SB3 passes it.
         ortho_init: Must be False: orthogonal re-initialisation would erase pretrained weights.
         **kwargs: Other :class:`~stable_baselines3.common.policies.ActorCriticPolicy`

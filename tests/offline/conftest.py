@@ -8,7 +8,8 @@ import gymnasium as gym
 import pytest
 
 import lmgym  # noqa: F401 - registers the envs
-from lmgym.offline import EpisodeDataset, record_episodes
+from lmgym.offline.dataset import EpisodeDataset
+from lmgym.offline.record import record_episodes
 from tests.conftest import PROMPTS, count_great
 
 

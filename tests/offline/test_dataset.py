@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lmgym.models.loading import DEFAULT_MODEL_DIR, load_tokenizer
-from lmgym.offline import Episode, EpisodeDataset, record_episodes, tokenizer_fingerprint
+from lmgym.offline.dataset import Episode, EpisodeDataset, tokenizer_fingerprint
+from lmgym.offline.record import record_episodes
 from tests.conftest import PROMPTS, build_tiny_tokenizer
 from tests.offline.conftest import tiny_env_kwargs
 

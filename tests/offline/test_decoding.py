@@ -9,8 +9,9 @@ import torch
 
 from lmgym.models.generation import DecodingConfig, generate
 from lmgym.models.loading import load_model
-from lmgym.offline import ILQLConfig, ILQLModel, load_ilql_model
+from lmgym.offline.config import ILQLConfig
 from lmgym.offline.decoding import ilql_logprobs
+from lmgym.offline.model import ILQLModel, load_ilql_model
 from tests.conftest import PROMPTS
 
 

@@ -9,15 +9,11 @@ import pytest
 import torch
 
 from lmgym.models.loading import DEFAULT_MODEL_DIR, load_model
-from lmgym.offline import (
-    ILQLConfig,
-    ILQLHeads,
-    load_ilql_model,
-    record_episodes,
-    train_filtered_bc,
-    train_ilql,
-)
+from lmgym.offline.config import ILQLConfig
 from lmgym.offline.evaluate import evaluate_policy
+from lmgym.offline.ilql import train_filtered_bc, train_ilql
+from lmgym.offline.model import ILQLHeads, load_ilql_model
+from lmgym.offline.record import record_episodes
 from tests.conftest import PROMPTS
 from tests.offline.conftest import tiny_env_kwargs
 

@@ -9,9 +9,11 @@ import torch
 
 from lmgym.models.loading import load_model
 from lmgym.models.scoring import score_completions
-from lmgym.offline import Episode, ILQLConfig, ILQLModel
+from lmgym.offline.config import ILQLConfig
+from lmgym.offline.dataset import Episode
 from lmgym.offline.ilql import collate, ilql_loss
 from lmgym.offline.losses import bellman_targets, cql_loss, expectile_loss, masked_mean
+from lmgym.offline.model import ILQLModel
 
 
 def test_expectile_loss_hand_computed() -> None:

@@ -7,7 +7,7 @@ action distribution.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -20,6 +20,7 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
 )
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
+from torch import nn
 from transformers import PreTrainedModel
 
 from lmgym.agents.token_head import next_token_outputs
@@ -27,11 +28,14 @@ from lmgym.agents.vec_env import SB3VecEnv
 from lmgym.envs.lm_env_parts import LMModels
 from lmgym.envs.sequence_reward import PolicyLogProbFn
 from lmgym.envs.token_batch import TokenPolicyLogProbFn
+from lmgym.models.loading import check_vocab_fits
 from lmgym.models.scoring import completion_logprobs
 
 __all__ = [
     "attach_logprobs",
+    "attach_lora_reference",
     "attach_sb3",
+    "lm_envs",
     "lm_logprobs",
     "lm_token_logprobs",
     "sb3_policy_logprobs",
@@ -195,22 +199,83 @@ def attach_logprobs(env: Any, fn: PolicyLogProbFn | TokenPolicyLogProbFn) -> Non
         >>> env = gym.make("LMBandit-v0")
         >>> attach_logprobs(env, lm_logprobs(env.unwrapped.models.model, env.unwrapped.models))
     """
+    for lm_env in lm_envs(env):
+        lm_env.attach_policy(fn)
+
+
+def attach_lora_reference(model: BaseAlgorithm | Any, env: Any = None) -> nn.Module:
+    """Make a LoRA policy's base, adapters off, π_ref of ``env`` (default: the model's env).
+
+    The env drops the model it loaded, so the policy's frozen base weights are the only copy
+    left (LoRA never changes them, so with its adapters off the base *is* the initial model).
+    No second env is built to pass the reference: the env the policy was built on takes it.
+    Then attach π_θ as usual (``model.policy.attach_to(env)``).
+
+    Args:
+        model: An SB3 model whose policy is an LM policy with LoRA adapters
+            (``policy_kwargs=lm_policy_kwargs(env, lora=dict(r=8))``), or that policy.
+        env: See :func:`attach_logprobs`; ``None`` takes the model's env.
+
+    Returns:
+        The reference (an :class:`~lmgym.agents.lora.AdapterDisabledReference`).
+
+    Raises:
+        ValueError: The policy has no LoRA adapters, or no env is given or set on the model.
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> from stable_baselines3 import PPO
+        >>> from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
+        >>> env = SB3VecEnv(gym.make_vec("LMBandit-v0", num_envs=2))
+        >>> model = PPO(LMActorCriticPolicy, env, n_steps=4, batch_size=8,
+        ...             policy_kwargs=lm_policy_kwargs(env, lora=dict(r=4)))
+        >>> reference = attach_lora_reference(model)
+        >>> _ = model.policy.attach_to(env)
+        >>> env.venv.models.ref_model is reference
+        True
+    """
+    policy: Any = model.policy if isinstance(model, BaseAlgorithm) else model
+    target = model.get_env() if env is None and isinstance(model, BaseAlgorithm) else env
+    if target is None:
+        raise ValueError(
+            "attach_lora_reference(model) found no env on the model; pass the env: "
+            "attach_lora_reference(model, env)."
+        )
+    reference = policy.reference_model()  # raises ValueError without LoRA adapters
+    lm_env_list = lm_envs(target)
+    for lm_env in lm_env_list:  # checked for every env before any changes
+        check_vocab_fits(cast(PreTrainedModel, reference), lm_env.models.tokenizer)
+    for lm_env in lm_env_list:
+        lm_env.use_reference(reference)
+    return reference  # type: ignore[no-any-return]
+
+
+def lm_envs(env: Any) -> list[Any]:
+    """The lmgym LM envs inside ``env`` (unwrapped single envs, or one vector env).
+
+    ``env`` is a Gymnasium env, lmgym's vector env, or SB3's ``DummyVecEnv`` /
+    :class:`~lmgym.agents.SB3VecEnv` around them; a ``SubprocVecEnv`` is refused (its envs run
+    in other processes and cannot share the policy).
+
+    Example:
+        >>> import gymnasium as gym, lmgym
+        >>> [type(e).__name__ for e in lm_envs(gym.make("LMBandit-v0"))]
+        ['LMBanditEnv']
+    """
     while isinstance(env, VecEnvWrapper):
         env = env.venv
     if isinstance(env, SB3VecEnv):
         env = env.venv
     if isinstance(env, DummyVecEnv):
-        for sub_env in env.envs:
-            attach_logprobs(sub_env, fn)
-    elif isinstance(env, VecEnv):
+        return [found for sub_env in env.envs for found in lm_envs(sub_env)]
+    if isinstance(env, VecEnv):
         raise TypeError(
             f"{type(env).__name__} is not supported by attach_sb3: its envs run in other "
             "processes, so they cannot see the policy as it trains. Use DummyVecEnv or "
             "lmgym.agents.SB3VecEnv(gym.make_vec(...))."
         )
-    elif isinstance(env, VectorEnv):
-        env.attach_policy(fn)  # type: ignore[attr-defined]
-    elif isinstance(env, gym.Env):
-        env.unwrapped.attach_policy(fn)  # type: ignore[attr-defined]
-    else:
-        raise TypeError(f"env={env!r} is not a Gymnasium env, vector env or SB3 VecEnv.")
+    if isinstance(env, VectorEnv):
+        return [env]
+    if isinstance(env, gym.Env):
+        return [env.unwrapped]
+    raise TypeError(f"env={env!r} is not a Gymnasium env, vector env or SB3 VecEnv.")

@@ -95,8 +95,12 @@ def _row_keys(rows: np.ndarray) -> list[bytes]:
 def lm_policy_kwargs(env: Any, **overrides: Any) -> dict[str, Any]:
     """``policy_kwargs`` that build :class:`LMActorCriticPolicy` on ``env``'s own initial LM.
 
-    The env's model and tokenizer are passed as objects (the policy deep-copies the model, so
-    the env's copy is never trained); ``overrides`` adds or replaces any other policy argument.
+    The tokenizer is passed as the env's object. The model is passed as the directory or hub id
+    the env loaded it from, so the policy loads its own float32 copy and neither it nor the
+    SB3 model keeps a handle on the env's weights (which then go when the env drops them, as
+    :func:`lmgym.agents.attach.attach_lora_reference` does); a model object the caller gave
+    the env is passed as that object (the policy deep-copies it, so the env's copy is never
+    trained). ``overrides`` adds or replaces any other policy argument.
 
     Example:
         >>> import gymnasium as gym, lmgym
@@ -107,7 +111,8 @@ def lm_policy_kwargs(env: Any, **overrides: Any) -> dict[str, Any]:
         ...             policy_kwargs=lm_policy_kwargs(env, freeze_layers=1))
     """
     models = _find_env_models(env)
-    return {"model": models.model, "tokenizer": models.tokenizer, **overrides}
+    model = models.model if models.source is None else models.source
+    return {"model": model, "tokenizer": models.tokenizer, **overrides}
 
 
 def _find_env_models(env: Any) -> Any:

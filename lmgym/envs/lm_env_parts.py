@@ -84,6 +84,10 @@ class LMModels:
         vocab_size: Number of token ids an action may use (``len(tokenizer)``).
         pad_token_id: Marks padding in observations.
         eos_token_id: Ends a completion.
+        source: The directory or hub id the env loaded ``model`` from (``None`` for a model
+            object the caller passed, or when ``trust_remote_code`` was needed): an LM policy
+            loads its own copy from it (:func:`lmgym.agents.lm_policy_setup.lm_policy_kwargs`),
+            so nothing outside the env holds on to the env's weights.
     """
 
     model: PreTrainedModel
@@ -92,11 +96,23 @@ class LMModels:
     vocab_size: int
     pad_token_id: int
     eos_token_id: int
+    source: str | Path | None = None
 
     @property
     def device(self) -> torch.device:
         """Where the reference runs: the env moves its ids there, and only results come back."""
         return model_device(self.ref_model)
+
+    def use_reference(self, reference: nn.Module) -> None:
+        """Make ``reference`` π_ref (and the initial model), dropping the env's own copy.
+
+        For a LoRA policy's base with its adapters off
+        (:class:`lmgym.agents.lora.AdapterDisabledReference`), which is the initial model
+        itself: the env then holds no weights of its own. Checked before anything changes.
+        """
+        candidate = cast(PreTrainedModel, reference)
+        check_vocab_fits(candidate, self.tokenizer)
+        self.model = self.ref_model = candidate
 
 
 def build_lm_models(
@@ -128,9 +144,9 @@ def build_lm_models(
         device=target,
         dtype=dtype,
     )
+    given = isinstance(model, PreTrainedModel)
     if ref_model is None:
         # The loader returns a caller's object as it is; only then is a copy needed.
-        given = isinstance(model, PreTrainedModel)
         reference = copy.deepcopy(policy_model) if given else policy_model
     elif isinstance(ref_model, PreTrainedModel):
         reference, _ = load_model(ref_model, tok, device=target, dtype=dtype)
@@ -170,6 +186,10 @@ def build_lm_models(
             f"tokenizer {type(tok).__name__} has no eos_token; expected one to end completions. "
             "Set tokenizer.eos_token before creating the env."
         )
+    # Where a policy can load its own copy from (not with remote code: the policy would need
+    # trust_remote_code too, so it gets the object).
+    source = None if isinstance(model, PreTrainedModel) or trust_remote_code else model
+    source = DEFAULT_MODEL_DIR if model is None else source
     return LMModels(
         model=policy_model,
         ref_model=reference,
@@ -177,6 +197,7 @@ def build_lm_models(
         vocab_size=len(tok),
         pad_token_id=int(tok.pad_token_id),
         eos_token_id=int(tok.eos_token_id),
+        source=source,
     )
 
 
@@ -461,6 +482,14 @@ class UsesLMEnvParts:
     def max_new_tokens(self) -> int:
         """Completion length limit."""
         return self.parts.max_new_tokens
+
+    def use_reference(self, reference: nn.Module) -> None:
+        """Make ``reference`` the env's π_ref in place of its own model.
+
+        See :meth:`LMModels.use_reference`; :func:`lmgym.agents.attach.attach_lora_reference`
+        calls it with a LoRA policy's base, so that no second env is needed to pass it.
+        """
+        self.models.use_reference(reference)
 
 
 def build_lm_env_parts(

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 import torch
+from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
 from lmgym.models.device import model_device
@@ -129,6 +131,22 @@ class ReferenceState:
         self.prompt_states: OrderedDict[tuple[int, ...], PromptState] = OrderedDict()
         self.prompt_cache_bytes = prompt_cache_bytes
         self._prompt_nbytes = 0  # size of one encoded prompt, known after the first
+
+    def use_model(self, model: nn.Module) -> None:
+        """Run ``model`` from now on (the same function as the old one, e.g. on other weights).
+
+        The rows' KV cache and next-token logits move to its device; the table of encoded
+        prompts is emptied, so every prompt is encoded by ``model`` from here.
+        """
+        device = model_device(model)
+        if self.cache is not None:
+            self.cache = cache_from_layers(
+                [(k.to(device), v.to(device)) for k, v in kv_layers(self.cache)]
+            )
+        if self.next_logits is not None:
+            self.next_logits = self.next_logits.to(device)
+        self.prompt_states.clear()
+        self.model, self.device = cast(PreTrainedModel, model), device
 
     @property
     def num_columns(self) -> int:

@@ -17,6 +17,7 @@ from typing import Any, SupportsFloat
 import numpy as np
 import torch
 from gymnasium import spaces
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmgym.envs.lm_env import LMEnv
@@ -154,6 +155,14 @@ class LMTokenEnv(LMEnv[np.int64]):
 
     def _spaces(self) -> tuple[spaces.Box, spaces.Discrete]:
         return token_spaces(self.max_prompt_tokens, self.max_new_tokens, self.models.vocab_size)
+
+    def use_reference(self, reference: nn.Module) -> None:
+        """Make ``reference`` π_ref: in the env's models and in its incremental reference state.
+
+        See :meth:`lmgym.envs.lm_env_parts.LMModels.use_reference`.
+        """
+        super().use_reference(reference)
+        self.batch.reference.use_model(reference)
 
     def attach_policy(self, policy: TokenPolicyLogProbFn | None) -> None:
         """Use ``policy`` as π_θ in the KL term (``None`` detaches: the cross-entropy form).

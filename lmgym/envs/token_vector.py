@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from lmgym.envs.lm_env_parts import check_bool, lm_env_arguments
 from lmgym.envs.lm_spaces import TokenActionMask, check_token_ids, token_spaces
@@ -54,6 +55,14 @@ class LMTokenVectorEnv(LMVectorEnv):
         super().__init__(num_envs, render_mode, env_args, token_spaces)
         self.masks = TokenActionMask(self.models, action_mask)
         self.batch = TokenBatch(self.parts, num_rows=num_envs, reference_cache=reference_cache)
+
+    def use_reference(self, reference: nn.Module) -> None:
+        """Make ``reference`` π_ref: in the env's models and in its incremental reference state.
+
+        See :meth:`lmgym.envs.lm_env_parts.LMModels.use_reference`.
+        """
+        super().use_reference(reference)
+        self.batch.reference.use_model(reference)
 
     def attach_policy(self, policy: TokenPolicyLogProbFn | None) -> None:
         """Use ``policy`` as π_θ in the KL term; see :meth:`LMTokenEnv.attach_policy`."""

@@ -284,8 +284,9 @@ def run_ppo_stage(
         learning_rate=config.learning_rate,
         gamma=1.0,  # one-step episodes: nothing to discount
         seed=config.seed,
-        # The policy loads its own float32 copy: the env's model is the reference, in dtype.
-        policy_kwargs=lm_policy_kwargs(vec, model=Path(model)),
+        # The policy loads its own float32 copy from the directory (the env's model is the
+        # reference, in config.dtype).
+        policy_kwargs=lm_policy_kwargs(vec),
         device=str(resolve_device(config.device)),
     )
     if config.ptx_coef > 0:

@@ -143,7 +143,7 @@ def fit_scaling_law(d: Sequence[float], gain: Sequence[float], form: Form) -> Sc
     Example:
         >>> d = np.array([0.5, 1.0, 1.5, 2.0])
         >>> fit = fit_scaling_law(d, d * (1.0 - 0.25 * d), "bon")
-        >>> round(fit.alpha, 6), round(fit.beta, 6), fit.peak_d
+        >>> round(fit.alpha, 6), round(fit.beta, 6), round(fit.peak_d, 6)
         (1.0, 0.25, 2.0)
     """
     if form not in _FORMS:

@@ -58,33 +58,50 @@ def _where(cells: list[tuple[int, int]]) -> str:
 
 
 def catgrid_rules(game: gym.Env) -> str:
-    """The opening of a ``TextCatGrid-v0`` conversation: the layout (it never changes).
+    """The opening of a ``TextCatGrid-v0`` conversation: the obstacles (they never move).
 
-    Cells are ``(row column)`` from the top-left ``(0 0)``; ``up`` lowers the row. The text is
-    terse on purpose: with the default layout the first turn fits a 64-position model.
+    Cells are ``(row column)`` from the top-left ``(0 0)``; ``up`` lowers the row. The meat is
+    not listed: every turn says the way to it (:func:`describe_catgrid`). The text is terse on
+    purpose: with the default layout the first turn fits a 64-position model.
 
     Example:
         >>> from lmgym.envs.catgrid import CatGridEnv
         >>> catgrid_rules(CatGridEnv(layout=["C.B", "T.M"]))
-        'Meat: (1 2). Brooms: (0 2). Bathtubs: (1 0). Moves: up, down, left, right.'
+        'Brooms: (0 2). Bathtubs: (1 0).'
     """
     layout = game.unwrapped.layout  # type: ignore[attr-defined]
-    return (
-        f"Meat: {_where(_cells(layout, MEAT))}. Brooms: {_where(_cells(layout, BROOM))}. "
-        f"Bathtubs: {_where(_cells(layout, BATHTUB))}. Moves: up, down, left, right."
-    )
+    return f"Brooms: {_where(_cells(layout, BROOM))}. Bathtubs: {_where(_cells(layout, BATHTUB))}."
+
+
+_NEIGHBOURS = (("Up", -1, 0), ("Right", 0, 1), ("Down", 1, 0), ("Left", 0, -1))
+_THINGS = {BROOM: "broom", BATHTUB: "bathtub", MEAT: "meat"}
 
 
 def describe_catgrid(game: gym.Env, observation: Any, info: dict[str, Any]) -> str:
-    """A ``CatGrid-v0`` turn in words: where the cat is, and the question.
+    """A ``CatGrid-v0`` turn in words: the cat's cell, the way to the meat, what is next to it.
+
+    What a cat in the grid would see: where the (first) meat lies from its cell, and which of
+    its four neighbours is a wall (the grid's edge), a broom, a bathtub or the meat (empty
+    cells are not named, to keep the conversation short).
 
     Example:
         >>> from lmgym.envs.catgrid import CatGridEnv
         >>> describe_catgrid(CatGridEnv(), 7, {"position": (1, 2)})
-        'The cat is at (1 2). Which way?'
+        'The cat is at (1 2). Meat: 2 right. Right: broom. Which way?'
     """
-    row, col = divmod(int(observation), int(game.unwrapped.ncol))  # type: ignore[attr-defined]
-    return f"The cat is at ({row} {col}). Which way?"
+    inner: Any = game.unwrapped
+    layout, nrow, ncol = inner.layout, inner.nrow, inner.ncol
+    row, col = divmod(int(observation), int(ncol))
+    meat_row, meat_col = _cells(layout, MEAT)[0]
+    steps = [(meat_row - row, "down", "up"), (meat_col - col, "right", "left")]
+    way = ", ".join(f"{abs(d)} {plus if d > 0 else minus}" for d, plus, minus in steps if d)
+    near = []
+    for name, d_row, d_col in _NEIGHBOURS:
+        r, c = row + d_row, col + d_col
+        thing = "wall" if not (0 <= r < nrow and 0 <= c < ncol) else _THINGS.get(layout[r][c])
+        if thing is not None:
+            near.append(f" {name}: {thing}.")
+    return f"The cat is at ({row} {col}). Meat: {way or 'here'}.{''.join(near)} Which way?"
 
 
 def describe_blackjack(game: gym.Env, observation: Any, info: dict[str, Any]) -> str:
@@ -110,25 +127,26 @@ def make_text_catgrid(
     """``TextCatGrid-v0``: ``CatGrid-v0`` described in words, its rules and rewards unchanged.
 
     The conversation opens with the layout (:func:`catgrid_rules`); each turn says where the
-    cat is (:func:`describe_catgrid`) and the reply must name ``up``, ``down``, ``left`` or
-    ``right`` (:data:`CATGRID_ACTIONS`).
+    cat is, the way to the meat and what is next to the cat (:func:`describe_catgrid`), and the
+    reply must name ``up``, ``down``, ``left`` or ``right`` (:data:`CATGRID_ACTIONS`).
 
     Args:
         layout: The grid (``CatGrid-v0``'s ``layout``; default its default layout).
         slip: The drunk cat's slip probability.
         max_episode_steps: The game's ``TimeLimit``, in moves (``CatGrid-v0``'s 100).
         **kwargs: :class:`~lmgym.envs.text_game.TextGameEnv`'s arguments (model, β, budget,
-            ``parse_penalty``, ...).
+            ``parse_penalty``, ...); ``max_new_tokens`` defaults to 4 here (a move is a word).
 
     Example:
         >>> import gymnasium as gym, lmgym
         >>> env = gym.make("TextCatGrid-v0", layout=["C.M"])
         >>> obs, info = env.reset(seed=0)
         >>> info["text"]
-        'The cat is at (0 0). Which way?'
+        'The cat is at (0 0). Meat: 2 right. Up: wall. Down: wall. Left: wall. Which way?'
     """
     game = gym.make("CatGrid-v0", layout=layout, slip=slip, max_episode_steps=max_episode_steps)
     kwargs.setdefault("system", catgrid_rules)
+    kwargs.setdefault("max_new_tokens", 4)  # a move is one word
     return TextGameEnv(game, describe_catgrid, CATGRID_ACTIONS, **kwargs)
 
 

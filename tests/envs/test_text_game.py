@@ -25,7 +25,8 @@ from lmgym.error import ResetNeeded
 from lmgym.models.scoring import completion_logprobs
 
 GAME_TEXTS = [
-    "Meat: (1 4). Brooms: (1 3). Bathtubs: (0 3) none. Moves: up, down, left, right.",
+    "Brooms: (1 3). Bathtubs: (0 3) none. Meat: 1 down, 2 right. Up: wall. Left: broom bathtub",
+    "meat here",
     "The cat is at (0 0). Which way? " + " ".join(str(i) for i in range(32)),
     'I did not understand "x". Your hand: a no usable ace. Dealer shows: Stick or hit?',
     "Your move: up, right, down or left? C . T B M ( )",
@@ -100,7 +101,7 @@ def test_cat_walks_to_the_meat_with_the_inner_rewards(game_lm_dir: Path) -> None
     inner = gym.make("CatGrid-v0", layout=layout)
     obs, info = env.reset(seed=0)
     inner.reset(seed=0)
-    assert info["text"] == "The cat is at (0 0). Which way?"
+    assert info["text"] == "The cat is at (0 0). Meat: 2 right. Up: wall. Left: wall. Which way?"
     assert info["game_observation"] == 0
     for turn, word in enumerate(["down", "right", "up", "right"], start=1):
         action = reply(env, word)
@@ -143,7 +144,7 @@ def test_conversation_holds_the_replies_own_ids(game_lm_dir: Path) -> None:
     np.testing.assert_array_equal(obs1[n0 : n0 + 2], action[:2])  # "right" and its EOS
     tok = env.unwrapped.models.tokenizer
     tail = tok.decode(obs1[n0 + 2 :][obs1[n0 + 2 :] != 0].tolist(), skip_special_tokens=True)
-    assert tail == "the cat is at ( 0 1 ) . which way ?"
+    assert tail == "the cat is at ( 0 1 ) . meat : 2 right . up : wall . down : wall . which way ?"
 
 
 def test_unparsable_reply_pays_the_penalty_and_the_game_waits(game_lm_dir: Path) -> None:
@@ -153,7 +154,10 @@ def test_unparsable_reply_pays_the_penalty_and_the_game_waits(game_lm_dir: Path)
     assert not (terminated or truncated)
     assert not info["parsed"] and info["game_action"] is None and info["game_reward"] == 0.0
     assert reward == pytest.approx(-2.5 - 0.1 * info["kl"], abs=1e-6)
-    assert info["text"] == 'I did not understand "cat".\nThe cat is at (0 0). Which way?'
+    assert info["text"] == (
+        'I did not understand "cat".\nThe cat is at (0 0). Meat: 2 right. Up: wall. Down: wall. '
+        "Left: wall. Which way?"
+    )
     assert info["game_observation"] == 0 and env.unwrapped.game.unwrapped.state == 0
     tok = env.unwrapped.models.tokenizer
     assert "did not understand" in tok.decode(obs[obs != 0].tolist(), skip_special_tokens=True)
@@ -175,9 +179,9 @@ def test_parse_returning_an_action_outside_the_space_names_reply_and_value(
 
 
 def test_context_overflow_truncates_and_says_so(game_lm_dir: Path) -> None:
-    # The opening takes 38 tokens and each unparsed turn 2 + 20: 82 after two turns, 104 after
-    # three, and the block is 95 - 3 = 92 wide.
-    env = make_cat(game_lm_dir, layout=["C..", "..M"], max_context_tokens=95)
+    # The opening takes 37 tokens and each unparsed turn 2 + 36: 113 after two turns, 151 after
+    # three, and the block is 120 - 3 = 117 wide.
+    env = make_cat(game_lm_dir, layout=["C..", "..M"], max_context_tokens=120)
     obs, _ = env.reset(seed=0)
     for turn in (1, 2):
         obs, _, terminated, truncated, info = env.step(reply(env, "cat"))
@@ -186,7 +190,7 @@ def test_context_overflow_truncates_and_says_so(game_lm_dir: Path) -> None:
     assert truncated and not terminated and info["context_overflow"]
     assert info["context_tokens"] > env.observation_space.shape[0]
     tok = env.unwrapped.models.tokenizer
-    assert tok.decode(obs[-5:].tolist()) == ") . which way ?"  # the conversation's end is kept
+    assert tok.decode(obs[-5:].tolist()) == "wall . which way ?"  # the conversation's end is kept
     with pytest.raises(ResetNeeded):
         env.step(reply(env, "right"))
 
@@ -235,7 +239,8 @@ def test_chat_template_renders_the_messages(game_lm_dir: Path) -> None:
     obs, _ = env.reset(seed=0)
     obs, *_ = env.step(reply(env, "right"))
     text = tok.decode(obs[obs != 0].tolist(), skip_special_tokens=True)
-    assert text.endswith("which way ? right the cat is at ( 0 1 ) . which way ?")
+    assert text.endswith("which way ? right the cat is at ( 0 1 ) . meat : 1 right . up : wall "
+                         ". right : meat . down : wall . which way ?")  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gym_check_env(env.unwrapped, skip_render_check=True)
@@ -246,7 +251,7 @@ def test_ansi_render_shows_the_conversation_and_reward(game_lm_dir: Path) -> Non
     env.reset(seed=0)
     env.step(reply(env, "right"))
     text = env.render()
-    assert "user: The cat is at (0 0). Which way?" in text
+    assert "user: The cat is at (0 0). Meat: 2 right." in text
     assert "assistant: right" in text and "parsed: True" in text
 
 

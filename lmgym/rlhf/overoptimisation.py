@@ -4,8 +4,10 @@ A reward model (the proxy) is trained on a growing number of rankings of the SFT
 samples, e.g. 100, 400 and 1,600. Against each proxy:
 
 * best-of-n: the SFT model's samples of the held-out prompts are picked by the proxy for
-  n = 1, 2, 4, …; the KL of best-of-n to the SFT model is taken at its analytic bound
-  ``log n − (n−1)/n`` (an upper bound: see :func:`~lmgym.rlhf.scaling_laws.best_of_n_kl_bound`);
+  n = 1, 2, 4, …, averaged over every n-subset of each prompt's samples
+  (:func:`~lmgym.rlhf.scaling_laws.best_of_n_picks`); the KL of best-of-n to the SFT model is
+  taken at its analytic bound ``log n − (n−1)/n`` (an upper bound, reached when no two samples
+  tie: see :func:`~lmgym.training.best_of_n.kl_bound`), as Gao et al. do;
 * RL: PPO trains the SFT model on the proxy with β = 0 (no KL penalty: nothing holds the policy
   back, so over-optimisation shows sooner), and every rollout's mean proxy score, gold score and
   KL (k1, summed over the completion) is recorded on the completions PPO wrote.
@@ -29,12 +31,8 @@ from typing import Any
 import numpy as np
 
 from lmgym.rlhf.config import StageConfig, integer, number
-from lmgym.rlhf.scaling_laws import (
-    ScalingFit,
-    best_of_n_kl_bound,
-    best_of_n_picks,
-    fit_scaling_law,
-)
+from lmgym.rlhf.scaling_laws import ScalingFit, best_of_n_picks, fit_scaling_law
+from lmgym.training.best_of_n import kl_bound
 
 __all__ = [
     "OveroptimisationConfig",
@@ -185,7 +183,7 @@ def _run_summary(
     history: dict[str, list[Any]],
 ) -> dict[str, Any]:
     """One RM size's points and fits, JSON-ready."""
-    bon_d = np.sqrt([best_of_n_kl_bound(n) for n, _, _ in picks])
+    bon_d = np.sqrt([kl_bound(n) for n, _, _ in picks])
     bon_gold = np.array([g for _, _, g in picks])
     # k1 estimates of a tiny KL can come out slightly negative: √ of the clipped value.
     rl_d = np.sqrt(np.clip(history["kl"], 0.0, None))
@@ -195,7 +193,7 @@ def _run_summary(
         "rm_heldout_accuracy": rm_metrics["heldout_accuracy"],
         "rm_true_score_correlation": rm_metrics["true_score_correlation"],
         "best_of_n": [
-            {"n": n, "kl_bound": best_of_n_kl_bound(n), "proxy": p, "gold": g} for n, p, g in picks
+            {"n": n, "kl_bound": kl_bound(n), "proxy": p, "gold": g} for n, p, g in picks
         ],
         "ppo": history,
         "fits": {

@@ -23,9 +23,10 @@ from typing import Literal
 
 import numpy as np
 
+from lmgym.training.best_of_n import expected_best
+
 __all__ = [
     "ScalingFit",
-    "best_of_n_kl_bound",
     "best_of_n_picks",
     "fit_scaling_law",
 ]
@@ -34,41 +35,32 @@ Form = Literal["bon", "rl"]
 _FORMS = ("bon", "rl")
 
 
-def best_of_n_kl_bound(n: int) -> float:
-    """KL(best-of-n ‖ base) ≤ log n − (n − 1)/n, in nats (Stiennon et al. 2020).
-
-    It is an upper bound, not the KL itself (Beirami et al. 2024, "Theoretical guarantees on the
-    best-of-n alignment policy"): it is reached only when no two samples tie.
-
-    Example:
-        >>> best_of_n_kl_bound(1), round(best_of_n_kl_bound(2), 4)
-        (0.0, 0.1931)
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(
-            f"n={n!r} must be an int >= 1: the number of samples best-of-n picks from."
-        )
-    return math.log(n) - (n - 1) / n
-
-
 def best_of_n_picks(
     proxy: np.ndarray, gold: np.ndarray, ns: Sequence[int]
 ) -> list[tuple[int, float, float]]:
-    """Best-of-n by the proxy score: for each n, the mean proxy and gold score of the picks.
+    """Best-of-n by the proxy score: for each n, the expected proxy and gold score of the pick.
+
+    The pick of an n-subset of a prompt's N samples is its proxy argmax. Rather than take one
+    subset (say the first n samples), every n-subset is averaged, as in
+    :func:`lmgym.training.best_of_n.expected_best`: with the samples sorted by proxy score, the
+    i-th lowest is the pick of a random n-subset with probability ``C(i−1, n−1) / C(N, n)``.
+    That is an unbiased estimate of best-of-n with less variance than one draw of n samples.
+    Proxy ties are broken at random, so samples tied on the proxy count with their mean gold.
 
     Args:
         proxy: (P, N) proxy (reward-model) scores of N samples of each of P prompts.
         gold: (P, N) gold scores of the same samples.
-        ns: Each n ≤ N: the pick of a prompt is the proxy's argmax among its first n samples.
+        ns: Each 1 ≤ n ≤ N.
 
     Returns:
-        ``[(n, mean proxy of the picks, mean gold of the picks), ...]`` in the order of ``ns``.
+        ``[(n, mean proxy of the picks, mean gold of the picks), ...]`` in the order of ``ns``;
+        n = 1 gives the means of all samples.
 
     Example:
         >>> proxy = np.array([[0.0, 2.0], [1.0, 0.0]])
         >>> gold = np.array([[1.0, -1.0], [0.0, 3.0]])
         >>> best_of_n_picks(proxy, gold, [1, 2])
-        [(1, 0.5, 0.5), (2, 1.5, -0.5)]
+        [(1, 0.75, 0.75), (2, 1.5, -0.5)]
     """
     proxy, gold = np.asarray(proxy, dtype=float), np.asarray(gold, dtype=float)
     if proxy.ndim != 2 or proxy.shape != gold.shape:
@@ -76,14 +68,24 @@ def best_of_n_picks(
             f"proxy {proxy.shape} and gold {gold.shape} must both be (prompts, samples) arrays "
             "of the same shape."
         )
-    rows = np.arange(proxy.shape[0])
+    if not np.isfinite(gold).all():
+        raise ValueError("gold must hold finite scores; got NaN or inf.")
+    gold_by_proxy = np.stack([_tied_mean_by_rank(p, g) for p, g in zip(proxy, gold, strict=True)])
     picks = []
     for n in ns:
-        if not 1 <= n <= proxy.shape[1]:
-            raise ValueError(f"n={n} is outside [1, {proxy.shape[1]}], the samples per prompt.")
-        best = proxy[:, :n].argmax(axis=1)
-        picks.append((int(n), float(proxy[rows, best].mean()), float(gold[rows, best].mean())))
+        best_proxy = expected_best(proxy, n)  # checks 1 <= n <= N and finite proxy scores
+        size = proxy.shape[1]
+        weights = np.array([math.comb(i - 1, n - 1) for i in range(1, size + 1)], dtype=float)
+        best_gold = gold_by_proxy @ (weights / math.comb(size, n))
+        picks.append((int(n), float(best_proxy.mean()), float(best_gold.mean())))
     return picks
+
+
+def _tied_mean_by_rank(proxy: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """One prompt's gold scores in ascending proxy order, each replaced by its proxy tie's mean."""
+    _, level = np.unique(proxy, return_inverse=True)
+    level_gold = np.bincount(level, weights=gold) / np.bincount(level)
+    return level_gold[level][np.argsort(proxy, kind="stable")]
 
 
 @dataclass(frozen=True)

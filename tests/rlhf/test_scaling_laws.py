@@ -1,38 +1,40 @@
-"""Gao et al.'s over-optimisation forms: fits, peaks, best-of-n picks and its KL bound."""
+"""Gao et al.'s over-optimisation forms: fits, peaks and best-of-n picks."""
 
 import math
 
 import numpy as np
 import pytest
 
-from lmgym.rlhf.scaling_laws import (
-    ScalingFit,
-    best_of_n_kl_bound,
-    best_of_n_picks,
-    fit_scaling_law,
-)
+from lmgym.rlhf.scaling_laws import ScalingFit, best_of_n_picks, fit_scaling_law
 
 
-def test_best_of_n_kl_bound_is_log_n_minus_n_minus_1_over_n():
-    assert best_of_n_kl_bound(1) == 0.0
-    assert best_of_n_kl_bound(2) == pytest.approx(math.log(2) - 0.5)
-    assert best_of_n_kl_bound(64) == pytest.approx(math.log(64) - 63 / 64)
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="n="):
-            best_of_n_kl_bound(bad)
-
-
-def test_best_of_n_picks_the_proxy_argmax_among_the_first_n_samples():
+def test_best_of_n_picks_average_the_proxy_argmax_over_every_n_subset():
     proxy = np.array([[0.0, 3.0, 1.0, 5.0], [2.0, 1.0, 0.0, 0.5]])
     gold = np.array([[1.0, 0.0, 2.0, -1.0], [4.0, 3.0, 2.0, 1.0]])
     picks = best_of_n_picks(proxy, gold, [1, 2, 4])
-    assert picks[0] == (1, 1.0, 2.5)  # the first sample of each prompt
-    assert picks[1] == (2, 2.5, 2.0)  # prompt 0 picks sample 1 (gold 0); prompt 1 keeps 0
-    assert picks[2] == (4, 3.5, 1.5)  # prompt 0 picks sample 3 (gold -1)
+    # n = 1: every sample once.
+    assert picks[0] == pytest.approx((1, (9 / 4 + 3.5 / 4) / 2, (2 / 4 + 10 / 4) / 2))
+    # n = 2, prompt 0: the 6 pairs pick samples 1, 2, 3, 1, 3, 3 -> proxy 22/6, gold -1/6;
+    # prompt 1: samples 0, 0, 0, 1, 1, 3 -> proxy 8.5/6, gold 19/6.
+    assert picks[1] == pytest.approx((2, (22 / 6 + 8.5 / 6) / 2, (-1 / 6 + 19 / 6) / 2))
+    # n = 4: the proxy's best of all, sample 3 (gold -1) and sample 0 (gold 4).
+    assert picks[2] == pytest.approx((4, 3.5, 1.5))
+
+
+def test_best_of_n_picks_break_proxy_ties_at_random():
+    # Samples 1 and 2 tie on the proxy: a pick between them is a coin flip, gold 1 on average.
+    picks = best_of_n_picks(np.array([[0.0, 1.0, 1.0]]), np.array([[5.0, 0.0, 2.0]]), [2, 3])
+    assert picks == [(2, 1.0, 1.0), (3, 1.0, 1.0)]
+
+
+def test_best_of_n_picks_refuse_bad_input():
+    proxy, gold = np.zeros((2, 4)), np.zeros((2, 4))
     with pytest.raises(ValueError, match="n=5"):
         best_of_n_picks(proxy, gold, [5])
     with pytest.raises(ValueError, match="same shape"):
         best_of_n_picks(proxy, gold[:, :2], [1])
+    with pytest.raises(ValueError, match="gold must hold finite"):
+        best_of_n_picks(proxy, np.full((2, 4), np.nan), [1])
 
 
 @pytest.mark.parametrize("form", ["bon", "rl"])

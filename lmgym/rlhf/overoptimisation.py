@@ -231,48 +231,62 @@ def _fit_from(entry: dict[str, Any], form: str) -> ScalingFit | None:
 def plot_overoptimisation(results: dict[str, Any], path: str | Path) -> Path:
     """Gold (solid) and proxy (dashed) score against √KL, best-of-n left and PPO right.
 
-    One colour per reward-model size; the thin lines are the fitted gold forms, shifted by the
-    SFT model's gold score. Example:
+    One colour per reward-model size; the dotted lines are the fitted gold forms, shifted by the
+    SFT model's gold score. The title names the sweep's sizes. Example:
 
         >>> import tempfile, os
         >>> run = {"rankings": 8, "best_of_n": [{"n": 1, "kl_bound": 0.0, "proxy": 0.0,
         ...        "gold": 1.0}, {"n": 2, "kl_bound": 0.19, "proxy": 0.5, "gold": 1.1}],
         ...        "ppo": {"kl": [0.0, 1.0], "true_score": [1.0, 1.2], "reward_model": [0, 1]},
         ...        "fits": {f: {"alpha": 0.1, "beta": 0.01, "d_max": 1.0} for f in ("bon", "rl")}}
+        >>> config = {"rm_k": 4, "bon_samples": 2, "ppo_steps": 256}
         >>> path = os.path.join(tempfile.mkdtemp(), "o.png")
-        >>> plot_overoptimisation({"runs": [run]}, path).exists()
+        >>> plot_overoptimisation({"config": config, "runs": [run]}, path).exists()
         True
     """
+    from matplotlib.lines import Line2D
+
     from lmgym.plots import new_figure, save_figure
 
-    figure = new_figure(11, 4.2)
+    figure = new_figure(11, 4.8)
     bon_ax, rl_ax = figure.subplots(1, 2, sharey=True)
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    handles = []
     for index, run in enumerate(results["runs"]):
         colour = colours[index % len(colours)]
-        label = f"RM of {run['rankings']} rankings"
+        handles.append(Line2D([], [], color=colour, label=f"RM of {run['rankings']} rankings"))
         bon_d = np.sqrt([p["kl_bound"] for p in run["best_of_n"]])
         bon_gold = np.array([p["gold"] for p in run["best_of_n"]])
-        bon_ax.plot(bon_d, bon_gold, "o-", color=colour, label=f"{label}: gold")
-        bon_ax.plot(bon_d, [p["proxy"] for p in run["best_of_n"]], "s--", color=colour,
-                    alpha=0.6, label=f"{label}: proxy")  # fmt: skip
+        bon_ax.plot(bon_d, bon_gold, "o-", color=colour)
+        bon_ax.plot(bon_d, [p["proxy"] for p in run["best_of_n"]], "s--", color=colour, alpha=0.6)
         rl_d = np.sqrt(np.clip(run["ppo"]["kl"], 0.0, None))
         rl_gold = np.asarray(run["ppo"]["true_score"], dtype=float)
-        rl_ax.plot(rl_d, rl_gold, "-", color=colour, label=f"{label}: gold")
-        rl_ax.plot(rl_d, run["ppo"]["reward_model"], "--", color=colour, alpha=0.6,
-                   label=f"{label}: proxy")  # fmt: skip
+        rl_ax.plot(rl_d, rl_gold, "-", color=colour)
+        rl_ax.plot(rl_d, run["ppo"]["reward_model"], "--", color=colour, alpha=0.6)
         for ax, form, d, start in ((bon_ax, "bon", bon_d, bon_gold[0]),
                                    (rl_ax, "rl", rl_d, rl_gold[0])):  # fmt: skip
             fit = _fit_from(run, form)
             if fit is not None:
                 grid = np.linspace(0.0, max(float(np.max(d)), 1e-6), 50)
-                ax.plot(grid, start + fit(grid), ":", color=colour, linewidth=1)
-    bon_ax.set(title="best-of-n (KL at its bound log n − (n−1)/n)", xlabel="√KL (nats^½)",
-               ylabel="score (gold: true score; proxy: RM, standardised)")  # fmt: skip
-    rl_ax.set(title="PPO with β = 0", xlabel="√KL (nats^½)")
-    rl_ax.legend(fontsize=7, loc="best")
+                ax.plot(grid, start + fit(grid), ":", color=colour, linewidth=1.5)
+    handles += [
+        Line2D([], [], color="grey", linestyle="-", label="gold: the hidden true score"),
+        Line2D([], [], color="grey", linestyle="--", label="proxy: the RM's score (standardised)"),
+        Line2D([], [], color="grey", linestyle=":", label="gold fit (Gao et al. form)"),
+    ]
+    config = results["config"]
+    bon_ax.set(title=f"best-of-n, n = 1 … {config['bon_samples']} (KL at log n − (n−1)/n)",
+               xlabel="√KL to the SFT model (nats^½)", ylabel="score")  # fmt: skip
+    rl_ax.set(title=f"PPO with β = 0, {config['ppo_steps']} completions",
+              xlabel="√KL to the SFT model (nats^½)")  # fmt: skip
+    rl_ax.legend(handles=handles, fontsize=8, loc="best")
     for ax in (bon_ax, rl_ax):
         ax.grid(alpha=0.3)
+    sizes = ", ".join(str(run["rankings"]) for run in results["runs"])
+    figure.suptitle(
+        f"Reward over-optimisation on held-out prompts\nproxy RMs trained on {sizes} "
+        f"rankings (K = {config['rm_k']}) of the SFT model's samples"
+    )
     return save_figure(figure, path)
 
 

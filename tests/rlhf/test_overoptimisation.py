@@ -1,5 +1,6 @@
 """The over-optimisation sweep end to end on the embedded model, at smoke-test sizes."""
 
+import functools
 import json
 import warnings
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from lmgym.models.loading import DEFAULT_MODEL_DIR
+from lmgym.rlhf import config as rlhf_config
 from lmgym.rlhf.labelers import BradleyTerryLabeler
 from lmgym.rlhf.overoptimisation import (
     OveroptimisationConfig,
@@ -16,30 +18,38 @@ from lmgym.rlhf.overoptimisation import (
 )
 
 
-def test_a_tiny_sweep_records_both_curves_fits_them_and_reports(tmp_path):
+def test_a_tiny_sweep_records_both_curves_fits_them_and_reports(tmp_path, monkeypatch):
+    # The smallest PPO that still gives 3 rollouts (an RL fit needs 2 KL points past the SFT
+    # model's): 16 envs × 2 steps, one minibatch. The sweep's own rollout (16 × 8) would take
+    # 4 times as long, and the suite has no time to spare.
+    monkeypatch.setattr(
+        rlhf_config,
+        "PPOStageConfig",
+        functools.partial(rlhf_config.PPOStageConfig, n_steps=2, batch_size=32),
+    )
     config = OveroptimisationConfig(
-        rm_sizes=[6, 12], rm_k=2, rm_epochs=1, ppo_steps=384, bon_samples=4, progress=False
+        rm_sizes=[4, 8], rm_k=2, rm_epochs=1, ppo_steps=96, bon_samples=4, progress=False
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # β = 0 is deliberate: no warning may escape
         results = run_overoptimisation(config, DEFAULT_MODEL_DIR, BradleyTerryLabeler(), tmp_path)
     json.dumps(results)  # JSON-ready
-    assert [run["rankings"] for run in results["runs"]] == [6, 12]
+    assert [run["rankings"] for run in results["runs"]] == [4, 8]
     for run in results["runs"]:
         assert [p["n"] for p in run["best_of_n"]] == [1, 2, 4]
         proxies = [p["proxy"] for p in run["best_of_n"]]
         assert proxies == sorted(proxies)  # picking by the proxy raises the proxy
-        assert run["ppo"]["timesteps"] == [128, 256, 384]
+        assert run["ppo"]["timesteps"] == [32, 64, 96]
         assert run["ppo"]["kl"][0] == pytest.approx(0.0, abs=1e-5)  # rollout 1 is the SFT model
         assert run["fits"]["bon"]["d_max"] == pytest.approx(np.sqrt(np.log(4) - 0.75))
         assert run["fits"]["rl"] is not None
         assert (tmp_path / f"rm_{run['rankings']}").is_dir()
         assert (tmp_path / f"ppo_{run['rankings']}").is_dir()
-    # Both RMs rank the same best-of-n samples: n = 1 is the same draw, so the same gold score.
+    # Both RMs pick among the same samples: n = 1 takes each once, so the same gold score.
     first = [run["best_of_n"][0]["gold"] for run in results["runs"]]
     assert first[0] == pytest.approx(first[1])
     table = format_overoptimisation(results)
-    assert table.count("\n") == 3 and "| 6 |" in table and "| 12 |" in table
+    assert table.count("\n") == 3 and "| 4 |" in table and "| 8 |" in table
     assert plot_overoptimisation(results, tmp_path / "o.png").stat().st_size > 10_000
 
 

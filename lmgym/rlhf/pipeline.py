@@ -22,16 +22,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lmgym.rlhf.config import (
     DtypeName,
     StageConfig,
     check_device_dtype,
     check_positive,
+    choice,
     device,
     dtype,
     integer,
@@ -106,6 +108,13 @@ class RLHFConfig(StageConfig):
             over the powers of 2 up to it (None: 64, or 4 with --quick).
         dtype: Precision of PPO's frozen models (the env's KL reference and the reward model);
             the trained models stay float32. auto: bfloat16 on a GPU that has it, else float32.
+        rounds: Rounds of iterated online RLHF (Bai et al. 2022): round 1 is the run above; each
+            later round ranks samples of the last round's PPO policy (as many rankings as round
+            1), trains a new reward model and continues PPO (β = kl_coef) from that policy, the
+            KL still to the SFT model. Every round's policy joins the Elo table; results.md gets
+            a round table and rounds.png (docs/iterated-rlhf.md).
+        rm_data: Rankings each later round's reward model trains on: accumulate (every round's
+            so far) or latest (that round's only).
     """
 
     out: Path = path(Path("rlhf-output"))
@@ -135,9 +144,17 @@ class RLHFConfig(StageConfig):
     overoptimisation_samples: int | None = integer(None, optional=True, minimum=2)
     device: str = device()
     dtype: DtypeName = dtype()
+    rounds: int = integer(1)
+    rm_data: Literal["accumulate", "latest"] = choice("accumulate", "accumulate", "latest")
 
     def _validate(self) -> None:
         check_device_dtype(self.device, self.dtype)
+        if self.rounds == 1 and self.rm_data == "latest":
+            warnings.warn(
+                "rm_data='latest' has no effect with rounds=1: only later rounds choose their "
+                "reward model's rankings; pass rounds=2 or more to iterate.",
+                stacklevel=4,
+            )
         for name, (default, quick) in _SIZES.items():
             if getattr(self, name) is None:
                 self._set(name, quick if self.quick else default)
@@ -316,6 +333,7 @@ def _report(config: RLHFConfig, state: State) -> None:
 
     runs = state["ppo"].values()
     label = {id(r): f"β={r.metrics['kl_coef']:g}" + (" ptx" if r.metrics["ptx_coef"] else "")
+             + (f" round {r.metrics['round']}" if "round" in r.metrics else "")
              for r in runs}  # fmt: skip
     state["plots"] = {
         "rm_vs_true": plot_rm_vs_true(
@@ -332,6 +350,10 @@ def _report(config: RLHFConfig, state: State) -> None:
         state["plots"]["overoptimisation"] = plot_overoptimisation(
             state["overoptimisation"], config.out / "overoptimisation.png"
         )
+    if "round_table" in state:
+        from lmgym.rlhf.rounds import plot_rounds
+
+        state["plots"]["rounds"] = plot_rounds(state["round_table"], config.out / "rounds.png")
 
 
 def stages(config: RLHFConfig) -> list[Stage]:
@@ -347,6 +369,12 @@ def stages(config: RLHFConfig) -> list[Stage]:
     ppo = [_ppo("PPO", config.kl_coef, 0.0, f"ppo_kl{config.kl_coef:g}")]
     ppo += [_ppo(f"PPO β={beta:g}", beta, 0.0, f"ppo_kl{beta:g}") for beta in config.kl_sweep]
     ppo.append(_ppo("PPO-ptx", config.kl_coef, config.ptx_coef, "ppo_ptx"))
+    rounds: list[Stage] = []
+    if config.rounds > 1:  # iterated RLHF: rounds 2..N after round 1's PPO, a table after Elo
+        from lmgym.rlhf.rounds import round_table, training_stages
+
+        ppo += training_stages(config)
+        rounds.append(("round table", round_table))
     return [
         ("SFT", _sft),
         ("reward model", _reward_model),
@@ -354,6 +382,7 @@ def stages(config: RLHFConfig) -> list[Stage]:
         ("DPO", _dpo),
         ("evaluation", _evaluation),
         ("Elo", _elo),
+        *rounds,
         *([("over-optimisation", _overoptimisation)] if config.overoptimisation else []),
         ("report", _report),
     ]
@@ -512,6 +541,8 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
     }
     if "overoptimisation" in state:
         results["overoptimisation"] = state["overoptimisation"]
+    if "round_table" in state:
+        results["rounds"] = state["round_table"]
     (config.out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     write_md(results, config.out / "results.md")
     logger.info(

@@ -231,6 +231,7 @@ def run_ppo_stage(
     out: str | Path | None = None,
     *,
     model: str | Path,
+    reference: str | Path | None = None,
     prompts: Sequence[str] | None = None,
     true_score_fn: ScoreFn = true_score,
     desc: str | None = None,
@@ -242,7 +243,11 @@ def run_ppo_stage(
         reward_fn: The reward the policy is paid (the learned RM, usually a
             :class:`NormalizedReward` of a :class:`~lmgym.rlhf.reward_model.LearnedRewardModel`).
         out: Directory the trained policy is saved to; ``None``: a new temporary directory.
-        model: The initial policy and the KL reference (the SFT model's directory).
+        model: The initial policy, and the KL reference unless ``reference`` is given (the SFT
+            model's directory).
+        reference: The KL reference's directory when the policy starts elsewhere, e.g. a later
+            round of iterated RLHF continues from the last round's policy with the KL still to
+            the SFT model (:mod:`lmgym.rlhf.rounds`); ``None``: ``model``.
         prompts: Training prompts; ``None``: ``lmgym.models.corpus.prompts("train")``.
         true_score_fn: The hidden true score, only recorded (never trained on).
         desc: Label of the progress bar; ``None``: from β and γ.
@@ -268,6 +273,7 @@ def run_ppo_stage(
             "LMBandit-v0",
             num_envs=config.n_envs,
             model=Path(model),
+            ref_model=None if reference is None else Path(reference),
             reward_fn=reward_fn,
             prompts=corpus_prompts("train") if prompts is None else list(prompts),
             kl_coef=config.kl_coef,

@@ -308,7 +308,9 @@ def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
             if "overoptimisation" in results
             else []
         ),
+        *(["- `rounds.png`: true score and RM score by round."] if "rounds" in results else []),
         "",
+        *_rounds_lines(results),
         *_overoptimisation_lines(results),
         "## Examples (held-out prompts)",
         "",
@@ -319,6 +321,16 @@ def write_md(results: Mapping[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _rounds_lines(results: Mapping[str, Any]) -> list[str]:
+    """The iterated-RLHF section of results.md, when the run had more than one round."""
+    from lmgym.rlhf.rounds import format_round_table, round_table_note
+
+    if "rounds" not in results:
+        return []
+    table = results["rounds"]
+    return ["## Rounds", "", round_table_note(table), "", format_round_table(table), ""]
 
 
 def _overoptimisation_lines(results: Mapping[str, Any]) -> list[str]:
@@ -363,6 +375,7 @@ def format_summary(results: Mapping[str, Any]) -> str:
         "",
         RANK_NOTE,
         "",
+        *_rounds_lines(results),
         "Checks:",
         *[f"  {_check_line(check)}" for check in results["checks"]],
         "",

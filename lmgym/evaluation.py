@@ -196,8 +196,8 @@ class PolicyEvaluator:
         >>> evaluator = PolicyEvaluator(DEFAULT_MODEL_DIR, lambda t: t.count("great"),
         ...                             ["the soup was"], samples=2, corpus_docs=8)
         >>> row = evaluator(DEFAULT_MODEL_DIR)
-        >>> round(row["kl"], 6), len(row["completions"])
-        (0.0, 2)
+        >>> abs(row["kl"]) < 1e-6, len(row["completions"])
+        (True, 2)
     """
 
     def __init__(

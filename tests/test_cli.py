@@ -62,8 +62,9 @@ def test_help_and_every_commands_options_load_no_torch() -> None:
 
 def test_demo_smoke_run(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = run_cli("demo", "--steps", "512", "--eval-samples", "1", "--out", str(out),
-                     "--no-progress")  # fmt: skip
+    # One rollout of 4 envs x 32 steps and its update: the smoke run, not the learning check.
+    result = run_cli("demo", "--steps", "128", "--n-envs", "4", "--eval-samples", "1",
+                     "--out", str(out), "--no-progress")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "PPO agent, trained" in result.stdout
     # A few completions before and after, side by side: what a person wants to see.

@@ -44,8 +44,8 @@ def evaluate_policy(
         >>> import gymnasium as gym, lmgym
         >>> env = gym.make("LMBandit-v0", kl_estimator="full").unwrapped
         >>> result = evaluate_policy(env, env.models.model, ["the soup was"], samples=2)
-        >>> result.n, round(result.kl, 6)
-        (2, 0.0)
+        >>> result.n, abs(result.kl) < 1e-6
+        (2, True)
     """
     from lmgym.agents import lm_logprobs
 

@@ -8,24 +8,29 @@ from pathlib import Path
 
 import pytest
 
-from lmgym.training.bench import BenchConfig, run_bench
+from lmgym.cli import main
+from lmgym.models.corpus import prompts as corpus_prompts
+from lmgym.training.bench import BenchConfig
 from lmgym.training.best_of_n import kl_bound
 from lmgym.training.report import format_matched
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory, tiny_lm_dir) -> tuple[Path, dict]:
+    # Through the command line, in-process (jobs=1): the LM bench's one end-to-end run here.
     out = tmp_path_factory.mktemp("bench") / "frontier"
-    config = BenchConfig(env="LMBandit-v0", algos=["ppo", "grpo"], seeds=2, steps=128, n_envs=4,
-                         eval_episodes=4, eval_every=64, best_of_n=4, jobs=1, out=out,
-                         model=tiny_lm_dir, progress=False)  # fmt: skip
-    return out, run_bench(config)
+    args = ["bench", "--env", "LMBandit-v0", "--algos", "ppo", "grpo", "--seeds", "2",
+            "--steps", "128", "--n-envs", "4", "--eval-episodes", "4", "--eval-every", "64",
+            "--best-of-n", "4", "--jobs", "1", "--model", str(tiny_lm_dir), "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    return out, json.loads((out / "results.json").read_text())
 
 
 def test_frontier_png_and_the_points_of_every_run(bench) -> None:
     out, results = bench
     assert (out / "frontier.png").stat().st_size > 10_000
-    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert (out / "curves.png").stat().st_size > 10_000
     assert results["eval_every"] == 64
     for run in results["runs"]:
         points = run["eval_points"]
@@ -33,6 +38,19 @@ def test_frontier_png_and_the_points_of_every_run(bench) -> None:
         assert points[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # π_θ = π_ref before training
         assert points[-1]["reward_model"] == run["eval_reward_model_after"]
         assert points[-1]["kl"] == run["eval_kl_after"]
+
+
+def test_the_lm_policy_trains_and_is_evaluated_on_held_out_prompts(bench) -> None:
+    out, results = bench
+    assert sorted((r["algo"], r["seed"]) for r in results["runs"]) == [
+        ("grpo", 0), ("grpo", 1), ("ppo", 0), ("ppo", 1)]  # fmt: skip
+    assert results["policy"] == "lm" and results["eval_prompts"] == "test"
+    assert "Evaluated on the held-out test prompts" in (out / "results.md").read_text()
+    held_out = set(corpus_prompts("test"))
+    for run in results["runs"]:
+        assert set(run["eval"]["after"]["prompts"]) <= held_out
+        assert run["hyperparameters"]["policy"] == "LMActorCriticPolicy"
+        assert run["kl_form"] == "policy" and run["eval_kl_after"] is not None
 
 
 def test_the_table_shows_the_reward_at_matched_kl_from_the_json(bench) -> None:

@@ -43,6 +43,14 @@ used in one gradient step, as in GRPO with its default μ = 1). A2C steps on eve
 (``n_envs=64, n_steps=1``), as GRPO and RLOO do (``per_device_train_batch_size=64``, 8
 completions per prompt). ``--systems ppo_2ep`` adds PPO with two passes.
 
+lmgym's own GRPO and RLOO (``lmgym.algorithms``) are set up as TRL's: groups of 8 from
+``make_vec(..., group_size=8)``, 64 completions per step, one pass, TRL's learning rates.
+``lmgym_grpo`` keeps the KL in the env's reward (lmgym's default); ``lmgym_grpo_k3`` uses
+TRL's GRPO objective instead (per-token ratios, the token mean, ``β · k3`` per token in the
+loss, the env's β at 0), so the two lmgym curves show what the KL's place alone changes. A
+table of learning curves per completion (mean ± 95% t-interval over seeds) pairs each with its
+TRL counterpart.
+
 TRL is optional. Install it next to lmgym (after torch)::
 
     pip install -e '.[peers]'
@@ -67,7 +75,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ("ppo", "a2c", "grpo", "rloo", "ppo_2ep", "lmgym_grpo", "lmgym_rloo")
+SYSTEMS = ("ppo", "a2c", "grpo", "rloo", "ppo_2ep", "lmgym_grpo", "lmgym_grpo_k3", "lmgym_rloo")
 TRL_SYSTEMS = ("grpo", "rloo")
 DEFAULT_LR = {
     "ppo": 3e-4,
@@ -76,10 +84,11 @@ DEFAULT_LR = {
     "grpo": 3e-4,
     "rloo": 1e-3,
     "lmgym_grpo": 3e-4,  # TRL's GRPO rate, as the two are compared per completion
+    "lmgym_grpo_k3": 3e-4,
     "lmgym_rloo": 1e-3,  # TRL's RLOO rate
 }
 # lmgym's GRPO / RLOO set up as TRL's are: TRL's counterpart of each, for the curve table.
-TRL_COUNTERPART = {"lmgym_grpo": "grpo", "lmgym_rloo": "rloo"}
+TRL_COUNTERPART = {"lmgym_grpo": "grpo", "lmgym_grpo_k3": "grpo", "lmgym_rloo": "rloo"}
 TRL_BATCH = 64  # completions per optimizer step of GRPO / RLOO (8 prompts x 8 completions)
 TRL_GENERATIONS = 8
 
@@ -195,8 +204,10 @@ def run_lmgym(system: str, work: Work, seed: int, still: bool, lr: float) -> dic
     grouped = system in TRL_COUNTERPART
     n_envs = 64 if system == "a2c" or grouped else 256
     group_size = TRL_GENERATIONS if grouped else 1
+    # lmgym_grpo_k3 puts the KL in the loss, as TRL's GRPO does: the env's own β is then 0.
+    env_beta = 0.0 if system == "lmgym_grpo_k3" else work.kl_coef
     vec = SB3VecEnv(
-        gym.make_vec("LMBandit-v0", num_envs=n_envs, kl_coef=work.kl_coef, group_size=group_size)
+        gym.make_vec("LMBandit-v0", num_envs=n_envs, kl_coef=env_beta, group_size=group_size)
     )
     vec.seed(seed)
     kwargs = lm_policy_kwargs(vec, optimizer_class=torch.optim.Adam)
@@ -206,6 +217,10 @@ def run_lmgym(system: str, work: Work, seed: int, still: bool, lr: float) -> dic
     elif system == "lmgym_grpo":  # TRL's defaults: one pass (μ = 1), ε = 0.2, std scaling
         model = GRPO(LMActorCriticPolicy, vec, n_steps=1, batch_size=TRL_BATCH, n_epochs=1,
                      clip_range=0.2, policy_kwargs=kwargs, **common)  # fmt: skip
+    elif system == "lmgym_grpo_k3":  # TRL's GRPO objective: per-token ratios, token mean, β·k3
+        model = GRPO(LMActorCriticPolicy, vec, n_steps=1, batch_size=TRL_BATCH, n_epochs=1,
+                     clip_range=0.2, ratio="token", loss_aggregation="token", kl_in_loss=True,
+                     kl_coef=work.kl_coef, policy_kwargs=kwargs, **common)  # fmt: skip
     elif system == "lmgym_rloo":  # TRL's defaults: one pass, REINFORCE with the LOO baseline
         model = RLOO(LMActorCriticPolicy, vec, n_steps=1, batch_size=TRL_BATCH, n_epochs=1,
                      policy_kwargs=kwargs, **common)  # fmt: skip

@@ -229,11 +229,13 @@ def _fit_from(entry: dict[str, Any], form: str) -> ScalingFit | None:
 
 
 def plot_overoptimisation(results: dict[str, Any], path: str | Path) -> Path:
-    """Gold (solid) and proxy (dashed) score against √KL, best-of-n left and PPO right.
+    """Gold (top) and proxy (bottom) score against √KL, best-of-n left and PPO right.
 
     One colour per reward-model size; the dotted lines are the fitted gold forms, shifted by the
-    SFT model's gold score. The title names the sweep's sizes. Example:
+    SFT model's gold score. Gold and proxy are on different scales (the proxy is standardised on
+    the SFT model's samples), so each row has its own y axis. The title names the sweep's sizes.
 
+    Example:
         >>> import tempfile, os
         >>> run = {"rankings": 8, "best_of_n": [{"n": 1, "kl_bound": 0.0, "proxy": 0.0,
         ...        "gold": 1.0}, {"n": 2, "kl_bound": 0.19, "proxy": 0.5, "gold": 1.1}],
@@ -248,8 +250,9 @@ def plot_overoptimisation(results: dict[str, Any], path: str | Path) -> Path:
 
     from lmgym.plots import new_figure, save_figure
 
-    figure = new_figure(11, 4.8)
-    bon_ax, rl_ax = figure.subplots(1, 2, sharey=True)
+    figure = new_figure(11, 7.5)
+    axes = figure.subplots(2, 2, sharex="col", sharey="row")
+    (bon_gold_ax, rl_gold_ax), (bon_proxy_ax, rl_proxy_ax) = axes
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     handles = []
     for index, run in enumerate(results["runs"]):
@@ -257,43 +260,47 @@ def plot_overoptimisation(results: dict[str, Any], path: str | Path) -> Path:
         handles.append(Line2D([], [], color=colour, label=f"RM of {run['rankings']} rankings"))
         bon_d = np.sqrt([p["kl_bound"] for p in run["best_of_n"]])
         bon_gold = np.array([p["gold"] for p in run["best_of_n"]])
-        bon_ax.plot(bon_d, bon_gold, "o-", color=colour)
-        bon_ax.plot(bon_d, [p["proxy"] for p in run["best_of_n"]], "s--", color=colour, alpha=0.6)
+        bon_gold_ax.plot(bon_d, bon_gold, "o-", color=colour)
+        bon_proxy_ax.plot(bon_d, [p["proxy"] for p in run["best_of_n"]], "s--", color=colour)
         rl_d = np.sqrt(np.clip(run["ppo"]["kl"], 0.0, None))
         rl_gold = np.asarray(run["ppo"]["true_score"], dtype=float)
-        rl_ax.plot(rl_d, rl_gold, "-", color=colour)
-        rl_ax.plot(rl_d, run["ppo"]["reward_model"], "--", color=colour, alpha=0.6)
-        for ax, form, d, start in ((bon_ax, "bon", bon_d, bon_gold[0]),
-                                   (rl_ax, "rl", rl_d, rl_gold[0])):  # fmt: skip
+        rl_gold_ax.plot(rl_d, rl_gold, ".-", color=colour, linewidth=1)
+        rl_proxy_ax.plot(rl_d, run["ppo"]["reward_model"], ".--", color=colour, linewidth=1)
+        for ax, form, d, start in ((bon_gold_ax, "bon", bon_d, bon_gold[0]),
+                                   (rl_gold_ax, "rl", rl_d, rl_gold[0])):  # fmt: skip
             fit = _fit_from(run, form)
             if fit is not None:
                 grid = np.linspace(0.0, max(float(np.max(d)), 1e-6), 50)
-                ax.plot(grid, start + fit(grid), ":", color=colour, linewidth=1.5)
-    handles += [
-        Line2D([], [], color="grey", linestyle="-", label="gold: the hidden true score"),
-        Line2D([], [], color="grey", linestyle="--", label="proxy: the RM's score (standardised)"),
-        Line2D([], [], color="grey", linestyle=":", label="gold fit (Gao et al. form)"),
-    ]
+                ax.plot(grid, start + fit(grid), ":", color=colour, linewidth=2)
+    handles.append(Line2D([], [], color="grey", linestyle=":", linewidth=2,
+                          label="gold: Gao et al.'s form, fitted"))  # fmt: skip
     config = results["config"]
-    bon_ax.set(title=f"best-of-n, n = 1 … {config['bon_samples']} (KL at log n − (n−1)/n)",
-               xlabel="√KL to the SFT model (nats^½)", ylabel="score")  # fmt: skip
-    rl_ax.set(title=f"PPO with β = 0, {config['ppo_steps']} completions",
-              xlabel="√KL to the SFT model (nats^½)")  # fmt: skip
-    rl_ax.legend(handles=handles, fontsize=8, loc="best")
-    for ax in (bon_ax, rl_ax):
+    bon_gold_ax.set(title=f"best-of-n, n = 1 … {config['bon_samples']}, held-out prompts",
+                    ylabel="gold score (the hidden true score)")  # fmt: skip
+    rl_gold_ax.set(title=f"PPO with β = 0, {config['ppo_steps']} completions (its rollouts)")
+    bon_proxy_ax.set(xlabel="√KL to the SFT model (nats^½; best-of-n: log n − (n−1)/n)",
+                     ylabel="proxy score (the RM's, standardised)")  # fmt: skip
+    rl_proxy_ax.set(xlabel="√KL to the SFT model (nats^½)")
+    rl_proxy_ax.legend(handles=handles, fontsize=8, loc="lower right")
+    for ax in axes.flat:
         ax.grid(alpha=0.3)
     sizes = ", ".join(str(run["rankings"]) for run in results["runs"])
     figure.suptitle(
-        f"Reward over-optimisation on held-out prompts\nproxy RMs trained on {sizes} "
-        f"rankings (K = {config['rm_k']}) of the SFT model's samples"
+        f"Reward over-optimisation: proxy RMs trained on {sizes} rankings (K = {config['rm_k']}) "
+        "of the SFT model's samples"
     )
     return save_figure(figure, path)
 
 
 def format_overoptimisation(results: dict[str, Any]) -> str:
-    """A markdown table: per RM size, its accuracy, the end points, and where the gold peaks."""
+    """A markdown table: per RM size, its accuracy, the end points, and where the gold peaks.
 
-    def peak(fit: dict[str, Any] | None) -> str:
+    Each peak is given twice: the highest gold score measured (and its KL), and the peak of the
+    fitted form. They can disagree: best-of-n's form is a parabola, so a gold curve that only
+    levels off is fitted with a peak inside the measured range.
+    """
+
+    def fitted(fit: dict[str, Any] | None) -> str:
         if fit is None:
             return "too few points to fit"
         if fit["peak_kl"] is None:
@@ -303,17 +310,24 @@ def format_overoptimisation(results: dict[str, Any]) -> str:
             return where
         return f"not reached: fit extrapolates {where}, measured up to {fit['d_max'] ** 2:.2f}"
 
+    def highest(gold: Sequence[float], kl: Sequence[float]) -> str:
+        best = int(np.argmax(gold))
+        last = " (the last point)" if best == len(gold) - 1 else ""
+        return f"{gold[best]:.3f} at KL {max(kl[best], 0.0):.2f}{last}"
+
     lines = [
         "| RM rankings | RM held-out accuracy | PPO end: KL | proxy | gold (start) "
-        "| gold peak, PPO fit | gold peak, best-of-n fit |",
-        "|---:|---:|---:|---:|---:|---|---|",
+        "| PPO: highest gold | gold peak, PPO fit | best-of-n: highest gold "
+        "| gold peak, best-of-n fit |",
+        "|---:|---:|---:|---:|---:|---|---|---|---|",
     ]
     for run in results["runs"]:
-        ppo = run["ppo"]
+        ppo, bon = run["ppo"], run["best_of_n"]
+        bon_highest = highest([p["gold"] for p in bon], [p["kl_bound"] for p in bon])
         lines.append(
             f"| {run['rankings']} | {run['rm_heldout_accuracy']:.3f} | {ppo['kl'][-1]:.2f} | "
             f"{ppo['reward_model'][-1]:+.2f} | {ppo['true_score'][-1]:.3f} "
-            f"({ppo['true_score'][0]:.3f}) | {peak(run['fits']['rl'])} | "
-            f"{peak(run['fits']['bon'])} |"
+            f"({ppo['true_score'][0]:.3f}) | {highest(ppo['true_score'], ppo['kl'])} | "
+            f"{fitted(run['fits']['rl'])} | {bon_highest} | {fitted(run['fits']['bon'])} |"
         )
     return "\n".join(lines)

@@ -91,6 +91,10 @@ def test_results_md_gets_the_over_optimisation_section_when_the_sweep_ran():
         "rankings": 100,
         "rm_heldout_accuracy": 0.61,
         "ppo": {"kl": [0.0, 4.0], "reward_model": [0.0, 1.5], "true_score": [1.0, 0.9]},
+        "best_of_n": [
+            {"n": 1, "kl_bound": 0.0, "gold": 1.0},
+            {"n": 2, "kl_bound": 0.19, "gold": 1.2},
+        ],  # fmt: skip
         "fits": {"bon": None, "rl": fit},
     }
     sweep = {"config": {"rm_k": 4, "rm_epochs": 2, "bon_samples": 64, "ppo_steps": 4096},
@@ -98,5 +102,8 @@ def test_results_md_gets_the_over_optimisation_section_when_the_sweep_ran():
     assert _overoptimisation_lines({}) == []
     text = "\n".join(_overoptimisation_lines({"overoptimisation": sweep}))
     assert "## Over-optimisation" in text
-    row = "| 100 | 0.610 | 4.00 | +1.50 | 0.900 (1.000) | KL ≈ 1.00 | too few points to fit |"
+    row = (
+        "| 100 | 0.610 | 4.00 | +1.50 | 0.900 (1.000) | 1.000 at KL 0.00 | KL ≈ 1.00 "
+        "| 1.200 at KL 0.19 (the last point) | too few points to fit |"
+    )
     assert row in text

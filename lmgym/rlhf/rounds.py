@@ -119,7 +119,8 @@ def rm_training_data(per_round: Sequence[Sequence[Ranking]], rm_data: RMData) ->
 
 def first_round(state: Mapping[str, Any]) -> Round:
     """Round 1 as the pipeline's reward-model and main PPO stages left it in ``state``."""
-    return Round(1, "PPO", state["rankings"], state["rm"], state["reward"], state["ppo"]["PPO"])
+    name = policy_name(1)
+    return Round(1, name, state["rankings"], state["rm"], state["reward"], state["ppo"][name])
 
 
 def train_round(config: RLHFConfig, state: dict[str, Any], *, number: int) -> None:

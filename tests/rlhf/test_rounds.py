@@ -185,7 +185,7 @@ def test_two_quick_rounds_end_to_end_write_the_round_table_and_plot(tmp_path: Pa
     from lmgym.rlhf.labelers import BradleyTerryLabeler
     from lmgym.rlhf.report import _rounds_lines
 
-    config = RLHFConfig(quick=True, rounds=2, kl_sweep=[], out=tmp_path, progress=False)
+    config = RLHFConfig(quick=True, rounds=2, rm_k=2, kl_sweep=[], out=tmp_path, progress=False)
     state: dict[str, Any] = {
         "models": tmp_path / "models",
         "labeler": BradleyTerryLabeler(temperature=config.labeler_temperature),
@@ -195,8 +195,9 @@ def test_two_quick_rounds_end_to_end_write_the_round_table_and_plot(tmp_path: Pa
     stages = dict(pipeline.stages(config))
     for name in ("reward model", "PPO β=0.1", "round 2"):
         stages[name](config, state)
+    # As the pipeline's evaluation stage (its seed), without the pre-training loss.
     evaluator = PolicyEvaluator(DEFAULT_MODEL_DIR, state["reward"], corpus_prompts("test"),
-                                seed=config.seed + 2, corpus_docs=0)  # as _evaluation's  # fmt: skip
+                                seed=config.seed + 2, corpus_docs=0)  # fmt: skip
     paths = {"SFT": DEFAULT_MODEL_DIR, **{name: r.path for name, r in state["ppo"].items()}}
     state["evaluator"] = evaluator
     state["policies"] = {name: evaluator(path) for name, path in paths.items()}

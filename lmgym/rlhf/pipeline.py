@@ -108,11 +108,12 @@ class RLHFConfig(StageConfig):
             over the powers of 2 up to it (None: 64, or 4 with --quick).
         dtype: Precision of PPO's frozen models (the env's KL reference and the reward model);
             the trained models stay float32. auto: bfloat16 on a GPU that has it, else float32.
-        rounds: Rounds of iterated online RLHF (Bai et al. 2022): round 1 is the run above; each
-            later round ranks samples of the last round's PPO policy (as many rankings as round
-            1), trains a new reward model and continues PPO (β = kl_coef) from that policy, the
-            KL still to the SFT model. Every round's policy joins the Elo table; results.md gets
-            a round table and rounds.png (docs/iterated-rlhf.md).
+        rounds: Rounds of iterated online RLHF (Bai et al. 2022): round 1 is the pipeline's
+            reward model and main PPO run; each later round ranks samples of the last round's
+            PPO policy (as many rankings as round 1), trains a new reward model and continues
+            PPO (β = kl_coef) from that policy, the KL still to the SFT model. Every round's
+            policy joins the Elo table; results.md gets a round table and rounds.png
+            (docs/iterated-rlhf.md). 3 rounds: about 7 minutes (7 min 8 s measured).
         rm_data: Rankings each later round's reward model trains on: accumulate (every round's
             so far) or latest (that round's only).
     """

@@ -346,8 +346,9 @@ def _overoptimisation_lines(results: Mapping[str, Any]) -> list[str]:
         f"One proxy RM per ranking count (K={sweep['rm_k']}, {sweep['rm_epochs']} epochs), then "
         f"best-of-n (n ≤ {sweep['bon_samples']}) of the SFT model on the held-out prompts and "
         f"PPO with β = 0 for {sweep['ppo_steps']} completions against each proxy. Gold = the "
-        "true score; the peaks come from Gao et al.'s forms fitted to the gold gain over the "
-        "SFT model (best-of-n: d(α − βd); PPO: d(α − β log d); d = √KL). PPO's points are the "
+        'true score; "highest gold" is the best measured point, and the fitted peaks come '
+        "from Gao et al.'s forms fitted to the gold gain over the SFT model (best-of-n: "
+        "d(α − βd); PPO: d(α − β log d); d = √KL). PPO's points are the "
         "means of its training rollouts; best-of-n's KL is its analytic upper bound.",
         "",
         format_overoptimisation(results["overoptimisation"]),

@@ -11,10 +11,12 @@ only N reward-model calls of the run, saved as DIR/episodes.jsonl. ILQL then tra
 the ILQL policy), and so does filtered BC on the best --top-fraction of them (DIR/filtered_bc).
 Every policy is measured on the held-out test prompts with the env's reward,
 r_φ − kl_coef · KL to the base model (the exact KL along each sample): the behaviour policy
-(the base model), filtered BC, and ILQL decoded at each --betas. The headline is reward per
-reward-model call: each policy's gain over the behaviour policy per 1,000 reward-model calls
-made for its training (evaluation calls are measurement, not training, and are not counted).
-Online PPO with the same number of reward-model calls is not in the table yet.
+(the base model), filtered BC, ILQL decoded at each --betas, and online PPO given as many
+reward-model calls as the data cost (``lmgym.offline.online_ppo``: the LM policy trained on the
+default task's training prompts for that many completions, rounded up to whole rollouts). The
+headline is reward per reward-model call: each policy's gain over the behaviour policy per
+1,000 reward-model calls made for its training (evaluation calls are measurement, not
+training, and are not counted).
 
 DIR gets metrics.json, results.md (the table), curve.png (the training losses), the models
 and the episodes. A DIR that holds files is refused unless --overwrite.
@@ -150,6 +152,7 @@ def run_ilql_command(config: ILQLCommandConfig) -> dict[str, Any]:
     from lmgym.offline.evaluate import evaluate_policy
     from lmgym.offline.ilql import train_filtered_bc, train_ilql
     from lmgym.offline.model import load_ilql_model
+    from lmgym.offline.online_ppo import train_online_ppo
     from lmgym.offline.record import record_episodes
     from lmgym.torch_threads import set_torch_threads
 
@@ -213,7 +216,10 @@ def run_ilql_command(config: ILQLCommandConfig) -> dict[str, Any]:
     for beta in config.betas:
         policy, _ = load_ilql_model(ilql.path, beta=beta)
         rows[f"ILQL β={beta:g}"] = {"rm_calls": rm_calls, **measure(policy)}
-    lap("evaluation", now)
+    now = lap("evaluation", now)
+    ppo_lm, ppo_calls = train_online_ppo(base, rm_calls, kl_coef=config.kl_coef, seed=config.seed)
+    rows["online PPO (same RM budget)"] = {"rm_calls": ppo_calls, **measure(ppo_lm)}
+    lap("online_ppo", now)
     behaviour = rows["behaviour (base model)"]["reward"]
     for row in rows.values():
         calls = row["rm_calls"]
@@ -226,7 +232,6 @@ def run_ilql_command(config: ILQLCommandConfig) -> dict[str, Any]:
         "ilql": ilql.metrics,
         "filtered_bc": bc.metrics,
         "heldout": rows,
-        "online_ppo": "not run: PPO with the same number of reward-model calls is left to do",
         "timings_s": timings,
         "wall_time_s": round(time.perf_counter() - started, 1),
         "config": config.as_dict() | {"betas": list(config.betas)},

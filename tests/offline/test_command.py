@@ -73,7 +73,9 @@ def test_quick_run_writes_models_table_curve_and_metrics(tmp_path: Path) -> None
     assert metrics["rm_calls"] == metrics["n_episodes"] == 64
     rows = metrics["heldout"]
     assert list(rows) == ["behaviour (base model)", "filtered BC (top 10%)", "ILQL β=0",
-                          "ILQL β=4"]  # fmt: skip
+                          "ILQL β=4", "online PPO (same RM budget)"]  # fmt: skip
+    assert rows["online PPO (same RM budget)"]["rm_calls"] == 64  # 16 envs x 4 steps
+    assert rows["online PPO (same RM budget)"]["kl"] > 0.0  # it trained: it left the base model
     assert rows["behaviour (base model)"]["kl"] == pytest.approx(0.0, abs=1e-4)
     for row in rows.values():
         assert row["n"] == 36  # one completion per held-out prompt

@@ -60,7 +60,8 @@ def train_online_ppo(
     env.seed(seed)
     agent = PPO(LMActorCriticPolicy, env, seed=seed, policy_kwargs=lm_policy_kwargs(env),
                 **kwargs)  # fmt: skip
-    agent.policy.attach_to(env)  # type: ignore[attr-defined]
+    policy: Any = agent.policy  # LMActorCriticPolicy (SB3 types it as its base class)
+    policy.attach_to(env)
     agent.learn(rm_calls)
     env.close()
-    return agent.policy.lm, int(agent.num_timesteps)  # type: ignore[attr-defined]
+    return policy.lm, int(agent.num_timesteps)

@@ -105,6 +105,7 @@ class Work:
     eval_every: int
     eval_samples: int
     target: float
+    trl_lr_schedule: str = "linear"
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -298,6 +299,7 @@ def run_trl(system: str, work: Work, seed: int, still: bool, lr: float) -> dict[
         disable_tqdm=True,
         bf16=False,
         dataloader_num_workers=0,
+        lr_scheduler_type=work.trl_lr_schedule,
     )
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
     dataset = Dataset.from_dict({"prompt": prompts("train")})
@@ -366,7 +368,7 @@ def spawn(args: argparse.Namespace, system: str, seed: int, phase: str) -> dict[
             "--out", str(out), "--completions", str(args.completions),
             "--still-completions", str(args.still_completions), "--kl-coef", str(args.kl_coef),
             "--eval-every", str(args.eval_every), "--eval-samples", str(args.eval_samples),
-            "--target", str(args.target),
+            "--target", str(args.target), "--trl-lr-schedule", args.trl_lr_schedule,
         ]  # fmt: skip
         lr = args.lr_overrides.get(system)
         if lr is not None:
@@ -542,6 +544,9 @@ def main() -> None:
     parser.add_argument("--lr-for", nargs="*", default=[], metavar="SYSTEM=LR",
                         help=f"learning rates other than the defaults {DEFAULT_LR}")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--trl-lr-schedule", choices=["linear", "constant"], default="linear",
+                        help="TRL's learning-rate schedule: its default, linear decay to 0 over "
+                        "the run, or constant, as lmgym's algorithms keep it")  # fmt: skip
     # One run, in this process (what the parent spawns).
     parser.add_argument("--worker", choices=SYSTEMS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=["still", "learn"], default="learn",
@@ -559,6 +564,7 @@ def main() -> None:
         eval_every=args.eval_every,
         eval_samples=args.eval_samples,
         target=args.target,
+        trl_lr_schedule=args.trl_lr_schedule,
     )
     if args.worker is not None:
         worker(args, work)

@@ -16,7 +16,7 @@ RLHF recipe, on a game:
    and what it shows are in docs/rl-to-lm.md.
 
 Run:
-    python examples/lm_plays_cat.py            # full run: about 8 minutes on 2 shared CPU cores
+    python examples/lm_plays_cat.py            # full run: 4 minutes on 2 CPU cores (8 if busy)
     python examples/lm_plays_cat.py --smoke    # seconds; also LMGYM_SMOKE=1
 """
 
@@ -192,7 +192,7 @@ def text_game(layouts: Sequence[Sequence[str]], model: Any, args: Args, **kwargs
 
 
 def game_lm(args: Args) -> tuple[PreTrainedTokenizerFast, GPT2LMHeadModel]:
-    """A word-level tokenizer over the game's words and an untrained GPT-2 of ~0.15M weights.
+    """A word-level tokenizer over the game's words and an untrained GPT-2 of 0.16M weights.
 
     The embedded default model knows review words, not "up" or "3"; a game's own vocabulary
     keeps the model tiny and makes every turn a few dozen tokens.

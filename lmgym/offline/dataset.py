@@ -1,4 +1,4 @@
-"""Logged text episodes for offline RL: the dataset type, its JSONL file format and its checks.
+"""Logged text episodes for offline RL: the dataset type, its file formats and its checks.
 
 An episode is one prompt and the completion a policy wrote for it, with the rewards it was paid
 and where it ended: what offline RL (ILQL, filtered BC) learns from without asking a reward
@@ -6,7 +6,11 @@ model again. Token ids are stored as they were generated, so nothing is re-token
 tokenizer they belong to is recorded as a fingerprint (:func:`tokenizer_fingerprint`), and a
 dataset read for another tokenizer is refused, since its ids would mean other words.
 
-One JSON object a line (blank lines are skipped, other keys are kept out):
+An episode is saved as one JSON object a line of a JSONL file (:meth:`EpisodeDataset.save_jsonl`;
+blank lines are skipped, other keys are kept out), or as one row of a Parquet file
+(:meth:`EpisodeDataset.save_parquet`, which needs pyarrow, the ``parquet`` extra; see
+:mod:`lmgym.offline.parquet`). Both are read through the same checks, with the same messages.
+The fields (the Parquet file's columns):
 
 * ``prompt`` (str): the prompt text;
 * ``prompt_ids`` (list of int, non-empty): the prompt's token ids, unpadded;
@@ -19,14 +23,15 @@ One JSON object a line (blank lines are skipped, other keys are kept out):
   carry a 1 (a 0 there means the episode was cut and its value is bootstrapped);
 * ``tokenizer`` (str): the fingerprint of the tokenizer of the ids.
 
-Parquet is not offered: pyarrow is not among lmgym's dependencies.
-
 Example:
     >>> import os, tempfile
     >>> data = EpisodeDataset([Episode("the soup was", [1, 5], [7, 2], [0.0, 1.0])], "abc123")
     >>> path = data.save_jsonl(os.path.join(tempfile.mkdtemp(), "episodes.jsonl"))
     >>> EpisodeDataset.load_jsonl(path).episodes[0].completion_ids
     [7, 2]
+    >>> path = data.save_parquet(path.with_suffix(".parquet"))
+    >>> EpisodeDataset.load(path) == data  # the loader follows the suffix
+    True
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lmgym.offline import parquet
 
 if TYPE_CHECKING:  # the file format needs no transformers: `lmgym ilql --help` stays cheap
     from transformers import PreTrainedTokenizerBase
@@ -92,7 +99,7 @@ class Episode:
         return float(sum(self.rewards))
 
     def as_record(self, tokenizer_hash: str) -> dict[str, Any]:
-        """The episode as one JSONL record."""
+        """The episode as one record: a JSONL line, or a Parquet row."""
         return {
             "prompt": self.prompt,
             "prompt_ids": list(self.prompt_ids),
@@ -197,6 +204,42 @@ class EpisodeDataset:
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path
 
+    def save_parquet(self, path: str | Path) -> Path:
+        """Write one Parquet row per episode to ``path`` (its directory is created).
+
+        The columns are the JSONL fields (see the module). Needs pyarrow.
+
+        Raises:
+            ModuleNotFoundError: pyarrow is not installed (the ``parquet`` extra).
+        """
+        path = Path(path)
+        parquet.write_records([e.as_record(self.tokenizer_hash) for e in self.episodes], path)
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        vocab_size: int | None = None,
+    ) -> EpisodeDataset:
+        """Read a ``.jsonl`` (:meth:`load_jsonl`) or ``.parquet`` (:meth:`load_parquet`) file.
+
+        Raises:
+            ValueError: another suffix, or what the chosen loader refuses.
+        """
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".jsonl", ".parquet"):
+            raise ValueError(
+                f"data={str(path)!r} has the suffix {suffix or 'none'!r}; expected a .jsonl or "
+                "a .parquet file of episodes (the suffix chooses the reader). Rename the file "
+                "if it holds one of them."
+            )
+        loader = cls.load_jsonl if suffix == ".jsonl" else cls.load_parquet
+        return loader(path, tokenizer=tokenizer, vocab_size=vocab_size)
+
     @classmethod
     def load_jsonl(
         cls,
@@ -217,22 +260,48 @@ class EpisodeDataset:
         """
         path = Path(path)
         where = f"data={str(path)!r}"
-        if not path.is_file():
-            state = "is a directory" if path.is_dir() else "does not exist"
-            raise ValueError(f"{where} {state}; expected a JSONL file of episodes, one a line.")
+        _check_is_file(path, where, "a JSONL file of episodes, one a line")
+        records = _jsonl_records(path, where)
+        return cls._from_records(records, where, "one JSON object a line", tokenizer, vocab_size)
+
+    @classmethod
+    def load_parquet(
+        cls,
+        path: str | Path,
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        vocab_size: int | None = None,
+    ) -> EpisodeDataset:
+        """Read and check a Parquet file of episodes, one a row; needs pyarrow.
+
+        Each row goes through :meth:`load_jsonl`'s checks (a null counts as a field left out),
+        and ``tokenizer`` and ``vocab_size`` mean what they mean there.
+
+        Raises:
+            ModuleNotFoundError: pyarrow is not installed (the ``parquet`` extra).
+            ValueError: a missing or unreadable file, or what :meth:`load_jsonl` refuses: one
+                line naming the file, the row (counted from 1) and the field.
+        """
+        path = Path(path)
+        where = f"data={str(path)!r}"
+        _check_is_file(path, where, "a Parquet file of episodes, one a row")
+        records = parquet.read_records(path, where)
+        return cls._from_records(records, where, "one episode a row", tokenizer, vocab_size)
+
+    @classmethod
+    def _from_records(
+        cls,
+        records: Iterable[tuple[int, Any]],
+        where: str,
+        layout: str,
+        tokenizer: PreTrainedTokenizerBase | None,
+        vocab_size: int | None,
+    ) -> EpisodeDataset:
+        """The dataset of ``(row, record)`` pairs, each checked; errors start with ``where``."""
         episodes: list[Episode] = []
         tokenizer_hash: str | None = None
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            at = f"{where}, row {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{at}: invalid JSON ({err.msg} at column {err.colno}); expected one episode "
-                    "object a line."
-                ) from None
+        for row, record in records:
+            at = f"{where}, row {row}"
             episode, row_hash = _episode_from_record(record, at)
             if tokenizer_hash is not None and row_hash != tokenizer_hash:
                 raise ValueError(
@@ -242,15 +311,39 @@ class EpisodeDataset:
             tokenizer_hash = row_hash
             episodes.append(episode)
         if tokenizer_hash is None:
-            raise ValueError(f"{where} holds no episodes; expected one JSON object a line.")
+            raise ValueError(f"{where} holds no episodes; expected {layout}.")
         data = cls(episodes, tokenizer_hash, source=where)
         if tokenizer is not None:
             data.check_tokenizer(tokenizer, len(tokenizer) if vocab_size is None else vocab_size)
         return data
 
 
+def _check_is_file(path: Path, where: str, expected: str) -> None:
+    if not path.is_file():
+        state = "is a directory" if path.is_dir() else "does not exist"
+        raise ValueError(f"{where} {state}; expected {expected}.")
+
+
+def _jsonl_records(path: Path, where: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed object)`` for each non-blank line of the JSONL file ``path``."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{where}, row {number}: invalid JSON ({err.msg} at column {err.colno}); "
+                "expected one episode object a line."
+            ) from None
+
+
 def _episode_from_record(record: Any, at: str) -> tuple[Episode, str]:
-    """The episode of one JSONL record and its tokenizer fingerprint; ValueError naming ``at``."""
+    """The episode of one record (a JSONL line or a Parquet row) and its tokenizer fingerprint.
+
+    Raises:
+        ValueError: naming ``at`` (the file and the row) and the field.
+    """
     if not isinstance(record, dict):
         raise ValueError(f"{at}: a JSON {type(record).__name__}, not an episode object.")
     prompt = _field(record, "prompt", at, str)

@@ -1,7 +1,7 @@
 """``lmgym ilql``: offline RL on logged episodes, against the policies it is meant to beat.
 
     lmgym ilql --collect 2000 --out runs/ilql     # record 2,000 episodes of the base model
-    lmgym ilql --data episodes.jsonl --out runs/ilql
+    lmgym ilql --data episodes.jsonl --out runs/ilql   # or episodes.parquet (needs pyarrow)
     lmgym ilql --quick --out runs/ilql-quick      # a smoke run of every step
 
 With --collect N the base model writes N completions of the training prompts of the default
@@ -50,7 +50,7 @@ def _data_file(name: str, value: Any) -> Any:
         return None
     from lmgym.offline.dataset import EpisodeDataset
 
-    EpisodeDataset.load_jsonl(value)
+    EpisodeDataset.load(value)  # .jsonl or .parquet, by the suffix
     return Path(value)
 
 
@@ -82,8 +82,9 @@ class ILQLCommandConfig(ILQLConfig):
     """Settings of ``lmgym ilql``: :class:`~lmgym.offline.config.ILQLConfig` plus its inputs.
 
     Attributes:
-        data: JSONL file of logged episodes to train on (see docs/offline-rl.md); checked
-            row by row before anything loads. Give --data or --collect.
+        data: JSONL or Parquet file of logged episodes to train on, read by its suffix
+            (.jsonl or .parquet; see docs/offline-rl.md); checked row by row before anything
+            loads. Give --data or --collect.
         collect: Record this many episodes of the base model on the training prompts first
             (the run's only reward-model calls). Give --data or --collect.
         out: Directory for the models, episodes.jsonl, metrics.json, results.md and
@@ -174,7 +175,7 @@ def run_ilql_command(config: ILQLCommandConfig) -> dict[str, Any]:
 
     now = time.perf_counter()
     if config.data is not None:
-        data = EpisodeDataset.load_jsonl(config.data)
+        data = EpisodeDataset.load(config.data)
         rm_calls = len(data)  # what the logged rewards cost when they were recorded
     else:
         n = config.collect or QUICK["collect"]

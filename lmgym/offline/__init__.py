@@ -1,11 +1,12 @@
 """Offline RL on logged text episodes: ILQL (Snell et al. 2022) and filtered BC.
 
-Record episodes of a policy once (the only reward-model calls), save or load them as JSONL,
+Record episodes of a policy once (the only reward-model calls), save or load them as JSONL
+or Parquet,
 train ILQL on them, and sample from the result through ``lmgym.models.generation.generate``,
 which the ILQL model's logits processor re-weights by β·(Q − V). See docs/offline-rl.md.
 
 * :mod:`lmgym.offline.dataset`: :class:`~lmgym.offline.dataset.EpisodeDataset`, the logged
-  episodes, their JSONL format and its checks;
+  episodes, their JSONL and Parquet formats and their checks;
 * :mod:`lmgym.offline.record`: :func:`~lmgym.offline.record.record_episodes` of a policy on
   the ``LMBandit-v0`` vector env;
 * :mod:`lmgym.offline.config`, :mod:`lmgym.offline.losses`, :mod:`lmgym.offline.model`,

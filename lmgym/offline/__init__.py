@@ -1,9 +1,9 @@
 """Offline RL on logged text episodes: ILQL (Snell et al. 2022) and filtered BC.
 
-Record episodes of a policy once (the only reward-model calls), save or load them as JSONL
-or Parquet,
-train ILQL on them, and sample from the result through ``lmgym.models.generation.generate``,
-which the ILQL model's logits processor re-weights by β·(Q − V). See docs/offline-rl.md.
+Record episodes of a policy once (the only reward-model calls), save or load them as JSONL or
+Parquet, train ILQL on them, and sample from the result through
+``lmgym.models.generation.generate``, which the ILQL model's logits processor re-weights by
+β·(Q − V). See docs/offline-rl.md.
 
 * :mod:`lmgym.offline.dataset`: :class:`~lmgym.offline.dataset.EpisodeDataset`, the logged
   episodes, their JSONL and Parquet formats and their checks;

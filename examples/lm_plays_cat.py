@@ -78,6 +78,8 @@ class Args:
     """turns (replies) PPO trains for"""
     ppo_lr: float = 1e-4
     """learning rate of PPO"""
+    gamma: float = 0.99
+    """PPO's discount over turns (also the one VecNormalize scales returns with)"""
     n_envs: int = 8
     """text games played side by side in PPO's rollouts"""
     kl_coef: float = 0.05
@@ -259,11 +261,12 @@ def make_ppo(sft_dir: Path, layouts: list[tuple[str, ...]], args: Args) -> PPO:
     venv.seed(args.seed)
     # The game pays up to 100 per episode: returns are scaled for the value head (VecNormalize
     # divides rewards by a running std of returns; the env's rewards themselves are unchanged).
-    scaled = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=0.99)
+    scaled = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=args.gamma)
     n_steps = min(32, args.ppo_timesteps // args.n_envs)
     model = PPO(LMActorCriticPolicy, scaled, n_steps=n_steps,
                 batch_size=min(64, n_steps * args.n_envs), n_epochs=4,
-                learning_rate=args.ppo_lr, gamma=0.99, gae_lambda=0.95, seed=args.seed, verbose=0,
+                learning_rate=args.ppo_lr, gamma=args.gamma, gae_lambda=0.95, seed=args.seed,
+                verbose=0,
                 policy_kwargs=lm_policy_kwargs(venv, value_trunk="detached"))  # fmt: skip
     model.policy.attach_to(scaled)
     return model

@@ -22,7 +22,13 @@ from gymnasium import spaces
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule
+
+try:  # SB3 >= 2.7
+    from stable_baselines3.common.utils import FloatSchedule as constant_schedule
+except ImportError:  # SB3 2.6 (lmgym's floor): the older name of the same wrapper
+    from stable_baselines3.common.utils import (  # type: ignore[assignment]
+        get_schedule_fn as constant_schedule,
+    )
 
 from lmgym.algorithms.losses import (
     LossAggregation,
@@ -177,7 +183,9 @@ class GroupAlgorithm(OnPolicyAlgorithm):
         name = type(self).__name__
         if self.env is not None:  # SB3's load restores a saved group_size: take the env's
             self.group_size = self._find_group_size()
-        self.clip_range = FloatSchedule(self.clip_range) if self.clip_range is not None else None
+        self.clip_range = (
+            constant_schedule(self.clip_range) if self.clip_range is not None else None
+        )
         if (self.ratio == "token" or self.kl_in_loss) and not hasattr(
             self.policy, "evaluate_actions_per_token"
         ):

@@ -70,8 +70,8 @@ def token_spaces(
 
     Example:
         >>> obs_space, action_space = token_spaces(16, 8, 239)
-        >>> obs_space.shape, action_space.n
-        ((24,), np.int64(239))
+        >>> obs_space.shape, int(action_space.n)
+        ((24,), 239)
     """
     length = max_prompt_tokens + max_new_tokens
     return token_ids_space(length, vocab_size), spaces.Discrete(vocab_size)

@@ -38,29 +38,19 @@ CONFIGS = ("full", "minibatch", "checkpointing", "lora", "lora+all")
 
 def measure(config: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one PPO iteration under ``config`` in this process; its peak RSS and static bytes."""
-    import gymnasium as gym
     import torch
-    from ppo_throughput import model_dir
+    from ppo_throughput import make_env
 
     import lmgym  # noqa: F401  (registers LMBandit-v0)
     from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, attach_lora_reference, lm_policy_kwargs
     from lmgym.algorithms import LMPPO
-    from lmgym.models.corpus import prompts as corpus_prompts
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # torch, SB3, HF
     lora = config.startswith("lora")
     micro = args.minibatch if config in ("minibatch", "lora+all") else None
-    env = gym.make_vec(
-        "LMBandit-v0",
-        args.batch,
-        model=str(model_dir(args.model)),
-        prompts=corpus_prompts("train"),
-        max_prompt_tokens=args.max_prompt_tokens,
-        max_new_tokens=args.max_new_tokens,
-        minibatch_size=micro,
-    )
+    env = make_env(args, minibatch_size=micro)
     vec = SB3VecEnv(env)
     policy_kwargs = lm_policy_kwargs(
         env,

@@ -65,17 +65,21 @@ class Clock:
         self.wall = time.perf_counter() - self.wall
 
 
-def build(args: argparse.Namespace) -> tuple[PPO, SB3VecEnv]:
-    env = gym.make_vec(
+def make_env(args: argparse.Namespace, **options: Any) -> Any:
+    """``make_vec("LMBandit-v0", args.batch)`` on the benchmark's model and prompts."""
+    return gym.make_vec(
         "LMBandit-v0",
         args.batch,
         model=str(model_dir(args.model)),
         prompts=corpus_prompts("train"),
         max_prompt_tokens=args.max_prompt_tokens,
         max_new_tokens=args.max_new_tokens,
-        device=args.device,
-        dtype=args.dtype,
+        **options,
     )
+
+
+def build(args: argparse.Namespace) -> tuple[PPO, SB3VecEnv]:
+    env = make_env(args, device=args.device, dtype=args.dtype)
     vec = SB3VecEnv(env)
     agent = PPO(
         LMActorCriticPolicy,

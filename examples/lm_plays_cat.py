@@ -23,12 +23,9 @@ Run:
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import json
 import os
-import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +42,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 import lmgym
 from lmgym.agents import LMActorCriticPolicy, lm_policy_kwargs
+from lmgym.config_cli import add_dataclass_arguments, dataclass_from_args
 from lmgym.envs.catgrid import ACTION_NAMES, CatGridEnv
 from lmgym.envs.catgrid_planning import policy_return, value_iteration
 from lmgym.envs.text_game import TextGameEnv
@@ -56,64 +54,54 @@ from lmgym.rlhf.sft import SFTConfig, run_sft
 
 @dataclass
 class Args:
-    """Command-line arguments; each field's docstring is its ``--help`` text."""
+    """Command-line arguments (``--seed``, ``--ppo-lr``, ...; ``--help`` shows this text).
+
+    Attributes:
+        seed: Seed of Python, NumPy and torch, of the layouts, the envs and the agents.
+        size: The grids are size x size cells.
+        train_layouts: Random layouts the demonstrations and PPO play on.
+        test_layouts: Held-out layouts the table is measured on (none of them is a training layout).
+        max_moves: Moves per episode (the game's time limit).
+        positions: Positions of the small GPT-2: the longest conversation it reads, reply included.
+        sft_epochs: Passes over the demonstrations.
+        sft_lr: Peak learning rate of SFT.
+        ppo_timesteps: Turns (replies) PPO trains for.
+        ppo_lr: Learning rate of PPO.
+        gamma: PPO's discount over turns (also the one VecNormalize scales returns with).
+        n_envs: Text games played side by side in PPO's rollouts.
+        kl_coef: Beta of the KL penalty to the SFT model, per reply.
+        tabular_timesteps: Steps tabular PPO trains on each held-out layout.
+        eval_episodes: Sampled episodes per held-out layout and agent.
+        output_dir: Where results.json and the models are written.
+        threads: Torch intra-op threads; 1 is fastest for tiny models on a few cores.
+        smoke: Tiny budgets so the script finishes in seconds, for tests (also: LMGYM_SMOKE=1).
+    """
 
     seed: int = 0
-    """seed of Python, NumPy and torch, of the layouts, the envs and the agents"""
     size: int = 4
-    """the grids are size x size cells"""
     train_layouts: int = 400
-    """random layouts the demonstrations and PPO play on"""
     test_layouts: int = 24
-    """held-out layouts the table is measured on (none of them is a training layout)"""
     max_moves: int = 10
-    """moves per episode (the game's time limit)"""
     positions: int = 192
-    """positions of the small GPT-2: the longest conversation it reads, reply included"""
     sft_epochs: int = 12
-    """passes over the demonstrations"""
     sft_lr: float = 3e-3
-    """peak learning rate of SFT"""
     ppo_timesteps: int = 6144
-    """turns (replies) PPO trains for"""
     ppo_lr: float = 1e-4
-    """learning rate of PPO"""
     gamma: float = 0.99
-    """PPO's discount over turns (also the one VecNormalize scales returns with)"""
     n_envs: int = 8
-    """text games played side by side in PPO's rollouts"""
     kl_coef: float = 0.05
-    """beta of the KL penalty to the SFT model, per reply"""
     tabular_timesteps: int = 3000
-    """steps tabular PPO trains on each held-out layout"""
     eval_episodes: int = 8
-    """sampled episodes per held-out layout and agent"""
     output_dir: str = "runs/lm_plays_cat"
-    """where results.json and the models are written"""
     threads: int = 1
-    """torch intra-op threads; 1 is fastest for tiny models on a few cores"""
     smoke: bool = False
-    """tiny budgets so the script finishes in seconds, for tests (also: LMGYM_SMOKE=1)"""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
-    """Build an argparse parser from :class:`Args`, using the field docstrings as help."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(Args)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    helps = {
-        node.target.id: nxt.value.value
-        for node, nxt in zip(body, body[1:], strict=False)
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-    }
+    """Parse ``argv`` into :class:`Args` (lmgym's own dataclass-to-argparse helper)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for field in dataclasses.fields(Args):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type in (bool, "bool"):
-            parser.add_argument(flag, action="store_true", help=helps[field.name])
-        else:
-            kind = {"int": int, "float": float, "str": str}[str(field.type)]
-            parser.add_argument(flag, type=kind, default=field.default, help=helps[field.name])
-    args = Args(**vars(parser.parse_args(argv)))
+    add_dataclass_arguments(parser, Args)
+    args = dataclass_from_args(Args, parser.parse_args(argv))
     args.smoke = args.smoke or os.environ.get("LMGYM_SMOKE") == "1"
     if args.smoke:
         args.train_layouts, args.test_layouts, args.sft_epochs = 8, 2, 1

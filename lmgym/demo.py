@@ -169,7 +169,6 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     from lmgym.evaluation import evaluate_actions_on_prompts, lm_sampler
     from lmgym.models.device import resolve_device
     from lmgym.models.generation import DecodingConfig
-    from lmgym.models.loading import DEFAULT_MODEL_DIR
     from lmgym.plots import plot_learning_curve
     from lmgym.seeding import set_seed
     from lmgym.torch_threads import set_torch_threads
@@ -205,11 +204,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     learning_rate = 1e-4 if config.policy == "lm" else 1e-3
     if config.learning_rate is not None:
         learning_rate = config.learning_rate
+    # The policy loads its own float32 copy from the env's model directory or hub id, also
+    # when the env's models run in half precision (--dtype): Adam's small updates vanish in
+    # bfloat16.
     policy_kwargs = lm_policy_kwargs(vec_env)
-    if env.models.model.dtype != torch.float32:
-        # The env's models run in half precision (--dtype): the trained policy loads its own
-        # float32 copy (Adam's small updates vanish in bfloat16).
-        policy_kwargs["model"] = config.model or str(DEFAULT_MODEL_DIR)
     if config.policy == "lm":
         model = PPO(
             LMActorCriticPolicy,

@@ -24,6 +24,7 @@ from lmgym.envs.lm_env_parts import (
     check_render_mode,
 )
 from lmgym.envs.prompts import PromptSpec
+from lmgym.envs.rendering import show_human
 from lmgym.envs.resets import check_seed, forced_prompt, rng_restored_on_error
 from lmgym.rewards import RewardLike
 
@@ -141,7 +142,7 @@ class LMEnv(UsesLMEnvParts, gym.Env[np.ndarray, ActType]):
         if self.render_mode == "ansi":
             return self.render_text()
         if self.render_mode == "human":
-            print(self.render_text())
+            show_human(self.render_text())
         return None
 
     def _render_step(self) -> None:

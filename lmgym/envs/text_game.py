@@ -34,6 +34,7 @@ from lmgym.envs.lm_env_parts import (
     model_context_length,
 )
 from lmgym.envs.lm_spaces import completion_spaces
+from lmgym.envs.rendering import show_human
 from lmgym.envs.resets import check_seed, rng_restored_on_error
 from lmgym.envs.sequence_reward import PolicyLogProbFn, SequenceRewarder, combine_reward
 from lmgym.envs.text_game_parts import (
@@ -356,7 +357,7 @@ class TextGameEnv(gym.Env[np.ndarray, np.ndarray]):
             return None
         text = self.render_text()
         if self.render_mode == "human":
-            print(text)
+            show_human(text)
             return None
         return text
 

@@ -19,12 +19,10 @@ import pytest
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
 from lmgym.algorithms import GRPO, RLOO
-from lmgym.evaluation import evaluate_actions_on_prompts
 from lmgym.seeding import set_seed
 from lmgym.torch_threads import set_torch_threads
 from lmgym.training.task_options import split_prompts
-
-KL_TARGET = 4.0
+from tests.algorithms.learning_bar import KL_TARGET, assert_raises_sentiment
 
 
 @pytest.mark.slow
@@ -55,14 +53,4 @@ def test_group_algorithm_raises_sentiment(algo, steps: int) -> None:
         policy_kwargs=lm_policy_kwargs(vec),
     )
     model.policy.attach_to(vec)
-
-    def act(obs):
-        return model.predict(obs, deterministic=False)[0]
-
-    before = evaluate_actions_on_prompts(vec.venv, split.eval, act, samples_per_prompt=2)
-    model.learn(steps)
-    after = evaluate_actions_on_prompts(vec.venv, split.eval, act, samples_per_prompt=2)
-    gain = after.reward_model - before.reward_model
-    assert gain >= 0.25, f"r_φ {before.reward_model:.3f} -> {after.reward_model:.3f}"
-    assert after.kl < 2 * KL_TARGET
-    assert after.fluency >= 0.8
+    assert_raises_sentiment(model, vec, split.eval, steps)

@@ -17,13 +17,12 @@ import pytest
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.agents import LMActorCriticPolicy, SB3VecEnv, lm_policy_kwargs
 from lmgym.algorithms import LMPPO
-from lmgym.evaluation import evaluate_actions_on_prompts
 from lmgym.seeding import set_seed
 from lmgym.torch_threads import set_torch_threads
 from lmgym.training.algorithms import hyperparameters
 from lmgym.training.task_options import split_prompts
+from tests.algorithms.learning_bar import KL_TARGET, assert_raises_sentiment
 
-KL_TARGET = 4.0
 STEPS = 4096
 
 
@@ -40,24 +39,11 @@ def test_per_token_ppo_raises_sentiment() -> None:
             kl_coef=0.02,
             kl_target=KL_TARGET,
             kl_horizon=STEPS // 16,
-        )  # fmt: skip
+        )
     )
     vec.seed(0)
     kwargs = hyperparameters("LMBandit-v0", "ppo-token", "lm", learning_rate=2e-4)
     assert kwargs["ratio"] == "token"
     model = LMPPO(LMActorCriticPolicy, vec, seed=0, policy_kwargs=lm_policy_kwargs(vec), **kwargs)
     model.policy.attach_to(vec)
-
-    def act(obs):
-        return model.predict(obs, deterministic=False)[0]
-
-    before = evaluate_actions_on_prompts(vec.venv, split.eval, act, samples_per_prompt=2)
-    model.learn(STEPS)
-    after = evaluate_actions_on_prompts(vec.venv, split.eval, act, samples_per_prompt=2)
-    gain = after.reward_model - before.reward_model
-    summary = f"r_φ {before.reward_model:.3f} -> {after.reward_model:.3f}, KL {after.kl:.2f}, "
-    summary += f"fluency {after.fluency:.2f}"
-    print(summary)
-    assert gain >= 0.25, summary
-    assert after.kl < 2 * KL_TARGET, summary
-    assert after.fluency >= 0.8, summary
+    assert_raises_sentiment(model, vec, split.eval, STEPS)

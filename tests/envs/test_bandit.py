@@ -350,3 +350,15 @@ def test_unknown_prompt_words_warn_once_per_env_naming_them() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gym.make("LMBandit-v0").reset(seed=0, options={"prompt": "the salad was"})
+
+
+def test_human_render_prints_what_ansi_returns(capsys) -> None:
+    shown = gym.make("LMBandit-v0", render_mode="human")
+    text = gym.make("LMBandit-v0", render_mode="ansi")
+    for env in (shown, text):
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        env.step(env.action_space.sample())
+    capsys.readouterr()
+    assert shown.render() is None
+    assert capsys.readouterr().out == text.render() + "\n"

@@ -309,3 +309,12 @@ def test_bad_arguments_raise_naming_them(game_lm_dir: Path, case) -> None:
 def test_lm_text_refuses_an_unknown_game(game_lm_dir: Path) -> None:
     with pytest.raises(ValueError, match="game='Chess-v0' is not a registered env id"):
         gym.make("LMText-v0", game="Chess-v0", model=game_lm_dir)
+
+
+def test_human_render_prints_what_ansi_returns(game_lm_dir: Path, capsys) -> None:
+    shown = make_cat(game_lm_dir, render_mode="human")
+    text = make_cat(game_lm_dir, render_mode="ansi")
+    for env in (shown, text):
+        env.reset(seed=0)
+        env.step(reply(env, "right"))  # human mode shows each step's text as it happens
+    assert capsys.readouterr().out == text.render() + "\n"

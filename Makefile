@@ -5,7 +5,8 @@
 # Both install the exact versions recorded in constraints.txt (the lock), so a fresh machine
 # reproduces CI. `make lock` regenerates the lock from the newest releases pyproject.toml allows;
 # `make test-latest` runs the suite on those newest releases without touching the lock, and
-# `make test-floors` on the oldest supported ones (constraints-floors.txt).
+# `make test-floors` on the oldest supported ones (constraints-floors.txt), and
+# `make test-rllib-gym` on the gymnasium release that RLlib (the [ray] extra) pins.
 #
 # torch is installed first, pinned, so that a CPU-only machine does not pull several GB of CUDA
 # packages through a transitive unpinned `torch`. Override it elsewhere, e.g.
@@ -35,7 +36,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmgym-installed
 CONSTRAINT_FLAGS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: setup demo test lint typecheck pytest test-latest test-floors lock bench clean pretrain \
+.PHONY: setup demo test lint typecheck pytest test-latest test-floors test-rllib-gym lock bench clean pretrain \
 	wheel-check
 
 setup: $(STAMP)
@@ -75,6 +76,15 @@ test-latest:
 test-floors:
 	rm -rf .venv-floors
 	$(MAKE) pytest VENV=.venv-floors CONSTRAINTS=constraints-floors.txt
+
+# The suite on the gymnasium that RLlib pins (pip install 'lmgym[ray]' installs that one), the
+# rest of the lock unchanged.
+RLLIB_GYMNASIUM ?= 1.2.2
+
+test-rllib-gym:
+	rm -rf .venv-rllib-gym
+	sed 's/^gymnasium==.*/gymnasium==$(RLLIB_GYMNASIUM)/' constraints.txt > .constraints-rllib-gym.txt
+	$(MAKE) pytest VENV=.venv-rllib-gym CONSTRAINTS=.constraints-rllib-gym.txt
 
 # Regenerate constraints.txt from the newest allowed releases (torch stays with TORCH_SPEC).
 lock:
@@ -121,4 +131,4 @@ pretrain: setup
 	$(BIN)/python -m lmgym.models.pretrain --out lmgym/models/default
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-floors .venv-lock build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest .venv-floors .venv-rllib-gym .constraints-rllib-gym.txt .venv-lock build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,9 @@ policy for n = 1, 2, 4, …, 64 is the baseline (:mod:`lmgym.training.best_of_n`
 
 ``--resume`` continues an interrupted benchmark: finished runs are reused, interrupted ones
 continue from their checkpoints. ``--quick`` is a smoke run (few steps, 2 seeds).
+
+``--backend ray`` runs the same runs as Ray tasks on a cluster (``--address``,
+``--resources-per-run``; :mod:`lmgym.training.ray_backend`): only the dispatch differs.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
@@ -131,6 +135,13 @@ class BenchConfig(TaskOptions):
         resume: Continue the benchmark in --out (reuse finished runs, resume interrupted ones).
         overwrite: Delete a previous benchmark in --out and start afresh.
         progress: Show a progress bar over the runs.
+        backend: Where the runs execute: ``local`` (a process pool on this machine) or ``ray``
+            (Ray tasks on a cluster; needs ``pip install 'lmgym[ray]'``).
+        address: With backend ray, the cluster: None starts one on this machine, ``auto``
+            joins the one ``ray start`` started here, ``HOST:PORT`` or ``ray://HOST:PORT`` a
+            remote one.
+        resources_per_run: With backend ray, what one run needs, as JSON or a dict, e.g.
+            '{"CPU": 1, "GPU": 0.5}'; None: one CPU.
     """
 
     env: EnvId = "LMBandit-v0"
@@ -155,6 +166,9 @@ class BenchConfig(TaskOptions):
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None
+    resources_per_run: str | dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         spec = env_spec(self.env)  # an unknown env id is a ValueError listing the valid ones
@@ -207,6 +221,7 @@ class BenchConfig(TaskOptions):
             raise ValueError(f"jobs={self.jobs!r} must be an int >= 1 or None (one per core).")
         if self.resume and self.overwrite:
             raise ValueError("resume=True with overwrite=True: expected one of the two.")
+        self._check_backend()
         check_seed("seed_start", self.seed_start)
         if self.seed_start + self.seeds - 1 > MAX_SEED:
             raise ValueError(
@@ -216,6 +231,22 @@ class BenchConfig(TaskOptions):
         self.out = check_out_location(self.out)
         self.check_task_options(self.env, spec.lm, self.out)
         self.run_configs(existing=False)  # TrainConfig validates the rest (steps, kl_coef, ...)
+
+    def _check_backend(self) -> None:
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"backend={self.backend!r} is unknown; expected 'local' or 'ray'.")
+        if self.backend == "local":
+            for name in ("address", "resources_per_run"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} with backend='local': it only applies "
+                        "to Ray; add --backend ray, or drop it."
+                    )
+            return
+        from lmgym.training.ray_backend import import_ray, parse_resources
+
+        self.resources_per_run = parse_resources(self.resources_per_run)
+        import_ray()  # a missing extra is one line naming it, before anything runs
 
     @property
     def seed_list(self) -> list[int]:
@@ -231,14 +262,6 @@ class BenchConfig(TaskOptions):
         killed early) has nothing to continue and is started afresh.
         """
         assert self.steps is not None and self.eval_episodes is not None
-
-        def started(out: Path) -> bool:
-            return existing and (out / MARKER).exists()
-
-        def resume(out: Path) -> Path | None:
-            kept = (out / CHECKPOINT_NAME).exists() or (out / "metrics.json").exists()
-            return out if started(out) and kept else None
-
         return [
             TrainConfig(
                 env=self.env,
@@ -256,8 +279,7 @@ class BenchConfig(TaskOptions):
                 eval_episodes=self.eval_episodes,
                 eval_every=self.eval_every,
                 checkpoint_every=max(self.steps // 4, 1),
-                resume=resume(out),
-                overwrite=started(out) and resume(out) is None,
+                **resumable(out, existing),
                 progress=False,
                 threads=1,
             )
@@ -277,6 +299,20 @@ class BenchConfig(TaskOptions):
         if not env_spec(self.env).lm:
             identity["eval_prompts"] = eval_prompt_split(self.env)  # None: no prompts
         return identity
+
+
+def resumable(out: Path, existing: bool) -> dict[str, Any]:
+    """The ``resume`` and ``overwrite`` options of the run in ``out``.
+
+    With ``existing``, a run directory that already holds a run is resumed (a finished run is
+    then reused as it is); one that was claimed but never checkpointed (its process was killed
+    early) has nothing to continue and is started afresh. Both backends decide it here: the
+    local one once per benchmark, the Ray one at every attempt of a run.
+    """
+    started = existing and (out / MARKER).exists()
+    kept = (out / CHECKPOINT_NAME).exists() or (out / "metrics.json").exists()
+    resume = out if started and kept else None
+    return {"resume": resume, "overwrite": started and resume is None}
 
 
 def _positive_number(value: Any) -> bool:
@@ -355,7 +391,29 @@ def _worker_init(progress_bars: bool, verbosity: int) -> None:
     hf_logging.set_verbosity(verbosity)
 
 
-def _execute(configs: list[TrainConfig], jobs: int, progress: bool) -> list[dict[str, Any]]:
+def _execute(
+    config: BenchConfig, configs: list[TrainConfig], jobs: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Run ``configs`` on the chosen backend: (their results in order, retried attempts)."""
+    if config.backend == "ray":
+        from lmgym.training.ray_backend import execute_on_ray
+
+        assert isinstance(config.resources_per_run, dict)
+        runs, failures, retries = execute_on_ray(configs, config.resources_per_run, config.progress)
+    else:
+        runs, failures = _execute_locally(configs, jobs, config.progress)
+        retries = 0
+    if failures:
+        raise BenchRunsFailed(
+            f"{len(failures)} of {len(configs)} runs failed (finished runs are kept; rerun "
+            "with --resume to retry only the others):\n" + "\n".join(failures)
+        )
+    return runs, retries
+
+
+def _execute_locally(
+    configs: list[TrainConfig], jobs: int, progress: bool
+) -> tuple[list[dict[str, Any]], list[str]]:
     results: dict[int, dict[str, Any]] = {}
     failures: list[str] = []
     bar = tqdm(total=len(configs), desc="runs", unit="run", disable=not progress)
@@ -382,12 +440,7 @@ def _execute(configs: list[TrainConfig], jobs: int, progress: bool) -> list[dict
                     failures.append(f"{configs[i].out}: {type(error).__name__}: {error}")
                 bar.update()
     bar.close()
-    if failures:
-        raise BenchRunsFailed(
-            f"{len(failures)} of {len(configs)} runs failed (finished runs are kept; rerun "
-            "with --resume to retry only the others):\n" + "\n".join(failures)
-        )
-    return [results[i] for i in range(len(configs))]
+    return [results[i] for i in sorted(results)], failures
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
@@ -402,14 +455,24 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         ['.lmgym.lock', 'curves.png', 'results.json', 'results.md', 'run.json', 'runs']
     """
     started = time.perf_counter()
-    with claim(config.out, "bench"):
+    with _backend(config), claim(config.out, "bench"):
         prepare_out_dir(
             config.out, "bench", config.identity(), resume=config.resume, overwrite=config.overwrite
         )
         configs = config.run_configs()
         jobs = config.jobs or min(os.cpu_count() or 1, len(configs))
-        runs = _execute(configs, jobs, config.progress)
-        return _report(config, runs, jobs, started, _best_of_n(config))
+        runs, retries = _execute(config, configs, jobs)
+        return _report(config, runs, jobs, retries, started, _best_of_n(config))
+
+
+def _backend(config: BenchConfig) -> AbstractContextManager[None]:
+    """The connection to the cluster with backend ray (checked before --out is touched)."""
+    if config.backend != "ray":
+        return nullcontext()
+    from lmgym.training.ray_backend import ray_cluster
+
+    assert isinstance(config.resources_per_run, dict)
+    return ray_cluster(config.address, config.resources_per_run)
 
 
 def _best_of_n(config: BenchConfig) -> dict[str, Any] | None:
@@ -442,6 +505,7 @@ def _report(
     config: BenchConfig,
     runs: list[dict[str, Any]],
     jobs: int,
+    retries: int,
     started: float,
     best_of_n: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -462,6 +526,8 @@ def _report(
         ),
         "curve": {"points": CURVE_POINTS, "window_episodes": CURVE_WINDOW},
         "jobs": jobs,
+        "backend": config.backend,
+        "retries": retries,
         "cpu_count": os.cpu_count(),
         "wall_s": time.perf_counter() - started,
         "algos": {

@@ -146,6 +146,13 @@ def eval_prompts_text(split: str | None) -> str:
     return split  # a user's split says where its prompts come from (task_options)
 
 
+def _dispatch_text(results: dict[str, Any]) -> str:
+    """Where the runs ran: the local pool's size, or Ray and how many attempts it retried."""
+    if results.get("backend", "local") == "local":  # results.json before 0.2 has no backend
+        return f"{results['jobs']} parallel processes"
+    return f"Ray tasks, {results['retries']} retried after a worker died"
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """The ``results.md`` text of a ``results.json`` object."""
     first = next(iter(results["algos"].values()))
@@ -154,7 +161,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"# lmgym bench: {results['env']}, {results['policy']} policy",
         "",
         f"{len(results['seeds'])} seeds ({', '.join(map(str, results['seeds']))}), "
-        f"{results['steps']} env steps per run, {results['jobs']} parallel processes; "
+        f"{results['steps']} env steps per run, {_dispatch_text(results)}; "
         f"bench wall time {results['wall_s']:.0f} s. Evaluated on "
         f"{eval_prompts_text(results['eval_prompts'])}.",
         "",

@@ -107,6 +107,8 @@ def main() -> None:
     print(f"| Ray overhead per run | {summary['ray_overhead_per_run_s']:.2f} s |")
     print(f"| cluster start / stop (not in the grids) | {cluster_start_s:.1f} s / "
           f"{cluster_stop_s:.1f} s |")  # fmt: skip
+    each = ", ".join(f"{r['local_wall_s']:.1f} / {r['ray_wall_s']:.1f}" for r in rows)
+    print(f"| each repeat, local / Ray | {each} s |")
     print(f"| same eval rewards on both backends | {summary['same_results']} |")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

@@ -13,7 +13,7 @@ plugs in the LM module (RLlib's default module cannot read token ids) and picks 
 Needs Ray: ``pip install 'lmgym[ray]'``.
 
 Run:
-    python examples/rllib_ppo.py                    # 10 iterations, 2 EnvRunners
+    python examples/rllib_ppo.py                    # 20 iterations of 64 episodes, 2 EnvRunners
     python examples/rllib_ppo.py --env-runners 1    # compare the sampling speed
     python examples/rllib_ppo.py --smoke            # one iteration; also LMGYM_SMOKE=1
 """
@@ -32,10 +32,10 @@ from lmgym.rllib import ppo_config
 def parse_args() -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=10, help="PPO iterations")
+    parser.add_argument("--iterations", type=int, default=20, help="PPO iterations")
     parser.add_argument("--env-runners", type=int, default=2, help="sampling processes")
-    parser.add_argument("--batch-size", type=int, default=32, help="episodes per iteration")
-    parser.add_argument("--lr", type=float, default=1e-5, help="Adam's learning rate")
+    parser.add_argument("--batch-size", type=int, default=64, help="episodes per iteration")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate")
     parser.add_argument("--smoke", action="store_true", help="one iteration (for the tests)")
     args = parser.parse_args()
     if args.smoke or os.environ.get("LMGYM_SMOKE") == "1":

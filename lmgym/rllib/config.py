@@ -109,7 +109,7 @@ def ppo_config(
     train_batch_size: int = 32,
     minibatch_size: int = 16,
     num_epochs: int = 1,
-    lr: float = 1e-5,
+    lr: float = 1e-4,
 ) -> PPOConfig:
     """A small RLlib ``PPOConfig`` for an lmgym env, ready for ``.build_algo()``.
 

@@ -137,7 +137,10 @@ def _check_reachable(address: str) -> None:
 
 
 def _connect(ray: Any, address: str | None) -> bool:
-    """Join the cluster at ``address`` (None: start one here); whether we started it."""
+    """Join the cluster at ``address`` (None: start one here); whether this call connected.
+
+    A driver already connected by the caller (``ray.init`` before the benchmark) is kept.
+    """
     if ray.is_initialized():
         return False
     if address is None:
@@ -151,7 +154,7 @@ def _connect(ray: Any, address: str | None) -> bool:
             f"address={address!r}: could not join a Ray cluster ({err}). With 'auto', start "
             "one first with `ray start --head`; otherwise check the address."
         ) from None
-    return False
+    return True
 
 
 def check_resources(resources: dict[str, float], nodes: list[dict[str, Any]]) -> None:
@@ -216,15 +219,16 @@ def ray_cluster(address: str | None, resources: dict[str, float]) -> Iterator[No
     """Be connected to the cluster at ``address`` with ``resources`` checked, for a benchmark.
 
     Entered before the benchmark touches its directory, so an unreachable cluster or resources
-    that no node has change nothing. A runtime started here is stopped on exit.
+    that no node has change nothing. On exit the driver disconnects if it connected here: a
+    runtime it started stops, a cluster it joined keeps running.
     """
     ray = import_ray()
-    started_here = _connect(ray, address)
+    connected_here = _connect(ray, address)
     try:
         check_resources(resources, ray.nodes())
         yield
     finally:
-        if started_here:
+        if connected_here:
             ray.shutdown()
 
 

@@ -119,3 +119,44 @@ def test_without_ray_installed_the_error_names_the_extra(monkeypatch, tmp_path) 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'lmgym\[ray\]'"):
         grid(tmp_path, backend="ray")
+
+
+class RecordingRay:
+    """Stands in for the ``ray`` module: records whether the driver connected and disconnected."""
+
+    def __init__(self, initialized: bool) -> None:
+        self.initialized, self.calls = initialized, []
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, **kwargs) -> None:
+        self.calls.append(("init", kwargs["address"]))
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True, "Resources": {"CPU": 1.0}}]
+
+    def shutdown(self) -> None:
+        self.calls.append(("shutdown", None))
+
+
+@pytest.mark.parametrize(
+    ("initialized", "address", "calls"),
+    [
+        (False, "10.0.0.1:6379", [("init", "10.0.0.1:6379"), ("shutdown", None)]),
+        (False, None, [("init", "local"), ("shutdown", None)]),
+        (True, "10.0.0.1:6379", []),
+    ],
+    ids=["joined_cluster", "started_here", "caller_connected"],
+)
+def test_the_driver_disconnects_only_when_it_connected(
+    monkeypatch, initialized, address, calls
+) -> None:
+    from lmgym.training import ray_backend
+
+    fake = RecordingRay(initialized)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_backend, "_check_reachable", lambda address: None)
+    with ray_backend.ray_cluster(address, {"CPU": 1.0}):
+        pass
+    assert fake.calls == calls

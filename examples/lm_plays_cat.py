@@ -16,7 +16,7 @@ RLHF recipe, on a game:
    and what it shows are in docs/rl-to-lm.md.
 
 Run:
-    python examples/lm_plays_cat.py            # full run: 4 minutes on 2 CPU cores (8 if busy)
+    python examples/lm_plays_cat.py            # full run: about 4 minutes on one free CPU core
     python examples/lm_plays_cat.py --smoke    # seconds; also LMGYM_SMOKE=1
 """
 
@@ -62,7 +62,9 @@ class Args:
         train_layouts: Random layouts the demonstrations and PPO play on.
         test_layouts: Held-out layouts the table is measured on (none of them is a training layout).
         max_moves: Moves per episode (the game's time limit).
-        positions: Positions of the small GPT-2: the longest conversation it reads, reply included.
+        positions: Positions of the small GPT-2: the longest conversation it reads, reply included
+            (448 holds the 10 moves of the longest game, so the LM, like the tabular agent, gets
+            every move; at 192 the context ran out after about 5 moves).
         sft_epochs: Passes over the demonstrations.
         sft_lr: Peak learning rate of SFT.
         ppo_timesteps: Turns (replies) PPO trains for.
@@ -82,7 +84,7 @@ class Args:
     train_layouts: int = 400
     test_layouts: int = 24
     max_moves: int = 10
-    positions: int = 192
+    positions: int = 448
     sft_epochs: int = 12
     sft_lr: float = 3e-3
     ppo_timesteps: int = 6144

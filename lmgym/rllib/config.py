@@ -12,7 +12,7 @@ such a config up front; :func:`ppo_config` always passes it.
 from __future__ import annotations
 
 import functools
-import logging
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -34,8 +34,6 @@ __all__ = [
     "make_env",
     "ppo_config",
 ]
-
-logger = logging.getLogger(__name__)
 
 LM_ENV_IDS = ("LMBandit-v0", "LMToken-v0", "LMText-v0", "TextCatGrid-v0")
 """lmgym envs whose observations are token ids: they need :class:`~lmgym.rllib.LMRLModule`."""
@@ -114,14 +112,15 @@ def ppo_config(
     """A small RLlib ``PPOConfig`` for an lmgym env, ready for ``.build_algo()``.
 
     LM envs (:data:`LM_ENV_IDS`) get :class:`~lmgym.rllib.LMRLModule` on the env's own model
-    (``env_config["model"]`` when it is a directory or hub id, else the embedded default), and
+    (``env_config["model"]``, or the embedded default when it has none), and
     no PPO KL loss (the env's reward already has the KL penalty to the reference). Other envs
     (``CatGrid-v0``) get RLlib's default module, with discrete observations one-hot encoded by
     RLlib's ``FlattenObservations`` connector.
 
     Args:
         env_id: A Gymnasium id that ``import lmgym`` registers.
-        env_config: Keyword arguments of ``gym.make(env_id, ...)``.
+        env_config: Keyword arguments of ``gym.make(env_id, ...)``; its ``model`` must be a
+            directory or hub id (the workers load it), not a model object.
         num_env_runners: Sampling processes (0: sample in the driver).
         train_batch_size: Env steps per training iteration (one per episode on the bandit).
         minibatch_size: Rows per gradient step.
@@ -132,6 +131,16 @@ def ppo_config(
         The config; adjust it further with RLlib's own methods.
     """
     env_config = dict(env_config or {})
+    model = env_config.get("model")
+    if isinstance(model, os.PathLike):
+        model = env_config["model"] = os.fspath(model)
+    if model is not None and not isinstance(model, str):
+        raise RLlibConfigError(
+            f"env_config['model'] is a {type(model).__name__} object; expected a directory or a "
+            "hub id (str or Path): each EnvRunner and the learner load the model themselves, so "
+            "an object cannot reach them. Fix: model.save_pretrained(DIR) (and the tokenizer), "
+            "then env_config={'model': DIR}."
+        )
     name = env_name(env_id)
     register_env(name, functools.partial(make_env, env_id))
     config = (
@@ -146,10 +155,7 @@ def ppo_config(
         )
     )
     if env_id in LM_ENV_IDS:
-        model = env_config.get("model")
-        model_config = {"model": model if isinstance(model, str) else None}
-        if model is not None and not isinstance(model, str):
-            logger.warning("env_config['model'] is an object; the module loads the default LM")
+        model_config = {"model": model}
         config = config.rl_module(
             rl_module_spec=RLModuleSpec(module_class=LMRLModule, model_config=model_config)
         ).training(use_kl_loss=False, kl_coeff=0.0, vf_clip_param=100.0)

@@ -9,17 +9,13 @@ from collections.abc import Iterator
 import gymnasium as gym
 import numpy as np
 import pytest
+import ray
 import torch
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.columns import Columns
 
 import lmgym  # noqa: F401  (registers the ids)
-
-pytest.importorskip("ray.rllib")
-
-import ray  # noqa: E402
-from ray.rllib.algorithms.ppo import PPOConfig  # noqa: E402
-from ray.rllib.core.columns import Columns  # noqa: E402
-
-from lmgym.rllib import (  # noqa: E402
+from lmgym.rllib import (
     CompletionLogits,
     LMRLModule,
     RLlibConfigError,
@@ -81,6 +77,15 @@ def test_lm_env_without_lm_module_is_refused() -> None:
     config = PPOConfig().environment(env_name("LMBandit-v0"))
     with pytest.raises(RLlibConfigError, match="LMRLModule"):
         check_lm_module(config)
+
+
+def test_a_model_object_in_env_config_is_refused_and_a_path_is_taken(tmp_path) -> None:
+    with pytest.raises(RLlibConfigError, match=r"env_config\['model'\] is a object object.*"
+                       r"save_pretrained"):  # fmt: skip
+        ppo_config("LMBandit-v0", env_config={"model": object()})
+    config = ppo_config("LMBandit-v0", env_config={"model": tmp_path})
+    assert config.env_config["model"] == str(tmp_path)
+    assert config.rl_module_spec.model_config == {"model": str(tmp_path)}
 
 
 def _train_once(config: PPOConfig) -> dict:

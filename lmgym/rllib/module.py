@@ -143,12 +143,15 @@ class LMRLModule(TorchRLModule, ValueFunctionAPI):
         actions = batch[Columns.ACTIONS].long().reshape(ids.shape[0], self.max_new_tokens)
         scores = score_completions(
             self.lm, ids, mask, actions, completion_mask_from_ids(actions, self.eos_token_id),
-            pad_token_id=self.pad_token_id, keep_logits=True, vocab_size=self.vocab_size,
+            pad_token_id=self.pad_token_id, keep_logits=True, keep_hidden=True,
+            vocab_size=self.vocab_size,
         )  # fmt: skip
-        assert scores.logits is not None  # keep_logits=True
+        assert scores.logits is not None and scores.hidden is not None  # kept, as asked
         return {
             Columns.ACTION_DIST_INPUTS: completion_dist_inputs(scores.logits, scores.mask),
-            Columns.EMBEDDINGS: self._next_token(batch)[1],
+            # Completion position 0 is read at the last real prompt token: the value feature,
+            # from the same forward (no second pass over the prompt).
+            Columns.EMBEDDINGS: scores.hidden[:, 0],
         }
 
     def compute_values(

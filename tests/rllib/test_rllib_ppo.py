@@ -60,6 +60,11 @@ def test_sampled_logp_equals_teacher_forced_logp() -> None:
     assert module.lm.get_input_embeddings().weight.grad is not None
     values = module.compute_values(batch, train[Columns.EMBEDDINGS])
     assert values.shape == (4,)
+    # The value feature of the scoring forward is the prompt's own last hidden state.
+    with torch.no_grad():
+        torch.nn.init.normal_(module.value_head.weight)
+        from_scoring = module.compute_values(batch, train[Columns.EMBEDDINGS].detach())
+        torch.testing.assert_close(from_scoring, module.compute_values(batch), atol=1e-5, rtol=0)
 
 
 def test_token_env_gives_next_token_logits() -> None:

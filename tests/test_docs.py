@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-from tests.helpers import exec_doc_blocks
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import exec_doc_blocks, run_example
 
 
 def test_rl_to_lm_doc_code_runs(capsys) -> None:
@@ -20,13 +14,7 @@ def test_rl_to_lm_doc_code_runs(capsys) -> None:
 
 
 def test_rl_to_lm_example_prints_both_trajectories() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "rl_to_lm.py"), "--seed", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_example("rl_to_lm.py", "--seed", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert "CatGrid-v0" in lines[0] and "LMToken-v0" in lines[0]

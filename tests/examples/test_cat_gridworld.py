@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import runpy
 import subprocess
 import sys
@@ -10,19 +9,14 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from tests.helpers import run_example
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "cat_gridworld.py"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_example("cat_gridworld.py", *args, env=env, timeout=120)
 
 
 def run_in_process(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:

@@ -1,18 +1,14 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.helpers import run_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_reward.py"
 
 
 def test_custom_reward_example_runs_in_smoke_mode() -> None:
-    env = {**os.environ, "LMGYM_SMOKE": "1"}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, env=env, timeout=300
-    )
+    result = run_example("custom_reward.py", env={"LMGYM_SMOKE": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "reward" in result.stdout and "->" in result.stdout
 

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 
 from lmgym.envs.catgrid import ACTION_NAMES, CatGridEnv
 from lmgym.envs.catgrid_planning import value_iteration
+from tests.helpers import run_example
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "lm_plays_cat.py"
@@ -34,14 +33,7 @@ def example() -> Iterator[ModuleType]:
 
 def test_smoke_run_prints_and_writes_the_table(tmp_path: Path) -> None:
     # The one run in a fresh interpreter: the script as a user starts it.
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--output-dir", str(tmp_path)],
-        cwd=REPO,
-        env={**os.environ, "LMGYM_SMOKE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_example("lm_plays_cat.py", "--output-dir", str(tmp_path), env={"LMGYM_SMOKE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "smoke=True" in proc.stdout
     for row in ROWS:

@@ -5,27 +5,15 @@ runtime on this machine)."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "examples" / "rllib_ppo.py"
+from tests.helpers import run_example
 
 
 @pytest.mark.slow
 def test_smoke_run_trains_one_iteration_on_two_env_runners() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke"],
-        cwd=REPO,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = run_example("rllib_ppo.py", "--smoke", env={"RAY_AUTH_MODE": "disabled"}, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["iter", "reward", "env", "steps/s", "policy", "loss"]

@@ -32,6 +32,7 @@ from lmgym.envs.lm_env_parts import (
     check_positive_int,
     check_render_mode,
     model_context_length,
+    require_int,
 )
 from lmgym.envs.lm_spaces import completion_spaces
 from lmgym.envs.rendering import show_human
@@ -89,7 +90,10 @@ class TextGameEnv(gym.Env[np.ndarray, np.ndarray]):
     description (with the tokenizer's special tokens), then for each turn the reply's own ids (up
     to and including its EOS) and the game's answer. With a chat template (used when the
     tokenizer has one, unless ``chat_template=False``) the messages are rendered by it, with the
-    generation prompt.
+    generation prompt. With ``recent_turns=k`` the observation holds the opening (system text and
+    first description) and only the last ``k`` turns (reply and answer); for a game whose every
+    description holds its whole state (``TextCatGrid-v0``'s do) nothing is lost, and a turn
+    costs the same few dozen tokens however long the game runs.
 
     ## Reward
     ``R = r_game − β · Σ_t k_t``: the game's reward for the move, minus β times the KL of the
@@ -126,6 +130,7 @@ class TextGameEnv(gym.Env[np.ndarray, np.ndarray]):
     - ``max_context_tokens``: the conversation budget, prompt and reply together (default: the
       model's positions, at most :data:`DEFAULT_CONTEXT_TOKENS`); ``max_new_tokens``: reply
       length.
+    - ``recent_turns``: turns the observation keeps after the opening (default ``None``: all).
     - ``model``, ``tokenizer``, ``ref_model``, ``kl_coef``, ``kl_estimator``, ``kl_target``,
       ``kl_horizon``, ``kl_batch_size``, ``trust_remote_code``, ``device``, ``dtype``: as in
       ``LMBandit-v0``; an adaptive β counts replies, not episodes.
@@ -172,6 +177,7 @@ class TextGameEnv(gym.Env[np.ndarray, np.ndarray]):
         kl_batch_size: int | None = None,
         max_context_tokens: int | None = None,
         max_new_tokens: int = 8,
+        recent_turns: int | None = None,
         chat_template: bool | None = None,
         render_mode: str | None = None,
         trust_remote_code: bool = False,
@@ -189,6 +195,7 @@ class TextGameEnv(gym.Env[np.ndarray, np.ndarray]):
             )
         self.system = system
         self.parse_penalty = _check_penalty(parse_penalty)
+        self.recent_turns = _check_recent_turns(recent_turns)
         self.not_understood = _check_not_understood(not_understood)
         check_lm_env_args(
             kl_coef=kl_coef,
@@ -228,6 +235,7 @@ class TextGameEnv(gym.Env[np.ndarray, np.ndarray]):
             self.models.tokenizer,
             chat=has_template if chat_template is None else chat_template,
             pad_token_id=self.models.pad_token_id,
+            recent_turns=self.recent_turns,
         )
         self.rewarder = SequenceRewarder(
             self.models,
@@ -506,6 +514,19 @@ def _check_not_understood(not_understood: Any) -> str:
             f"({err!r}); expected e.g. {NOT_UNDERSTOOD!r}."
         ) from None
     return not_understood
+
+
+def _check_recent_turns(recent_turns: Any) -> int | None:
+    if recent_turns is None:
+        return None
+    value = require_int("recent_turns", recent_turns, "an int >= 1 or None, e.g. recent_turns=1")
+    if value < 1:
+        raise ValueError(
+            f"recent_turns={value} keeps no turn, so the LM would not read the game's current "
+            "state; expected an int >= 1 (the last turns the observation keeps after the "
+            "opening), or None to keep the whole conversation."
+        )
+    return int(value)
 
 
 def _context_budget(requested: int | None, context: int | None, max_new_tokens: int) -> int:

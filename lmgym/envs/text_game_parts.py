@@ -68,16 +68,20 @@ def check_description(text: Any, where: str) -> str:
 
 @dataclass(frozen=True)
 class ConversationState:
-    """A conversation at one moment: its messages and their token ids.
+    """A conversation at one moment: its messages and the token ids the LM reads.
 
     Attributes:
         messages: ``(role, text)`` pairs: ``system``, ``user`` (the game speaks) and
-            ``assistant`` (the LM's replies, decoded).
-        ids: The whole conversation's token ids (no padding), int64.
+            ``assistant`` (the LM's replies, decoded). Always the whole conversation.
+        ids: The token ids the LM reads (no padding), int64: the whole conversation, or, with
+            a window of recent turns, its opening and those turns.
+        segments: Without a chat template, the pieces ``ids`` is joined from: the opening's
+            ids, then each turn's (the reply's own ids and the game's answer). Empty with one.
     """
 
     messages: tuple[tuple[str, str], ...]
     ids: np.ndarray
+    segments: tuple[np.ndarray, ...] = ()
 
 
 class ConversationCodec:
@@ -91,16 +95,29 @@ class ConversationCodec:
     generation prompt, and tokenized again each turn (the earlier replies as their decoded text,
     which is what a chat model sees at inference).
 
+    With ``recent_turns=k`` the LM reads the opening and only the last ``k`` turns (a turn: a
+    reply and the game's answer to it); the turns between are left out of ``ids`` (they stay in
+    ``messages``). A game whose every description holds its whole state loses nothing by it,
+    and every turn then costs the LM the same few dozen tokens, however long the game.
+
     Args:
         tokenizer: The env's tokenizer.
         chat: Render with ``tokenizer.chat_template`` (the tokenizer must have one).
         pad_token_id: Marks padding in observations: no conversation may hold it.
+        recent_turns: Turns the LM reads after the opening; ``None``: all of them.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, chat: bool, pad_token_id: int) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        chat: bool,
+        pad_token_id: int,
+        recent_turns: int | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.chat = chat
         self.pad_token_id = pad_token_id
+        self.recent_turns = recent_turns
 
     def opening(self, system: str | None, text: str) -> ConversationState:
         """The conversation's first turn: optional system text, then the first description."""
@@ -110,7 +127,8 @@ class ConversationCodec:
         if self.chat:
             return ConversationState(messages, self._render(messages))
         plain = f"{system}\n{text}" if system else text
-        return ConversationState(messages, self._encode(plain, special=True, where="describe"))
+        ids = self._encode(plain, special=True, where="describe")
+        return ConversationState(messages, ids, (ids,))
 
     def extend(
         self, state: ConversationState, reply_ids: np.ndarray, reply: str, answer: str
@@ -118,10 +136,18 @@ class ConversationCodec:
         """``state`` followed by the LM's reply (its counted ids) and the game's answer."""
         messages = state.messages + (("assistant", reply), ("user", answer))
         if self.chat:
-            return ConversationState(messages, self._render(messages))
+            opened = 2 if messages[0][0] == "system" else 1
+            turns = messages[opened:]
+            if self.recent_turns is not None:
+                turns = turns[-2 * self.recent_turns :]
+            return ConversationState(messages, self._render(messages[:opened] + turns))
         own = reply_ids[reply_ids != self.pad_token_id]  # a pad id ends a reply; it is no text
         answer_ids = self._encode("\n" + answer, special=False, where="describe")
-        return ConversationState(messages, np.concatenate([state.ids, own, answer_ids]))
+        segments = state.segments + (np.concatenate([own, answer_ids]),)
+        turns = segments[1:]
+        if self.recent_turns is not None:
+            turns = turns[-self.recent_turns :]
+        return ConversationState(messages, np.concatenate([segments[0], *turns]), segments)
 
     def _render(self, messages: tuple[tuple[str, str], ...]) -> np.ndarray:
         chat = [{"role": role, "content": text} for role, text in messages]

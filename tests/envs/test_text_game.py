@@ -147,6 +147,50 @@ def test_conversation_holds_the_replies_own_ids(game_lm_dir: Path) -> None:
     assert tail == "the cat is at ( 0 1 ) . meat : 2 right . up : wall . down : wall . which way ?"
 
 
+def test_recent_turns_keeps_the_opening_and_the_last_turns(game_lm_dir: Path) -> None:
+    # The same moves with the whole conversation and with a window of one turn: the window is
+    # the opening, then the last reply's own ids and the game's answer, ids for ids.
+    full = make_cat(game_lm_dir, layout=["C...M"])
+    window = make_cat(game_lm_dir, layout=["C...M"], recent_turns=1)
+    opening, _ = full.reset(seed=0)
+    window.reset(seed=0)
+    n_open = int((opening != 0).sum())
+    turn_starts = [n_open]
+    for step in range(3):
+        obs_full, _, _, _, info_full = full.step(reply(full, "right"))
+        obs_win, _, _, _, info_win = window.step(reply(window, "right"))
+        turn_starts.append(int((obs_full != 0).sum()))
+        last_turn = obs_full[turn_starts[-2] : turn_starts[-1]]
+        expected = np.concatenate([opening[:n_open], last_turn])
+        np.testing.assert_array_equal(obs_win[: expected.size], expected, err_msg=str(step))
+        assert not obs_win[expected.size :].any()
+        assert info_win["context_tokens"] == expected.size
+        assert (expected.size < info_full["context_tokens"]) == (step > 0)  # turn 1 left out
+    assert window.unwrapped.render_text().count("assistant: right") == 3  # the messages stay whole
+
+
+def test_recent_turns_with_a_chat_template_renders_the_window(game_lm_dir: Path) -> None:
+    tok = word_tokenizer(GAME_TEXTS, model_max_length=POSITIONS)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    env = make_cat(game_lm_dir, layout=["C..M"], tokenizer=tok, recent_turns=1)
+    env.reset(seed=0)
+    env.step(reply(env, "right"))
+    obs, *_ = env.step(reply(env, "right"))
+    text = tok.decode(obs[obs != 0].tolist(), skip_special_tokens=True)
+    # System text and first description, then the last reply and answer; turn 1 is left out.
+    assert text == ("brooms : none . bathtubs : none . the cat is at ( 0 0 ) . meat : 3 right . "
+                    "up : wall . down : wall . left : wall . which way ? right the cat is at "
+                    "( 0 2 ) . meat : 1 right . up : wall . right : meat . down : wall . which "
+                    "way ?")  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])
+def test_recent_turns_must_keep_a_turn(game_lm_dir: Path, value) -> None:
+    error = ValueError if value in (0, -1) and not isinstance(value, bool) else TypeError
+    with pytest.raises(error, match="recent_turns="):
+        make_cat(game_lm_dir, recent_turns=value)
+
+
 def test_unparsable_reply_pays_the_penalty_and_the_game_waits(game_lm_dir: Path) -> None:
     env = make_cat(game_lm_dir, layout=["C.M"], parse_penalty=-2.5, kl_coef=0.1)
     env.reset(seed=0)

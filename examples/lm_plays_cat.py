@@ -6,17 +6,19 @@ and each turn says where the cat is, the way to the meat and what is next to the
 answers "up", "down", "left" or "right", the game moves the cat and describes the new cell. The
 RLHF recipe, on a game:
 
-1. SFT: a small GPT-2 (it knows only the game's words) learns from demonstrations, the moves of
-   the value-iteration optimum (:mod:`lmgym.envs.catgrid_planning`) on random training layouts;
+1. SFT: a small GPT-2 (it knows only the game's words) learns from demonstrations on random
+   training layouts: the moves of the value-iteration optimum
+   (:mod:`lmgym.envs.catgrid_planning`), 30% of them replaced by random ones, as an imperfect
+   demonstrator makes them; the SFT LM learns to read the game, and copies the mistakes too;
 2. PPO: ``LMActorCriticPolicy`` (one reply per turn, a value head with GAE over turns) plays the
-   game for its own reward, with a KL penalty to the SFT model;
+   game for its own reward, with a KL penalty to the SFT model, and learns which moves pay;
 3. a table on held-out layouts that neither stage saw: the optimum, tabular PPO on
    ``CatGrid-v0`` (trained on each held-out layout itself: it reads only the cat's cell, so it
    cannot carry a path to a new layout), the SFT LM and the SFT + PPO LM. The measured table
    and what it shows are in docs/rl-to-lm.md.
 
 Run:
-    python examples/lm_plays_cat.py            # full run: about 4 minutes on one free CPU core
+    python examples/lm_plays_cat.py            # full run: about 3 minutes on one free CPU core
     python examples/lm_plays_cat.py --smoke    # seconds; also LMGYM_SMOKE=1
 """
 
@@ -42,6 +44,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 import lmgym
 from lmgym.agents import LMActorCriticPolicy, lm_policy_kwargs
+from lmgym.agents.lm_policy import ValueTrunk
 from lmgym.config_cli import add_dataclass_arguments, dataclass_from_args
 from lmgym.envs.catgrid import ACTION_NAMES, CatGridEnv
 from lmgym.envs.catgrid_planning import policy_return, value_iteration
@@ -62,14 +65,24 @@ class Args:
         train_layouts: Random layouts the demonstrations and PPO play on.
         test_layouts: Held-out layouts the table is measured on (none of them is a training layout).
         max_moves: Moves per episode (the game's time limit).
-        positions: Positions of the small GPT-2: the longest conversation it reads, reply included
-            (448 holds the 10 moves of the longest game, so the LM, like the tabular agent, gets
-            every move; at 192 the context ran out after about 5 moves).
+        positions: Positions of the small GPT-2: the longest text it reads, reply included (128
+            holds the opening and one turn; a longer window needs about 30 more per turn).
+        recent_turns: Turns the LM reads after the opening (the map): each of the cat's turns
+            says all a move needs, so one is enough, and every turn costs the same few dozen
+            tokens however long the game runs.
+        demo_noise: Share of the demonstrated moves that are random instead of the optimum's:
+            an imperfect demonstrator, as people are. The SFT LM copies the mistakes too; PPO,
+            paid by the game, has to learn which moves pay.
         sft_epochs: Passes over the demonstrations.
         sft_lr: Peak learning rate of SFT.
         ppo_timesteps: Turns (replies) PPO trains for.
         ppo_lr: Learning rate of PPO.
-        gamma: PPO's discount over turns (also the one VecNormalize scales returns with).
+        gamma: PPO's discount over turns (also the one VecNormalize scales returns with). A
+            short horizon makes a step into the bathtub cost more than the detour round it:
+            with 0.9, PPO learnt the way to the meat but not to keep out of the bathtub.
+        value_trunk: What the value head reads (``LMActorCriticPolicy``'s ``value_trunk``):
+            ``"separate"`` gives it its own copy of the LM body, which learns what a cell is
+            worth; the SFT model's own features, ``"detached"``, are about which move to say.
         n_envs: Text games played side by side in PPO's rollouts.
         kl_coef: Beta of the KL penalty to the SFT model, per reply.
         tabular_timesteps: Steps tabular PPO trains on each held-out layout.
@@ -81,15 +94,18 @@ class Args:
 
     seed: int = 0
     size: int = 4
-    train_layouts: int = 400
+    train_layouts: int = 200
     test_layouts: int = 24
     max_moves: int = 10
-    positions: int = 448
-    sft_epochs: int = 12
-    sft_lr: float = 3e-3
-    ppo_timesteps: int = 6144
-    ppo_lr: float = 1e-4
-    gamma: float = 0.99
+    positions: int = 128
+    recent_turns: int = 1
+    demo_noise: float = 0.3
+    sft_epochs: int = 16
+    sft_lr: float = 1e-3
+    ppo_timesteps: int = 3072
+    ppo_lr: float = 3e-4
+    gamma: float = 0.7
+    value_trunk: ValueTrunk = "separate"
     n_envs: int = 8
     kl_coef: float = 0.05
     tabular_timesteps: int = 3000
@@ -129,6 +145,13 @@ def random_layouts(n: int, size: int, rng: np.random.Generator) -> list[tuple[st
             continue
         layouts[layout] = None
     return list(layouts)
+
+
+def split_layouts(args: Args) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """The training layouts and the held-out ones (distinct: no test layout is trained on)."""
+    every = random_layouts(args.train_layouts + args.test_layouts, args.size,
+                           np.random.default_rng(args.seed))  # fmt: skip
+    return every[: args.train_layouts], every[args.train_layouts :]
 
 
 class CatGridDeck(gym.Env):
@@ -177,7 +200,8 @@ def text_game(layouts: Sequence[Sequence[str]], model: Any, args: Args, **kwargs
     """``TextCatGrid-v0``'s words and reading on a deck of layouts."""
     deck = gym.wrappers.TimeLimit(CatGridDeck(layouts), max_episode_steps=args.max_moves)
     return TextGameEnv(deck, describe_catgrid, CATGRID_ACTIONS, system=catgrid_rules,
-                       model=model, max_new_tokens=2, **kwargs)  # fmt: skip
+                       model=model, max_new_tokens=2, recent_turns=args.recent_turns,
+                       **kwargs)  # fmt: skip
 
 
 # ---- the LM: a small GPT-2 that knows the game's words (and nothing else) -----------------------
@@ -200,19 +224,27 @@ def game_lm(args: Args) -> tuple[PreTrainedTokenizerFast, GPT2LMHeadModel]:
     return tokenizer, GPT2LMHeadModel(config)
 
 
-# ---- stage 1: SFT on the optimum's moves -------------------------------------------------------
+# ---- stage 1: SFT on an imperfect demonstrator's moves -----------------------------------------
 
 
-def demonstrations(env: TextGameEnv, n_layouts: int) -> list[tuple[str, str]]:
-    """(conversation so far, optimal move) pairs, from playing the optimum in the text game."""
+def demonstrations(
+    env: TextGameEnv, n_layouts: int, noise: float = 0.0, seed: int = 0
+) -> list[tuple[str, str]]:
+    """(what the LM reads, move) pairs, from playing the optimum in the text game.
+
+    With ``noise`` > 0, that share of the moves is drawn at random (seeded by ``seed``) instead,
+    and the game goes on from where the random move led.
+    """
     tok, eos = env.models.tokenizer, env.models.eos_token_id
+    rng = np.random.default_rng(seed)
     pairs = []
     for index in range(n_layouts):
         obs, _ = env.reset(options={"layout": index})
         plan = value_iteration(env.game.unwrapped.current, gamma=0.99)  # type: ignore[attr-defined]
         done, cell = False, env.game.unwrapped.current.state  # type: ignore[attr-defined]
         while not done:
-            move = ACTION_NAMES[int(plan.policy[cell])]
+            slip = rng.random() < noise
+            move = ACTION_NAMES[int(rng.integers(4) if slip else plan.policy[cell])]
             # The prompt as text, without the BOS that SFT's encoding adds back; the word-level
             # tokenizer gives back the very ids the LM will see in the game.
             ids = obs[obs != env.models.pad_token_id]
@@ -226,13 +258,16 @@ def demonstrations(env: TextGameEnv, n_layouts: int) -> list[tuple[str, str]]:
 
 
 def train_sft(layouts: list[tuple[str, ...]], args: Args, out_dir: Path) -> tuple[StageResult, int]:
-    """Stage 1: the optimum's moves on ``layouts`` as demonstrations; SFT saves to ``out_dir``.
+    """Stage 1: the optimum's moves (``demo_noise`` of them random) on ``layouts``; SFT.
+
+    The SFT model is saved to ``out_dir``.
 
     Returns the SFT result (its ``path`` loads with ``lmgym.load_model``) and the number of
-    demonstrations (one per move of the optimum).
+    demonstrations (one per move played).
     """
     tokenizer, base = game_lm(args)
-    demos = demonstrations(text_game(layouts, base, args, tokenizer=tokenizer), len(layouts))
+    game = text_game(layouts, base, args, tokenizer=tokenizer)
+    demos = demonstrations(game, len(layouts), args.demo_noise, args.seed)
     config = SFTConfig(epochs=args.sft_epochs, lr=args.sft_lr, batch_size=32, progress=False,
                        seed=args.seed)  # fmt: skip
     return run_sft(config, demos, out_dir, model=base, tokenizer=tokenizer), len(demos)
@@ -257,7 +292,7 @@ def make_ppo(sft_dir: Path, layouts: list[tuple[str, ...]], args: Args) -> PPO:
                 batch_size=min(64, n_steps * args.n_envs), n_epochs=4,
                 learning_rate=args.ppo_lr, gamma=args.gamma, gae_lambda=0.95, seed=args.seed,
                 verbose=0,
-                policy_kwargs=lm_policy_kwargs(venv, value_trunk="detached"))  # fmt: skip
+                policy_kwargs=lm_policy_kwargs(venv, value_trunk=args.value_trunk))  # fmt: skip
     model.policy.attach_to(scaled)
     return model
 
@@ -271,7 +306,7 @@ def play_lm(model: PPO, layouts: list[tuple[str, ...]], args: Args) -> dict[str,
     for index, layout in enumerate(layouts):
         env = gym.make("TextCatGrid-v0", layout=layout, max_episode_steps=args.max_moves,
                        model=model.policy.lm, tokenizer=model.policy.tokenizer,
-                       max_new_tokens=2)  # fmt: skip
+                       max_new_tokens=2, recent_turns=args.recent_turns)  # fmt: skip
         for episode in range(args.eval_episodes):
             obs, _ = env.reset(seed=args.seed + 1000 * index + episode)
             total, done, meat = 0.0, False, False
@@ -342,9 +377,7 @@ def main(args: Args) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     lmgym.set_seed(args.seed)
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
-    every = random_layouts(args.train_layouts + args.test_layouts, args.size, rng)
-    train, test = every[: args.train_layouts], every[args.train_layouts :]
+    train, test = split_layouts(args)
     seconds: dict[str, float] = {}
 
     def timed(name: str, fn: Any, *fn_args: Any) -> Any:
@@ -355,11 +388,12 @@ def main(args: Args) -> dict[str, Any]:
 
     sft, n_demos = timed("sft", train_sft, train, args, out_dir / "sft")
     model = make_ppo(sft.path, train, args)
-    rows = {"optimum": optimum(test, args)}
-    rows["tabular PPO (trained on each layout)"] = timed("tabular", play_tabular, test, args)
-    rows["SFT LM"] = timed("eval_sft", play_lm, model, test, args)
+    sft_lm = timed("eval_sft", play_lm, model, test, args)
     timed("ppo", model.learn, args.ppo_timesteps)
-    rows["SFT + PPO LM"] = timed("eval_ppo", play_lm, model, test, args)
+    ppo_lm = timed("eval_ppo", play_lm, model, test, args)
+    rows = {"optimum": optimum(test, args),
+            "tabular PPO (trained on each layout)": timed("tabular", play_tabular, test, args),
+            "SFT LM": sft_lm, "SFT + PPO LM": ppo_lm}  # fmt: skip
 
     print_table(rows, args)
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))

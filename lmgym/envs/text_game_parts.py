@@ -137,10 +137,10 @@ class ConversationCodec:
         messages = state.messages + (("assistant", reply), ("user", answer))
         if self.chat:
             opened = 2 if messages[0][0] == "system" else 1
-            turns = messages[opened:]
+            said = messages[opened:]  # two messages a turn: the reply, the game's answer
             if self.recent_turns is not None:
-                turns = turns[-2 * self.recent_turns :]
-            return ConversationState(messages, self._render(messages[:opened] + turns))
+                said = said[-2 * self.recent_turns :]
+            return ConversationState(messages, self._render(messages[:opened] + said))
         own = reply_ids[reply_ids != self.pad_token_id]  # a pad id ends a reply; it is no text
         answer_ids = self._encode("\n" + answer, special=False, where="describe")
         segments = state.segments + (np.concatenate([own, answer_ids]),)

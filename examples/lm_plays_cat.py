@@ -120,6 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_dataclass_arguments(parser, Args)
     args = dataclass_from_args(Args, parser.parse_args(argv))
+    if not 0.0 <= args.demo_noise <= 1.0:
+        parser.error(f"--demo-noise {args.demo_noise} is not a share; expected 0 to 1, e.g. 0.3.")
     args.smoke = args.smoke or os.environ.get("LMGYM_SMOKE") == "1"
     if args.smoke:
         args.train_layouts, args.test_layouts, args.sft_epochs = 8, 2, 1

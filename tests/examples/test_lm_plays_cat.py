@@ -54,6 +54,8 @@ def test_arguments_parse_in_process(example: ModuleType, monkeypatch) -> None:
     args = example.parse_args(["--ppo-lr", "0.001", "--size", "5"])
     assert (args.ppo_lr, args.size, args.smoke) == (0.001, 5, False)
     assert example.parse_args([]).train_layouts == example.Args().train_layouts
+    with pytest.raises(SystemExit):
+        example.parse_args(["--demo-noise", "1.5"])
     smoke = example.parse_args(["--smoke"])
     assert smoke.smoke and smoke.train_layouts < example.Args().train_layouts
 

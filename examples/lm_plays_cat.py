@@ -373,6 +373,41 @@ def print_table(rows: dict[str, dict[str, float]], args: Args) -> None:
         print(f"{name:<38}{row['return']:>8.2f}{row['meat_rate']:>7.2f}{unread}")
 
 
+class Stopwatch:
+    """Wall-clock seconds of each named part of the run (``results.json``'s ``seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Any, *fn_args: Any) -> Any:
+        """``fn(*fn_args)``, its seconds recorded under ``name``."""
+        tic = time.perf_counter()
+        result = fn(*fn_args)
+        self.seconds[name] = time.perf_counter() - tic
+        return result
+
+
+@dataclass
+class LMRun:
+    """What the two stages give: the SFT result, its demonstrations, and the two LM rows."""
+
+    sft: StageResult
+    n_demonstrations: int
+    sft_lm: dict[str, float]
+    ppo_lm: dict[str, float]
+
+
+def sft_then_ppo(train: list[tuple[str, ...]], test: list[tuple[str, ...]], args: Args,
+                 out_dir: Path, timed: Stopwatch) -> LMRun:  # fmt: skip
+    """Stage 1, the SFT LM measured on ``test``, stage 2, the SFT + PPO LM measured on ``test``."""
+    sft, n_demos = timed("sft", train_sft, train, args, out_dir / "sft")
+    model = make_ppo(sft.path, train, args)
+    sft_lm = timed("eval_sft", play_lm, model, test, args)
+    timed("ppo", model.learn, args.ppo_timesteps)
+    ppo_lm = timed("eval_ppo", play_lm, model, test, args)
+    return LMRun(sft, n_demos, sft_lm, ppo_lm)
+
+
 def main(args: Args) -> dict[str, Any]:
     """Run the two stages, measure the four agents, print the table and write results.json."""
     out_dir = Path(args.output_dir)
@@ -380,28 +415,17 @@ def main(args: Args) -> dict[str, Any]:
     lmgym.set_seed(args.seed)
     torch.set_num_threads(args.threads)
     train, test = split_layouts(args)
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, fn: Any, *fn_args: Any) -> Any:
-        tic = time.perf_counter()
-        result = fn(*fn_args)
-        seconds[name] = time.perf_counter() - tic
-        return result
-
-    sft, n_demos = timed("sft", train_sft, train, args, out_dir / "sft")
-    model = make_ppo(sft.path, train, args)
-    sft_lm = timed("eval_sft", play_lm, model, test, args)
-    timed("ppo", model.learn, args.ppo_timesteps)
-    ppo_lm = timed("eval_ppo", play_lm, model, test, args)
+    timed = Stopwatch()
+    run = sft_then_ppo(train, test, args, out_dir, timed)
     rows = {"optimum": optimum(test, args),
             "tabular PPO (trained on each layout)": timed("tabular", play_tabular, test, args),
-            "SFT LM": sft_lm, "SFT + PPO LM": ppo_lm}  # fmt: skip
+            "SFT LM": run.sft_lm, "SFT + PPO LM": run.ppo_lm}  # fmt: skip
 
     print_table(rows, args)
-    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
-    results = {"args": dataclasses.asdict(args), "results": rows, "seconds": seconds,
-               "n_demonstrations": n_demos,
-               "sft_final_loss": sft.metrics["final_epoch_loss"]}  # fmt: skip
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timed.seconds.items()))
+    results = {"args": dataclasses.asdict(args), "results": rows, "seconds": timed.seconds,
+               "n_demonstrations": run.n_demonstrations,
+               "sft_final_loss": run.sft.metrics["final_epoch_loss"]}  # fmt: skip
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     return results
 

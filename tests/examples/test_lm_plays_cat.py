@@ -106,7 +106,7 @@ def test_noisy_demonstrations_are_seeded_random_moves(example: ModuleType) -> No
 def test_ppo_reaches_the_meat_more_often_than_the_sft_lm(example: ModuleType, tmp_path) -> None:
     # The example's recipe and budgets (its defaults) at seed 1, less the tabular row: SFT on
     # the imperfect demonstrator, then PPO paid by the game, both on the held-out layouts; the
-    # very steps of main(), so these are the SFT LM and SFT + PPO LM rows of `--seed 1`.
+    # stages main() runs, so these are the SFT LM and SFT + PPO LM rows of `--seed 1`.
     # Measured for seeds 0-5, meat in 192 episodes: 172 -> 172, 146 -> 165, 114 -> 131,
     # 124 -> 132, 169 -> 176, 158 -> 171: PPO gains in 5 seeds of 6 (0 to 19 episodes; the
     # mean gain, 0.056, is 3.4 standard errors), and clears this test's bar in seed 1 (2.5 SE)
@@ -114,11 +114,8 @@ def test_ppo_reaches_the_meat_more_often_than_the_sft_lm(example: ModuleType, tm
     args = example.Args(seed=1, output_dir=str(tmp_path))
     lmgym.set_seed(args.seed)
     train, test = example.split_layouts(args)
-    sft, _ = example.train_sft(train, args, tmp_path / "sft")
-    model = example.make_ppo(sft.path, train, args)
-    sft_lm = example.play_lm(model, test, args)
-    model.learn(args.ppo_timesteps)
-    ppo_lm = example.play_lm(model, test, args)
+    run = example.sft_then_ppo(train, test, args, tmp_path, example.Stopwatch())
+    sft_lm, ppo_lm = run.sft_lm, run.ppo_lm
     # The gain must be at least two standard errors of the difference of the two meat rates
     # (each a share of the same 192 held-out episodes), not one lucky episode or two.
     before, after = sft_lm["meat_rate"], ppo_lm["meat_rate"]
